@@ -1,0 +1,679 @@
+//! The configuration file: serde structs in the shape of DESIGN.md §7, parsing with
+//! positions in errors, secrets from files or the environment, and validation.
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the file, the line and
+//! the key instead of a setting that silently does nothing.
+
+mod error;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, Position, Problem};
+pub use types::{Port, PromDuration, Secret, expand_env, parse_duration, resolve_relative};
+
+/// The config used when no `--config.file` is given: sensible on any Linux host.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.yml");
+
+/// The label used in errors for the embedded default config.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// Where the config comes from; kept so that a reload reads the same place again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A YAML file given with `--config.file`.
+    File(PathBuf),
+    /// The built-in default.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// Reads, parses and validates the config.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    file: path.clone(),
+                    source,
+                })?;
+                Config::parse(&text, &path.display().to_string(), path.parent())
+            }
+            ConfigSource::Embedded => Config::parse(EMBEDDED_DEFAULT, EMBEDDED_NAME, None),
+        }
+    }
+
+    /// A short name for logs and the landing page.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Embedded => EMBEDDED_NAME.to_string(),
+        }
+    }
+}
+
+/// The whole configuration of both roles.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Settings of `vitals exporter`.
+    pub exporter: ExporterConfig,
+    /// Settings of `vitals sidecar`.
+    pub sidecar: SidecarConfig,
+}
+
+/// Settings of the exporter role.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterConfig {
+    /// Deadline for one scrape when Prometheus does not send
+    /// `X-Prometheus-Scrape-Timeout-Seconds`. Default `10s`.
+    pub scrape_timeout: PromDuration,
+    /// Time kept free before Prometheus' own scrape timeout so the answer arrives in time.
+    /// Default `500ms`.
+    pub scrape_timeout_offset: PromDuration,
+    /// Remote PostgreSQL servers.
+    pub postgres: PostgresConfig,
+    /// Disk usage of remote hosts over SSH.
+    pub ssh_disk: SshDiskConfig,
+    /// Local process groups from /proc.
+    pub process: ProcessConfig,
+    /// Metrics derived from log files and journald.
+    pub logs: LogsConfig,
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            scrape_timeout: PromDuration(std::time::Duration::from_secs(10)),
+            scrape_timeout_offset: PromDuration(std::time::Duration::from_millis(500)),
+            postgres: PostgresConfig::default(),
+            ssh_disk: SshDiskConfig::default(),
+            process: ProcessConfig::default(),
+            logs: LogsConfig::default(),
+        }
+    }
+}
+
+/// PostgreSQL targets.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// The servers to scrape; each becomes `target="<name>"` and `/probe?target=<name>`.
+    pub targets: Vec<PostgresTarget>,
+}
+
+/// TLS mode for PostgreSQL connections, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the server offers it.
+    #[default]
+    Prefer,
+    /// Require TLS, without checking the certificate.
+    Require,
+    /// Require TLS and a certificate signed by `sslrootcert`.
+    VerifyCa,
+    /// As verify-ca, and the host name must match the certificate.
+    VerifyFull,
+}
+
+/// One PostgreSQL server.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTarget {
+    /// Target name, used as the `target` label.
+    pub name: String,
+    /// Host name, IP address, or a Unix socket directory (starting with `/`).
+    #[serde(default = "default_pg_host")]
+    pub host: String,
+    /// TCP port (also selects the socket file name). Default 5432.
+    #[serde(default = "default_pg_port")]
+    pub port: Port,
+    /// Role to connect as. Default `postgres`.
+    #[serde(default = "default_pg_user")]
+    pub user: String,
+    /// Password, inline or as `${ENV_VAR}`; prefer `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// File holding the password (one line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// TLS mode. Default `prefer`.
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// CA certificate file for `verify-ca` and `verify-full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslrootcert: Option<PathBuf>,
+    /// Databases to fan out to; `all` means every database that accepts connections.
+    #[serde(default = "default_pg_databases")]
+    pub databases: Vec<String>,
+    /// Databases left out of the fan-out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Extra labels attached to every series of this target.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_pg_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_pg_port() -> Port {
+    Port(5432)
+}
+fn default_pg_user() -> String {
+    "postgres".into()
+}
+fn default_pg_databases() -> Vec<String> {
+    vec!["all".into()]
+}
+
+/// SSH disk targets.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshDiskConfig {
+    /// Hosts whose filesystems are read over SSH.
+    pub targets: Vec<SshTarget>,
+}
+
+/// One host reached over SSH.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SshTarget {
+    /// Target name, used as the `target` label.
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// SSH port. Default 22.
+    #[serde(default = "default_ssh_port")]
+    pub port: Port,
+    /// Remote user.
+    pub user: String,
+    /// Private key file (ed25519, ECDSA or RSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// File holding the password, when no key is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// OpenSSH known_hosts file used to verify the host key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<PathBuf>,
+}
+
+fn default_ssh_port() -> Port {
+    Port(22)
+}
+
+/// Process groups.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Matchers, first match wins.
+    pub groups: Vec<ProcessGroup>,
+    /// Groups that are expected to exist; exported with `num_procs` 0 when absent.
+    pub watch: Vec<String>,
+}
+
+/// One process matcher with a group name template.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessGroup {
+    /// Group name template: `{comm}`, `{exe_base}`, `{user}` or named captures.
+    pub name: String,
+    /// Regexes on the command name.
+    #[serde(default)]
+    pub comm: Vec<String>,
+    /// Regexes on the executable path.
+    #[serde(default)]
+    pub exe: Vec<String>,
+    /// Regexes on the command line.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+}
+
+/// Log sources.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Directory for read positions. Default `/var/lib/vitals`.
+    pub state_dir: PathBuf,
+    /// Files and journald filters to read.
+    pub sources: Vec<LogSource>,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/vitals"),
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// One log source: a file (or glob) or a journald filter.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSource {
+    /// Source name, used as the `source` label.
+    pub name: String,
+    /// File path or glob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// journald filter, instead of a path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journald: Option<JournaldFilter>,
+    /// Parser name (postgresql, syslog, journald, apache_error, ...).
+    pub parser: String,
+    /// Extra labels on this source's series.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Which journal entries a journald source reads.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournaldFilter {
+    /// systemd units, e.g. `ssh.service`.
+    pub units: Vec<String>,
+    /// Syslog identifiers.
+    pub identifiers: Vec<String>,
+}
+
+/// Settings of the sidecar role.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarConfig {
+    /// The Prometheus-compatible query API to read series from.
+    pub prometheus: PrometheusEndpoint,
+    /// Alertmanagers that receive every alert.
+    pub alertmanagers: Vec<AlertmanagerEndpoint>,
+    /// Evaluation interval. Default `1m`.
+    pub interval: PromDuration,
+    /// Signals added to the shipped defaults.
+    pub signals: Vec<Signal>,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        Self {
+            prometheus: PrometheusEndpoint::default(),
+            alertmanagers: Vec::new(),
+            interval: PromDuration(std::time::Duration::from_secs(60)),
+            signals: Vec::new(),
+        }
+    }
+}
+
+/// A Prometheus-compatible HTTP API.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusEndpoint {
+    /// Base URL, including any path prefix (Thanos, Mimir).
+    pub url: String,
+}
+
+impl Default for PrometheusEndpoint {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// An Alertmanager API endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerEndpoint {
+    /// Base URL.
+    pub url: String,
+}
+
+/// Which way a signal gets worse.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Higher values are bad (latency, errors).
+    #[default]
+    HigherIsWorse,
+    /// Lower values are bad (free space, cache hit ratio).
+    LowerIsWorse,
+    /// Any deviation is bad.
+    Both,
+}
+
+/// A PromQL expression the sidecar watches.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// Signal name, used as the `signal` label.
+    pub name: String,
+    /// Health domain, used as the `domain` label.
+    pub domain: String,
+    /// PromQL expression.
+    pub expr: String,
+    /// Which way is worse.
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+impl Config {
+    /// Parses and validates YAML text. `file` names the source in errors; relative file
+    /// references are resolved against `base_dir`.
+    pub fn parse(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            Config::default()
+        } else {
+            let de = serde_norway::Deserializer::from_str(text);
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                let key = e.path().to_string();
+                let inner = e.into_inner();
+                ConfigError::Invalid {
+                    file: file.to_string(),
+                    position: inner.location().map(|l| Position {
+                        line: l.line(),
+                        column: l.column(),
+                    }),
+                    key: if key == "." { String::new() } else { key },
+                    reason: error::bare_reason(&inner.to_string()),
+                }
+            })?
+        };
+        config.resolve_paths(base_dir);
+        if let Some(p) = config.validate().into_iter().next() {
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                position: None,
+                key: p.key,
+                reason: p.reason,
+            });
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: Option<&Path>) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p.as_mut() {
+                *path = types::resolve_relative(base, path);
+            }
+        };
+        for t in &mut self.exporter.postgres.targets {
+            fix(&mut t.password_file);
+            fix(&mut t.sslrootcert);
+        }
+        for t in &mut self.exporter.ssh_disk.targets {
+            fix(&mut t.key_file);
+            fix(&mut t.password_file);
+            fix(&mut t.known_hosts);
+        }
+    }
+
+    /// Checks what single values cannot: unique names, exclusive keys, readable files.
+    /// Returns every problem found, in file order.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let e = &self.exporter;
+        if e.scrape_timeout_offset >= e.scrape_timeout {
+            problems.push(Problem::new(
+                "exporter.scrape_timeout_offset",
+                "must be shorter than exporter.scrape_timeout",
+            ));
+        }
+        let pg = "exporter.postgres.targets";
+        unique_names(
+            pg,
+            e.postgres.targets.iter().map(|t| &t.name),
+            &mut problems,
+        );
+        for (i, t) in e.postgres.targets.iter().enumerate() {
+            let key = format!("{pg}[{i}]");
+            if t.password.is_some() && t.password_file.is_some() {
+                problems.push(Problem::new(
+                    format!("{key}.password_file"),
+                    "set either password or password_file, not both",
+                ));
+            }
+            readable(
+                &key,
+                "password_file",
+                t.password_file.as_deref(),
+                &mut problems,
+            );
+            readable(&key, "sslrootcert", t.sslrootcert.as_deref(), &mut problems);
+            if matches!(t.sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
+                && t.sslrootcert.is_none()
+            {
+                problems.push(Problem::new(
+                    format!("{key}.sslrootcert"),
+                    "required when sslmode is verify-ca or verify-full",
+                ));
+            }
+            label_names(&key, &t.labels, &mut problems);
+        }
+        let ssh = "exporter.ssh_disk.targets";
+        unique_names(
+            ssh,
+            e.ssh_disk.targets.iter().map(|t| &t.name),
+            &mut problems,
+        );
+        for (i, t) in e.ssh_disk.targets.iter().enumerate() {
+            let key = format!("{ssh}[{i}]");
+            match (&t.key_file, &t.password_file) {
+                (None, None) => problems.push(Problem::new(
+                    format!("{key}.key_file"),
+                    "set key_file or password_file",
+                )),
+                (Some(_), Some(_)) => problems.push(Problem::new(
+                    format!("{key}.password_file"),
+                    "set either key_file or password_file, not both",
+                )),
+                _ => {}
+            }
+            readable(&key, "key_file", t.key_file.as_deref(), &mut problems);
+            readable(
+                &key,
+                "password_file",
+                t.password_file.as_deref(),
+                &mut problems,
+            );
+        }
+        for (i, g) in e.process.groups.iter().enumerate() {
+            if g.comm.is_empty() && g.exe.is_empty() && g.cmdline.is_empty() {
+                problems.push(Problem::new(
+                    format!("exporter.process.groups[{i}]"),
+                    "needs at least one of comm, exe or cmdline",
+                ));
+            }
+        }
+        let logs = "exporter.logs.sources";
+        unique_names(logs, e.logs.sources.iter().map(|s| &s.name), &mut problems);
+        for (i, s) in e.logs.sources.iter().enumerate() {
+            if s.path.is_some() == s.journald.is_some() {
+                problems.push(Problem::new(
+                    format!("{logs}[{i}]"),
+                    "set exactly one of path or journald",
+                ));
+            }
+            label_names(&format!("{logs}[{i}]"), &s.labels, &mut problems);
+        }
+        let sig = "sidecar.signals";
+        unique_names(
+            sig,
+            self.sidecar.signals.iter().map(|s| &s.name),
+            &mut problems,
+        );
+        if self.sidecar.interval.0 < std::time::Duration::from_secs(1) {
+            problems.push(Problem::new("sidecar.interval", "must be at least 1s"));
+        }
+        problems
+    }
+}
+
+fn unique_names<'a>(
+    list: &str,
+    names: impl Iterator<Item = &'a String>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut seen = BTreeSet::new();
+    for (i, name) in names.enumerate() {
+        if name.trim().is_empty() {
+            problems.push(Problem::new(
+                format!("{list}[{i}].name"),
+                "must not be empty",
+            ));
+        } else if !seen.insert(name.as_str()) {
+            problems.push(Problem::new(
+                format!("{list}[{i}].name"),
+                format!("duplicate name {name:?}"),
+            ));
+        }
+    }
+}
+
+fn readable(key: &str, field: &str, path: Option<&Path>, problems: &mut Vec<Problem>) {
+    if let Some(p) = path
+        && let Err(reason) = types::check_readable(p)
+    {
+        problems.push(Problem::new(format!("{key}.{field}"), reason));
+    }
+}
+
+/// Label names must follow Prometheus' rules and must not clash with reserved ones.
+fn label_names(key: &str, labels: &BTreeMap<String, String>, problems: &mut Vec<Problem>) {
+    for name in labels.keys() {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with("__");
+        if !valid {
+            problems.push(Problem::new(
+                format!("{key}.labels.{name}"),
+                "invalid label name (want [a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "vitals.yml", None)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        ConfigSource::Embedded
+            .load()
+            .expect("embedded default must load");
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_are_defaults() {
+        assert_eq!(Config::parse("", "x", None).ok(), Some(Config::default()));
+        assert_eq!(
+            Config::parse("# nothing\n", "x", None).ok(),
+            Some(Config::default())
+        );
+        assert_eq!(Config::parse("{}", "x", None).ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn port_out_of_range_names_file_position_key() {
+        let text = "exporter:\n  postgres:\n    targets:\n      - name: a\n      - name: b\n        port: 70000\n";
+        let msg = err(text);
+        assert!(
+            msg.starts_with("vitals.yml:5:"),
+            "position missing or wrong: {msg}"
+        );
+        assert!(
+            msg.contains("exporter.postgres.targets[1].port: expected a number 1-65535"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let msg = err("exporter:\n  postgres:\n    targets:\n      - name: a\n        prot: 1\n");
+        assert!(
+            msg.starts_with(
+                "vitals.yml:5:9: exporter.postgres.targets[0].prot: unknown field `prot`"
+            ),
+            "{msg}"
+        );
+        let msg = err("exportr: {}\n");
+        assert!(msg.contains("exportr: unknown field `exportr`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_is_rejected() {
+        let msg = err("exporter:\n  scrape_timeout: 10\n");
+        assert!(
+            msg.contains("exporter.scrape_timeout: expected a duration"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_exclusive_keys() {
+        let msg = err("exporter:\n  postgres:\n    targets:\n      - name: a\n      - name: a\n");
+        assert_eq!(
+            msg,
+            "vitals.yml: exporter.postgres.targets[1].name: duplicate name \"a\""
+        );
+        let msg =
+            err("exporter:\n  ssh_disk:\n    targets:\n      - {name: a, host: h, user: u}\n");
+        assert!(
+            msg.contains("targets[0].key_file: set key_file or password_file"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_secret_file_is_named_without_content() {
+        let msg = err(
+            "exporter:\n  postgres:\n    targets:\n      - name: a\n        password_file: /nonexistent/pg.pass\n",
+        );
+        assert!(
+            msg.contains("targets[0].password_file: cannot read /nonexistent/pg.pass"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn env_secret_is_expanded_and_hidden() {
+        // SAFETY of the test: a variable name used by no other test.
+        let text = "exporter:\n  postgres:\n    targets:\n      - name: a\n        password: ${VITALS_TEST_UNSET_VARIABLE_X}\n";
+        let msg = err(text);
+        assert!(
+            msg.contains("VITALS_TEST_UNSET_VARIABLE_X is not set"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_dir() {
+        let dir = std::env::temp_dir();
+        let file = dir.join("vitals-config-test-pass");
+        std::fs::write(&file, "pw\n").expect("write temp file");
+        let text = "exporter:\n  postgres:\n    targets:\n      - name: a\n        password_file: vitals-config-test-pass\n";
+        let c = Config::parse(text, "x", Some(&dir)).expect("valid");
+        assert_eq!(
+            c.exporter.postgres.targets[0].password_file.as_deref(),
+            Some(file.as_path())
+        );
+        let _ = std::fs::remove_file(file);
+    }
+}

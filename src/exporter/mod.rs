@@ -1,0 +1,432 @@
+//! The exporter role: a registry of collectors, run concurrently for each scrape under one
+//! deadline, and their output encoded with self metrics into one OpenMetrics page.
+
+pub mod collector;
+pub mod procfs;
+pub mod vitals;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+use crate::config::{Config, ConfigError, ConfigSource};
+use crate::telemetry::Telemetry;
+pub use collector::{BoxFuture, CollectError, Collected, Collector, Scope, TargetReport};
+
+/// Builds a collector from the config; `Ok(None)` when the config gives it nothing to do.
+pub type BuildFn = fn(&Config) -> Result<Option<Arc<dyn Collector>>, String>;
+
+/// How a collector is built from the config, and whether it runs by default.
+pub struct CollectorSpec {
+    /// Name used in `--collector.NAME` and the `collector` label.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub help: &'static str,
+    /// Whether it runs without `--collector.NAME`.
+    pub default_enabled: bool,
+    /// Builds the collector; `Ok(None)` when the config gives it nothing to do.
+    pub build: BuildFn,
+}
+
+/// Every collector vitals has. Adding a collector is one line here.
+pub static COLLECTORS: &[CollectorSpec] = &[CollectorSpec {
+    name: "vitals",
+    help: "vitals' own process metrics",
+    default_enabled: true,
+    build: |_| Ok(Some(Arc::new(vitals::VitalsCollector::new()))),
+}];
+
+/// Which collectors run, after `--collector.NAME` / `--no-collector.NAME` flags.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    overrides: BTreeMap<String, bool>,
+}
+
+impl Selection {
+    /// Turns a collector on or off explicitly.
+    pub fn set(&mut self, name: &str, enabled: bool) {
+        self.overrides.insert(name.to_string(), enabled);
+    }
+
+    /// Whether a collector runs.
+    pub fn enabled(&self, spec: &CollectorSpec) -> bool {
+        self.overrides
+            .get(spec.name)
+            .copied()
+            .unwrap_or(spec.default_enabled)
+    }
+}
+
+/// Why a scrape could not be answered at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// `/probe?target=` named no configured target.
+    #[error("unknown target {0:?}")]
+    UnknownTarget(String),
+    /// Encoding the exposition failed.
+    #[error("encoding metrics: {0}")]
+    Encode(#[from] std::fmt::Error),
+}
+
+/// Why the exporter could not (re)load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A collector refused its part of the config.
+    #[error("collector {collector}: {reason}")]
+    Collector {
+        /// The collector's name.
+        collector: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Runtime {
+    config: Arc<Config>,
+    collectors: Vec<Arc<dyn Collector>>,
+}
+
+/// The last known state of a collector or target, for the landing page.
+#[derive(Debug, Clone)]
+pub struct TargetState {
+    /// Collector name.
+    pub collector: String,
+    /// Target name, or empty for collectors without targets.
+    pub target: String,
+    /// Whether the last collection succeeded.
+    pub up: bool,
+    /// When it last ran.
+    pub last_scrape: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// The last error, if any.
+    pub error: Option<String>,
+}
+
+/// The exporter: holds the collectors built from the current config and answers scrapes.
+pub struct Exporter {
+    source: ConfigSource,
+    selection: Selection,
+    runtime: RwLock<Arc<Runtime>>,
+    states: Mutex<BTreeMap<(String, String), TargetState>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Exporter {
+    /// Loads the config and builds the enabled collectors.
+    pub fn new(
+        source: ConfigSource,
+        selection: Selection,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, LoadError> {
+        let runtime = build_runtime(&source, &selection);
+        telemetry.config_loaded(runtime.is_ok());
+        Ok(Self {
+            source,
+            selection,
+            runtime: RwLock::new(Arc::new(runtime?)),
+            states: Mutex::new(BTreeMap::new()),
+            telemetry,
+        })
+    }
+
+    /// Re-reads the config; on any error the running config stays in place.
+    pub fn reload(&self) -> Result<(), LoadError> {
+        let result = build_runtime(&self.source, &self.selection);
+        self.telemetry.config_loaded(result.is_ok());
+        let runtime = result?;
+        *self.runtime.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(runtime);
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    /// Where the config comes from.
+    pub fn source(&self) -> &ConfigSource {
+        &self.source
+    }
+
+    /// Names of the collectors that run.
+    pub fn enabled_collectors(&self) -> Vec<&'static str> {
+        self.current().collectors.iter().map(|c| c.name()).collect()
+    }
+
+    /// Last known state of every collector and target, sorted.
+    pub fn states(&self) -> Vec<TargetState> {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// How long a scrape may take: Prometheus' timeout header less the configured offset,
+    /// or the configured default.
+    pub fn scrape_budget(&self, header_timeout: Option<f64>) -> Duration {
+        let cfg = self.config();
+        let e = &cfg.exporter;
+        match header_timeout {
+            Some(t) if t.is_finite() && t > 0.0 => {
+                let t = Duration::from_secs_f64(t.min(3600.0));
+                let offset = e.scrape_timeout_offset.0;
+                if t > offset * 2 { t - offset } else { t / 2 }
+            }
+            _ => e.scrape_timeout.0,
+        }
+    }
+
+    /// Runs every enabled collector (or only the one owning `target`) concurrently and
+    /// returns the OpenMetrics page. A collector that fails or misses the deadline is
+    /// reported with `vitals_scrape_collector_success 0`; the others are unaffected.
+    pub async fn scrape(
+        &self,
+        target: Option<&str>,
+        budget: Duration,
+    ) -> Result<String, ScrapeError> {
+        let runtime = self.current();
+        let collectors: Vec<Arc<dyn Collector>> = match target {
+            None => runtime.collectors.clone(),
+            Some(t) => {
+                let owners: Vec<_> = runtime
+                    .collectors
+                    .iter()
+                    .filter(|c| c.targets().iter().any(|n| n == t))
+                    .cloned()
+                    .collect();
+                if owners.is_empty() {
+                    return Err(ScrapeError::UnknownTarget(t.to_string()));
+                }
+                owners
+            }
+        };
+        let scope = Arc::new(Scope {
+            target: target.map(str::to_string),
+            deadline: Instant::now() + budget,
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for (index, c) in collectors.iter().cloned().enumerate() {
+            let scope = scope.clone();
+            set.spawn(async move {
+                let start = Instant::now();
+                let result = tokio::time::timeout(scope.remaining(), c.collect(&scope)).await;
+                let result = match result {
+                    Ok(r) => r,
+                    Err(_) => Err(CollectError::Other(format!(
+                        "deadline of {:.3}s exceeded",
+                        budget.as_secs_f64()
+                    ))),
+                };
+                (index, start.elapsed(), result)
+            });
+        }
+        let mut results: Vec<Option<(Duration, Result<Collected, CollectError>)>> =
+            (0..collectors.len()).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, d, r)) => {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some((d, r));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "collector task panicked"),
+            }
+        }
+
+        let mut out = String::with_capacity(16 * 1024);
+        self.telemetry.encode(&mut out)?;
+        let duration = Family::<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>::default();
+        let success = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        let now = SystemTime::now();
+        let mut states = Vec::new();
+        for (c, slot) in collectors.iter().zip(results) {
+            let name = c.name();
+            let labels = vec![("collector", name.to_string())];
+            let (elapsed, result) = slot.unwrap_or((
+                budget,
+                Err(CollectError::Other("collector task failed".into())),
+            ));
+            duration.get_or_create(&labels).set(elapsed.as_secs_f64());
+            match result {
+                Ok(collected) => {
+                    success.get_or_create(&labels).set(1);
+                    encode_registry(&mut out, &collected.registry)?;
+                    states.push(TargetState {
+                        collector: name.to_string(),
+                        target: String::new(),
+                        up: true,
+                        last_scrape: now,
+                        duration: elapsed,
+                        error: None,
+                    });
+                    states.extend(collected.targets.into_iter().map(|t| TargetState {
+                        collector: name.to_string(),
+                        target: t.target,
+                        up: t.up,
+                        last_scrape: now,
+                        duration: t.duration,
+                        error: t.error,
+                    }));
+                }
+                Err(e) => {
+                    success.get_or_create(&labels).set(0);
+                    tracing::warn!(collector = name, error = %e, "collector failed");
+                    states.push(TargetState {
+                        collector: name.to_string(),
+                        target: String::new(),
+                        up: false,
+                        last_scrape: now,
+                        duration: elapsed,
+                        error: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+        let mut meta = Registry::default();
+        meta.register_with_unit(
+            "vitals_scrape_collector_duration",
+            "Time a collector took in this scrape",
+            Unit::Seconds,
+            duration,
+        );
+        meta.register(
+            "vitals_scrape_collector_success",
+            "Whether a collector succeeded in this scrape",
+            success,
+        );
+        encode_registry(&mut out, &meta)?;
+        encode_eof(&mut out)?;
+
+        let mut table = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in states {
+            table.insert((s.collector.clone(), s.target.clone()), s);
+        }
+        Ok(out)
+    }
+}
+
+fn build_runtime(source: &ConfigSource, selection: &Selection) -> Result<Runtime, LoadError> {
+    let config = source.load()?;
+    let mut collectors = Vec::new();
+    for spec in COLLECTORS.iter().filter(|s| selection.enabled(s)) {
+        match (spec.build)(&config) {
+            Ok(Some(c)) => collectors.push(c),
+            Ok(None) => {}
+            Err(reason) => {
+                return Err(LoadError::Collector {
+                    collector: spec.name,
+                    reason,
+                });
+            }
+        }
+    }
+    warn_unimplemented(&config);
+    Ok(Runtime {
+        config: Arc::new(config),
+        collectors,
+    })
+}
+
+/// Config sections whose collectors arrive in later versions are accepted (so configs can be
+/// written ahead) but said to do nothing, rather than silently ignored.
+fn warn_unimplemented(config: &Config) {
+    let e = &config.exporter;
+    let pending = [
+        ("exporter.postgres", !e.postgres.targets.is_empty()),
+        ("exporter.ssh_disk", !e.ssh_disk.targets.is_empty()),
+        (
+            "exporter.process",
+            !e.process.groups.is_empty() || !e.process.watch.is_empty(),
+        ),
+        ("exporter.logs", !e.logs.sources.is_empty()),
+    ];
+    for (section, used) in pending {
+        if used && COLLECTORS.iter().all(|s| !section.ends_with(s.name)) {
+            tracing::warn!(
+                section,
+                "this version has no collector for this section yet; it is validated but not collected"
+            );
+        }
+    }
+}
+
+impl crate::web::Role for Exporter {
+    fn role_name(&self) -> &'static str {
+        "exporter"
+    }
+
+    fn metrics(
+        &self,
+        req: crate::web::MetricsRequest,
+    ) -> BoxFuture<'_, Result<String, crate::web::RoleError>> {
+        Box::pin(async move {
+            let budget = self.scrape_budget(req.scrape_timeout);
+            self.scrape(req.target.as_deref(), budget)
+                .await
+                .map_err(|e| match e {
+                    ScrapeError::UnknownTarget(_) => {
+                        crate::web::RoleError::BadRequest(e.to_string())
+                    }
+                    ScrapeError::Encode(_) => crate::web::RoleError::Internal(e.to_string()),
+                })
+        })
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        Exporter::reload(self).map_err(|e| e.to_string())
+    }
+
+    fn landing(&self) -> crate::web::LandingPage {
+        let runtime = self.current();
+        crate::web::LandingPage {
+            role: "exporter".into(),
+            config_source: self.source.describe(),
+            collectors: runtime
+                .collectors
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect(),
+            probe_targets: runtime
+                .collectors
+                .iter()
+                .flat_map(|c| c.targets())
+                .collect(),
+            rows: self
+                .states()
+                .into_iter()
+                .map(|s| crate::web::TargetRow {
+                    collector: s.collector,
+                    target: s.target,
+                    up: s.up,
+                    last_scrape: s.last_scrape,
+                    duration: s.duration,
+                    error: s.error,
+                })
+                .collect(),
+            notes: vec![],
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Pure parsers for /proc files, shared by vitals' self metrics and the process collector.
+//!
+//! They take file contents, not paths, so they are tested on fixtures; the readers at the
+//! bottom are the only place that touches the live /proc.
+
+use std::path::Path;
+
+/// A /proc file did not have the expected shape.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{file}: {reason}")]
+pub struct ParseError {
+    /// Which file kind (`stat`, `limits`, ...).
+    pub file: &'static str,
+    /// What was wrong.
+    pub reason: String,
+}
+
+fn perr(file: &'static str, reason: impl Into<String>) -> ParseError {
+    ParseError {
+        file,
+        reason: reason.into(),
+    }
+}
+
+/// The fields of /proc/PID/stat that vitals uses. Times are in clock ticks, sizes in pages
+/// (rss) or bytes (vsize), as the kernel writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Process id.
+    pub pid: u32,
+    /// Command name, which may contain spaces and parentheses.
+    pub comm: String,
+    /// State letter (R, S, D, Z, T, t, X, I, ...).
+    pub state: char,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Minor page faults.
+    pub minflt: u64,
+    /// Major page faults.
+    pub majflt: u64,
+    /// User CPU time in clock ticks.
+    pub utime: u64,
+    /// System CPU time in clock ticks.
+    pub stime: u64,
+    /// Number of threads.
+    pub num_threads: u64,
+    /// Start time in clock ticks after boot.
+    pub starttime: u64,
+    /// Virtual memory size in bytes.
+    pub vsize: u64,
+    /// Resident set size in pages.
+    pub rss_pages: u64,
+}
+
+/// Parses /proc/PID/stat. The command name is taken up to the *last* `)`, since it may
+/// itself contain `)` and spaces.
+pub fn parse_stat(content: &str) -> Result<Stat, ParseError> {
+    const F: &str = "stat";
+    let open = content
+        .find('(')
+        .ok_or_else(|| perr(F, "no '(' before comm"))?;
+    let close = content
+        .rfind(')')
+        .ok_or_else(|| perr(F, "no ')' after comm"))?;
+    if close < open {
+        return Err(perr(F, "')' before '('"));
+    }
+    let pid = content[..open]
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| perr(F, "bad pid"))?;
+    let comm = content[open + 1..close].to_string();
+    let rest: Vec<&str> = content[close + 1..].split_ascii_whitespace().collect();
+    // rest[0] is field 3 (state) in proc(5) numbering, so field N is rest[N - 3].
+    let field = |n: usize| -> Result<u64, ParseError> {
+        rest.get(n - 3)
+            .ok_or_else(|| perr(F, format!("missing field {n}")))?
+            .parse::<u64>()
+            .map_err(|_| perr(F, format!("field {n} is not a number")))
+    };
+    let state = rest
+        .first()
+        .and_then(|s| s.chars().next())
+        .ok_or_else(|| perr(F, "missing state"))?;
+    Ok(Stat {
+        pid,
+        comm,
+        state,
+        ppid: u32::try_from(field(4)?).map_err(|_| perr(F, "bad ppid"))?,
+        minflt: field(10)?,
+        majflt: field(12)?,
+        utime: field(14)?,
+        stime: field(15)?,
+        num_threads: field(20)?,
+        starttime: field(22)?,
+        vsize: field(23)?,
+        rss_pages: field(24)?,
+    })
+}
+
+/// Reads the boot time (`btime`, seconds since the epoch) from /proc/stat contents.
+pub fn parse_boot_time(proc_stat: &str) -> Result<u64, ParseError> {
+    proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .ok_or_else(|| perr("/proc/stat", "no btime line"))?
+        .trim()
+        .parse()
+        .map_err(|_| perr("/proc/stat", "btime is not a number"))
+}
+
+/// Reads the soft limit on open files from /proc/PID/limits contents; `None` means
+/// unlimited.
+pub fn parse_max_open_files(limits: &str) -> Result<Option<u64>, ParseError> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .ok_or_else(|| perr("limits", "no 'Max open files' line"))?;
+    let soft = line["Max open files".len()..]
+        .split_ascii_whitespace()
+        .next()
+        .ok_or_else(|| perr("limits", "no soft limit"))?;
+    if soft == "unlimited" {
+        return Ok(None);
+    }
+    soft.parse()
+        .map(Some)
+        .map_err(|_| perr("limits", "soft limit is not a number"))
+}
+
+/// System constants needed to turn /proc figures into base units.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemInfo {
+    /// Clock ticks per second (`CLK_TCK`).
+    pub clk_tck: u64,
+    /// Page size in bytes.
+    pub page_size: u64,
+    /// Boot time, seconds since the epoch.
+    pub boot_time: u64,
+}
+
+impl SystemInfo {
+    /// Reads the constants of the running system under `proc_root` (normally `/proc`).
+    pub fn read(proc_root: &Path) -> std::io::Result<Self> {
+        let stat = std::fs::read_to_string(proc_root.join("stat"))?;
+        let boot_time = parse_boot_time(&stat)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(Self {
+            clk_tck: rustix::param::clock_ticks_per_second().max(1),
+            page_size: u64::try_from(rustix::param::page_size()).unwrap_or(4096),
+            boot_time,
+        })
+    }
+}
+
+/// Counts the entries of a /proc/PID/fd directory.
+pub fn count_fds(fd_dir: &Path) -> std::io::Result<u64> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(fd_dir)? {
+        entry?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "4242 (my (odd) proc) S 1 4242 4242 0 -1 4194560 1500 0 3 0 250 75 0 0 20 0 4 0 123456 104857600 2560 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let s = parse_stat(STAT).expect("parses");
+        assert_eq!(s.pid, 4242);
+        assert_eq!(s.comm, "my (odd) proc");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.minflt, 1500);
+        assert_eq!(s.majflt, 3);
+        assert_eq!(s.utime, 250);
+        assert_eq!(s.stime, 75);
+        assert_eq!(s.num_threads, 4);
+        assert_eq!(s.starttime, 123456);
+        assert_eq!(s.vsize, 104857600);
+        assert_eq!(s.rss_pages, 2560);
+    }
+
+    #[test]
+    fn truncated_stat_is_an_error() {
+        assert!(parse_stat("12 (x) S 1 2").is_err());
+        assert!(parse_stat("garbage").is_err());
+        assert!(parse_stat("").is_err());
+    }
+
+    #[test]
+    fn boot_time_and_limits() {
+        assert_eq!(
+            parse_boot_time("cpu 1 2\nbtime 1700000000\n"),
+            Ok(1_700_000_000)
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \nMax open files            1024                 524288               files     \n";
+        assert_eq!(parse_max_open_files(limits), Ok(Some(1024)));
+        let unl = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_max_open_files(unl), Ok(None));
+    }
+
+    #[test]
+    fn live_self_stat_parses() {
+        let text = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+        let s = parse_stat(&text).expect("live stat parses");
+        assert_eq!(s.pid, std::process::id());
+        assert!(s.num_threads >= 1);
+    }
+}

@@ -1,0 +1,173 @@
+//! Start-up of each command: logging, config, server, signals. This is the edge of the
+//! program, so errors here are `anyhow` with context for the operator.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use crate::cli::{Commands, LogArgs, LogFormat, LogLevel, Parsed, ServeArgs};
+use crate::config::ConfigSource;
+use crate::exporter::{Exporter, Selection};
+use crate::sidecar::Sidecar;
+use crate::telemetry::Telemetry;
+use crate::web::{self, AppState, Role, WebConfigHandle};
+
+/// Sets up `tracing` from `--log.level` and `--log.format`; logs go to stderr.
+pub fn init_logging(args: &LogArgs) {
+    let level = match args.level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    };
+    let filter = EnvFilter::new(format!("{level},hyper=warn,rustls=warn,h2=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match args.format {
+        LogFormat::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("vitals: logging already initialised: {e}");
+    }
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn main(parsed: Parsed) -> anyhow::Result<i32> {
+    init_logging(&parsed.cli.log);
+    match parsed.cli.command {
+        None => serve_exporter(parsed.cli.exporter, parsed.selection),
+        Some(Commands::Exporter(args)) => serve_exporter(args, parsed.selection),
+        Some(Commands::Sidecar(args)) => serve_sidecar(args.into()),
+        Some(Commands::CheckConfig(args)) => {
+            let mut ok = true;
+            match ConfigSource::File(args.file.clone()).load() {
+                Ok(_) => println!("{}: OK", args.file.display()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ok = false;
+                }
+            }
+            if let Some(w) = &args.web_config_file {
+                match web::WebConfig::load(w) {
+                    Ok(_) => println!("{}: OK", w.display()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ok = false;
+                    }
+                }
+            }
+            Ok(if ok { 0 } else { 1 })
+        }
+        Some(Commands::Backtest(_)) => {
+            eprintln!("vitals backtest: not yet available in this version");
+            Ok(2)
+        }
+    }
+}
+
+fn source_of(args: &ServeArgs) -> ConfigSource {
+    match &args.config_file {
+        Some(p) => ConfigSource::File(p.clone()),
+        None => ConfigSource::Embedded,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vitals")
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve_exporter(args: ServeArgs, selection: Selection) -> anyhow::Result<i32> {
+    let telemetry = Arc::new(Telemetry::new("exporter"));
+    let source = source_of(&args);
+    tracing::info!(version = crate::cli::LONG_VERSION, config = %source.describe(), "starting vitals exporter");
+    let rt = runtime()?;
+    let exporter = rt
+        .block_on(async { Exporter::new(source, selection, telemetry.clone()) })
+        .context("loading the configuration")?;
+    tracing::info!(collectors = ?exporter.enabled_collectors(), "collectors enabled");
+    rt.block_on(serve_role(Arc::new(exporter), telemetry, args))?;
+    Ok(0)
+}
+
+fn serve_sidecar(args: ServeArgs) -> anyhow::Result<i32> {
+    let telemetry = Arc::new(Telemetry::new("sidecar"));
+    let source = source_of(&args);
+    tracing::info!(version = crate::cli::LONG_VERSION, config = %source.describe(), "starting vitals sidecar");
+    let sidecar = Sidecar::new(source, telemetry.clone()).context("loading the configuration")?;
+    let rt = runtime()?;
+    rt.block_on(serve_role(Arc::new(sidecar), telemetry, args))?;
+    Ok(0)
+}
+
+async fn serve_role(
+    role: Arc<dyn Role>,
+    telemetry: Arc<Telemetry>,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
+    let web_config = match &args.web_config_file {
+        Some(p) => Some(Arc::new(
+            WebConfigHandle::load(p).context("loading --web.config.file")?,
+        )),
+        None => None,
+    };
+    let listeners = web::bind(&args.listen).await?;
+    let state = Arc::new(AppState {
+        role: role.clone(),
+        telemetry,
+        telemetry_path: args.telemetry_path.clone(),
+        web_config,
+    });
+    spawn_sighup(role)?;
+    web::serve(listeners, state, shutdown_signal()?).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_sighup(role: Arc<dyn Role>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let role = role.clone();
+            let result = tokio::task::spawn_blocking(move || role.reload()).await;
+            match result {
+                Ok(Ok(())) => tracing::info!("configuration reloaded after SIGHUP"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reload after SIGHUP rejected; the previous configuration keeps running")
+                }
+                Err(e) => tracing::error!(error = %e, "reload task failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
