@@ -430,3 +430,100 @@ impl crate::web::Role for Exporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A collector that takes longer than any scrape budget in these tests.
+    struct Stuck;
+
+    impl Collector for Stuck {
+        fn name(&self) -> &'static str {
+            "stuck"
+        }
+        fn targets(&self) -> Vec<String> {
+            vec!["t1".into()]
+        }
+        fn collect<'a>(&'a self, _s: &'a Scope) -> BoxFuture<'a, Result<Collected, CollectError>> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(Collected::default())
+            })
+        }
+    }
+
+    fn exporter_with(extra: Arc<dyn Collector>) -> Exporter {
+        let telemetry = Arc::new(Telemetry::new("exporter"));
+        let e = Exporter::new(ConfigSource::Embedded, Selection::default(), telemetry)
+            .expect("embedded config loads");
+        {
+            let mut rt = e.runtime.write().unwrap_or_else(PoisonError::into_inner);
+            let mut collectors = rt.collectors.clone();
+            collectors.push(extra);
+            *rt = Arc::new(Runtime {
+                config: rt.config.clone(),
+                collectors,
+            });
+        }
+        e
+    }
+
+    #[tokio::test]
+    async fn a_stuck_collector_does_not_block_the_others() {
+        let e = exporter_with(Arc::new(Stuck));
+        let started = Instant::now();
+        let page = e
+            .scrape(None, Duration::from_millis(300))
+            .await
+            .expect("scrape answers");
+        // Far below the stuck collector's 30 s: the deadline cut it off.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            page.contains("vitals_scrape_collector_success{collector=\"stuck\"} 0"),
+            "{page}"
+        );
+        assert!(
+            page.contains("vitals_scrape_collector_success{collector=\"vitals\"} 1"),
+            "{page}"
+        );
+        assert!(page.contains("process_cpu_seconds_total"), "{page}");
+        assert!(page.ends_with("# EOF\n"));
+        let states = e.states();
+        let stuck = states
+            .iter()
+            .find(|s| s.collector == "stuck")
+            .expect("state row");
+        assert!(!stuck.up);
+        assert!(stuck.error.as_deref().unwrap_or("").contains("deadline"));
+    }
+
+    #[tokio::test]
+    async fn probe_routes_to_the_owner_and_rejects_unknown_targets() {
+        let e = exporter_with(Arc::new(Stuck));
+        let page = e
+            .scrape(Some("t1"), Duration::from_millis(100))
+            .await
+            .expect("known target");
+        assert!(page.contains("collector=\"stuck\""));
+        assert!(
+            !page.contains("collector=\"vitals\""),
+            "probe runs only the owner"
+        );
+        assert!(matches!(
+            e.scrape(Some("nope"), Duration::from_millis(100)).await,
+            Err(ScrapeError::UnknownTarget(_))
+        ));
+    }
+
+    #[test]
+    fn budget_follows_the_prometheus_header() {
+        let telemetry = Arc::new(Telemetry::new("exporter"));
+        let e = Exporter::new(ConfigSource::Embedded, Selection::default(), telemetry)
+            .expect("embedded config loads");
+        assert_eq!(e.scrape_budget(None), Duration::from_secs(10));
+        assert_eq!(e.scrape_budget(Some(5.0)), Duration::from_millis(4500));
+        assert_eq!(e.scrape_budget(Some(0.6)), Duration::from_millis(300));
+        assert_eq!(e.scrape_budget(Some(f64::NAN)), Duration::from_secs(10));
+    }
+}

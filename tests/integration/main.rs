@@ -1,0 +1,8 @@
+//! Integration tests: vitals against real servers started on loopback by tests/support.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod exporter;
+mod harness;
+mod web;

@@ -1,0 +1,332 @@
+//! A throwaway PostgreSQL 15 cluster on a free loopback port.
+//!
+//! initdb and postgres refuse to run as root, so both run as the `postgres` OS user (through
+//! `runuser -u postgres --`) in a temp dir chowned to that user. Local (unix socket)
+//! connections are trusted; TCP connections need the superuser's password (scram-sha-256), so
+//! tests that connect the way vitals does really exercise password authentication.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use super::{
+    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, log_block, require_binary, run_ok,
+    says_address_in_use, temp_dir, write_file,
+};
+
+const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+const PACKAGE: &str = "postgresql-15";
+const OS_USER: &str = "postgres";
+
+/// Name of the database superuser created by initdb.
+pub const SUPERUSER: &str = "postgres";
+
+/// Password of [`SUPERUSER`]; TCP connections must present it.
+pub const SUPERUSER_PASSWORD: &str = "vitals-pg-Secret1";
+
+/// A running PostgreSQL 15 cluster, stopped (`pg_ctl stop -m immediate`) and deleted on drop.
+pub struct Postgres {
+    port: u16,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_path: PathBuf,
+    started: bool,
+    // Last field: removed after `Drop::drop` stopped the server.
+    dir: tempfile::TempDir,
+}
+
+fn bin(name: &str) -> PathBuf {
+    require_binary(&format!("{BIN_DIR}/{name}"), PACKAGE)
+}
+
+/// `runuser -u postgres -- <program>`, because initdb and postgres refuse to run as root.
+fn as_postgres(program: &Path) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", OS_USER, "--"]).arg(program);
+    cmd
+}
+
+impl Postgres {
+    /// Runs initdb, starts the cluster on a free port and waits until it accepts connections.
+    ///
+    /// Panics with the server log's tail if the cluster does not come up within
+    /// [`STARTUP_TIMEOUT`], and with an install hint if PostgreSQL 15 is missing.
+    pub fn start() -> Postgres {
+        let initdb = bin("initdb");
+        bin("pg_ctl");
+        bin("postgres");
+        bin("psql");
+
+        let dir = temp_dir("pg");
+        let data_dir = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        let log_path = dir.path().join("postgres.log");
+        let pwfile = dir.path().join("pwfile");
+        std::fs::create_dir(&socket_dir)
+            .unwrap_or_else(|e| panic!("creating {} failed: {e}", socket_dir.display()));
+        write_file(&pwfile, format!("{SUPERUSER_PASSWORD}\n"));
+        write_file(&log_path, "");
+        let (uid, gid) = postgres_ids();
+        for path in [dir.path(), &socket_dir, &pwfile, &log_path] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
+        }
+
+        run_ok(
+            as_postgres(&initdb)
+                .current_dir(dir.path())
+                .arg("--pgdata")
+                .arg(&data_dir)
+                .args([
+                    "--username",
+                    SUPERUSER,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--no-instructions",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb (as the postgres OS user)",
+        );
+        let conf = format!(
+            "\n# vitals test harness\n\
+             listen_addresses = '{LOOPBACK}'\n\
+             unix_socket_directories = '{}'\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n\
+             shared_buffers = 16MB\n\
+             max_connections = 50\n\
+             password_encryption = 'scram-sha-256'\n\
+             log_connections = on\n\
+             track_io_timing = on\n",
+            socket_dir.display()
+        );
+        let conf_path = data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
+        text.push_str(&conf);
+        write_file(&conf_path, text);
+
+        let mut pg = Postgres {
+            port: 0,
+            data_dir,
+            socket_dir,
+            log_path,
+            started: false,
+            dir,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            pg.port = super::start_port();
+            match pg.try_start() {
+                Ok(()) => {
+                    pg.started = true;
+                    return pg;
+                }
+                Err(why) => {
+                    let log = std::fs::read_to_string(&pg.log_path).unwrap_or_default();
+                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
+                        // Truncate the log so that the next attempt's failure is its own.
+                        write_file(&pg.log_path, "");
+                        continue;
+                    }
+                    panic!(
+                        "PostgreSQL 15 did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
+                        pg.port,
+                        log_block("postgres.log", &pg.log_path)
+                    );
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// One `pg_ctl start -w` on the current port, then a real query over the unix socket.
+    fn try_start(&mut self) -> Result<(), String> {
+        let output = as_postgres(&bin("pg_ctl"))
+            .current_dir(self.dir.path())
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .arg("--log")
+            .arg(&self.log_path)
+            .args(["--wait", "--timeout"])
+            .arg(STARTUP_TIMEOUT.as_secs().to_string())
+            .arg("-o")
+            .arg(format!("-p {}", self.port))
+            .arg("start")
+            .output()
+            .map_err(|e| format!("could not run pg_ctl: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "pg_ctl start failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        self.started = true;
+        let out = super::poll_until(Duration::from_secs(10), || {
+            let o = self.psql_socket_output("select 1");
+            (o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1").then_some(())
+        });
+        out.ok_or_else(|| "pg_ctl reported started, but `select 1` did not succeed".to_string())
+    }
+
+    /// Always `127.0.0.1`.
+    pub fn host(&self) -> &'static str {
+        LOOPBACK
+    }
+
+    /// The TCP port the cluster listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the cluster's unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The data directory (PGDATA).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The server log file (pg_ctl `--log`).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The superuser's name.
+    pub fn user(&self) -> &'static str {
+        SUPERUSER
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> &'static str {
+        SUPERUSER_PASSWORD
+    }
+
+    /// A libpq key=value connection string for TCP with the superuser's password.
+    pub fn dsn(&self) -> String {
+        format!(
+            "host={LOOPBACK} port={} user={SUPERUSER} password={SUPERUSER_PASSWORD} dbname=postgres sslmode=disable connect_timeout=10",
+            self.port
+        )
+    }
+
+    /// A `postgres://` URL equivalent to [`Postgres::dsn`].
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{SUPERUSER_PASSWORD}@{LOOPBACK}:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// A psql command with a clean libpq environment, unaligned tuples-only output and
+    /// `ON_ERROR_STOP`; the caller adds the connection target.
+    fn psql_base(&self) -> Command {
+        let mut cmd = Command::new(bin("psql"));
+        for var in [
+            "PGHOST",
+            "PGHOSTADDR",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGPASSWORD",
+            "PGSERVICE",
+            "PGSSLMODE",
+            "PGOPTIONS",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("PGPASSFILE", "/dev/null")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+        cmd
+    }
+
+    fn psql_socket_output(&self, sql: &str) -> Output {
+        self.psql_base()
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", SUPERUSER, "-d", "postgres", "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("could not run psql: {e}"))
+    }
+
+    /// Runs `sql` as the superuser over the unix socket (trusted, no password) and returns
+    /// psql's trimmed stdout (unaligned, tuples only: columns joined by `|`, rows by newlines).
+    /// Panics with psql's stderr if it fails.
+    pub fn psql(&self, sql: &str) -> String {
+        let output = self.psql_socket_output(sql);
+        if !output.status.success() {
+            panic!(
+                "psql failed ({}) for {sql:?}:\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Runs `sql` over TCP to 127.0.0.1 as `user` with `password` (via PGPASSWORD) and returns
+    /// psql's raw output, so tests can check both successful and refused logins.
+    pub fn psql_tcp(&self, user: &str, password: &str, sql: &str) -> Output {
+        self.psql_base()
+            .env("PGPASSWORD", password)
+            .env("PGSSLMODE", "disable")
+            .args(["-h", LOOPBACK, "-p"])
+            .arg(self.port.to_string())
+            .args(["-U", user, "-d", "postgres", "-w", "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("could not run psql: {e}"))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if !self.started {
+            return;
+        }
+        let stopped = as_postgres(Path::new(&format!("{BIN_DIR}/pg_ctl")))
+            .current_dir(self.dir.path())
+            .arg("--pgdata")
+            .arg(&self.data_dir)
+            .args(["--mode", "immediate", "--wait", "--timeout", "30", "stop"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !stopped {
+            // Fall back to killing the postmaster named in postmaster.pid.
+            let pid = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
+                .ok()
+                .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+            if let Some(pid) = pid.filter(|p| *p > 1) {
+                // SAFETY: kill(2) with a pid read from our own cluster's postmaster.pid.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// The uid and gid of the `postgres` OS user (created by the postgresql-common package).
+fn postgres_ids() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let output = run_ok(
+            Command::new("id").arg(flag).arg(OS_USER),
+            "looking up the postgres OS user",
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("`id {flag} postgres` printed no number: {e}"))
+    };
+    (id("-u"), id("-g"))
+}

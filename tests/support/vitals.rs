@@ -1,0 +1,322 @@
+//! Launcher for the binary under test, `vitals`, built by cargo for this test target.
+//!
+//! Runs `vitals exporter --web.listen-address=127.0.0.1:PORT --config.file=PATH [args...]`
+//! in its own temp dir, with stdout and stderr captured to files there, and waits until
+//! `GET /-/ready` answers 200. If the process exits first, the start panics with its logs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::{
+    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, exited, http_client, http_ok, kill_and_reap,
+    poll_until, says_address_in_use, tail, temp_dir, write_file,
+};
+
+/// Path of the `vitals` binary cargo built for these integration tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_vitals");
+
+/// How long [`Vitals::sigterm`] waits for the process to exit.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to run; see [`Vitals::builder`].
+pub struct VitalsBuilder {
+    subcommand: String,
+    config: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl VitalsBuilder {
+    /// The config file's YAML text (default `{}`).
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config = yaml.to_string();
+        self
+    }
+
+    /// The subcommand (default `exporter`). The listen and config flags follow it.
+    pub fn subcommand(mut self, name: &str) -> Self {
+        self.subcommand = name.to_string();
+        self
+    }
+
+    /// Appends one argument after the listen and config flags.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Appends arguments after the listen and config flags.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// Sets an environment variable for the process (the test's environment is inherited).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts vitals and waits until `/-/ready` answers 200; see [`Vitals::start`].
+    pub fn start(self) -> Vitals {
+        Vitals::launch(self)
+    }
+
+    /// Runs vitals on a free port without waiting for readiness, and waits up to `timeout`
+    /// for it to exit by itself — for tests of start-up failures (bad config, bad flags).
+    /// Returns the exit status and the combined logs. Panics if it is still running then.
+    pub fn run_until_exit(self, timeout: Duration) -> (ExitStatus, String) {
+        let mut vitals = Vitals::prepare(&self);
+        vitals.port = super::start_port();
+        vitals.spawn(&self);
+        let status = vitals.wait_exit(timeout);
+        (status, vitals.logs())
+    }
+}
+
+/// A running `vitals` process, killed on drop (its temp dir with config and logs removed).
+pub struct Vitals {
+    port: u16,
+    child: Option<Child>,
+    config_path: PathBuf,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    client: reqwest::blocking::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Vitals {
+    /// Starts `vitals exporter` with `config_yaml` as its config file and no extra args.
+    pub fn start(config_yaml: &str) -> Vitals {
+        Self::builder().config(config_yaml).start()
+    }
+
+    /// A builder for the config, subcommand, extra args and environment.
+    pub fn builder() -> VitalsBuilder {
+        VitalsBuilder {
+            subcommand: "exporter".to_string(),
+            config: "{}\n".to_string(),
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    fn prepare(builder: &VitalsBuilder) -> Vitals {
+        let dir = temp_dir("vitals");
+        let config_path = dir.path().join("vitals.yml");
+        write_file(&config_path, &builder.config);
+        Vitals {
+            port: 0,
+            child: None,
+            config_path,
+            stdout_path: dir.path().join("stdout.log"),
+            stderr_path: dir.path().join("stderr.log"),
+            client: http_client(),
+            dir,
+        }
+    }
+
+    fn spawn(&mut self, builder: &VitalsBuilder) {
+        let open = |path: &Path| {
+            std::fs::File::create(path)
+                .unwrap_or_else(|e| panic!("creating {} failed: {e}", path.display()))
+        };
+        let child = Command::new(BINARY)
+            .arg(&builder.subcommand)
+            .arg(format!("--web.listen-address={LOOPBACK}:{}", self.port))
+            .arg(format!("--config.file={}", self.config_path.display()))
+            .args(&builder.args)
+            .env("RUST_BACKTRACE", "1")
+            .envs(builder.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(open(&self.stdout_path))
+            .stderr(open(&self.stderr_path))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {BINARY} failed: {e}"));
+        self.child = Some(child);
+    }
+
+    fn launch(builder: VitalsBuilder) -> Vitals {
+        let mut vitals = Self::prepare(&builder);
+        for attempt in 1..=START_ATTEMPTS {
+            vitals.port = super::start_port();
+            vitals.spawn(&builder);
+            match vitals.wait_ready() {
+                Ok(()) => return vitals,
+                Err(why) => {
+                    if let Some(child) = vitals.child.as_mut() {
+                        kill_and_reap(child);
+                    }
+                    vitals.child = None;
+                    if attempt < START_ATTEMPTS && says_address_in_use(&vitals.logs()) {
+                        continue;
+                    }
+                    panic!(
+                        "vitals did not become ready on {LOOPBACK}:{} (attempt {attempt}): {why}\n\
+                         command: {BINARY} {} --web.listen-address={LOOPBACK}:{} --config.file={} {}\n\
+                         --- stderr (tail) ---\n{}\n--- stdout (tail) ---\n{}\n--- end ---",
+                        vitals.port,
+                        builder.subcommand,
+                        vitals.port,
+                        vitals.config_path.display(),
+                        builder.args.join(" "),
+                        tail(&vitals.stderr_path, super::LOG_TAIL_LINES),
+                        tail(&vitals.stdout_path, super::LOG_TAIL_LINES),
+                    );
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let url = format!("{}/-/ready", self.base_url());
+        let client = &self.client;
+        let child = self.child.as_mut().expect("child is set before waiting");
+        let mut exit = None;
+        let ready = poll_until(STARTUP_TIMEOUT, || {
+            if let Some(status) = exited(child) {
+                exit = Some(status);
+                return Some(false);
+            }
+            http_ok(client, &url).then_some(true)
+        });
+        match (ready, exit) {
+            (Some(true), _) => Ok(()),
+            (_, Some(status)) => Err(format!("vitals exited before it was ready, with {status}")),
+            _ => Err(format!(
+                "{url} did not answer 200 within {}s",
+                STARTUP_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{LOOPBACK}:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, the form a Prometheus static target takes.
+    pub fn host_port(&self) -> String {
+        format!("{LOOPBACK}:{}", self.port)
+    }
+
+    /// The port vitals listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The config file passed with `--config.file`.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The temp dir holding the config and the logs; the process' working directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces the config file's contents (follow with [`Vitals::sighup`] to reload).
+    pub fn write_config(&self, yaml: &str) {
+        write_file(&self.config_path, yaml);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        let child = self.child.as_mut().expect("vitals was started");
+        if let Some(status) = exited(child) {
+            panic!(
+                "cannot send signal {signal}: vitals already exited with {status}\n{}",
+                self.logs()
+            );
+        }
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child, which has just been checked not to be reaped (we
+        // hold the Child and only reap through it), so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Sends SIGHUP (reload the config).
+    pub fn sighup(&mut self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// Sends SIGTERM and waits up to [`SHUTDOWN_TIMEOUT`] for the process to exit; returns
+    /// its exit status. Panics with the logs if it does not exit in time.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(SHUTDOWN_TIMEOUT)
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status; panics with
+    /// the logs if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("vitals was started");
+        match poll_until(timeout, || exited(child)) {
+            Some(status) => status,
+            None => panic!("vitals did not exit within {timeout:?}\n{}", self.logs()),
+        }
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(exited)
+    }
+
+    /// The captured stdout followed by the captured stderr.
+    pub fn logs(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "--- vitals stdout ---\n{}--- vitals stderr ---\n{}",
+            read(&self.stdout_path),
+            read(&self.stderr_path)
+        )
+    }
+
+    /// The captured stderr alone (where vitals logs).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// GETs `path` (e.g. `/metrics`) and returns the status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("{}{path}", self.base_url());
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {url} failed: {e}\n{}", self.logs()));
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .unwrap_or_else(|e| panic!("reading the body of GET {url} failed: {e}"));
+        (status, body)
+    }
+
+    /// GETs `/metrics`, asserts 200 and returns the exposition text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
+        body
+    }
+}
+
+impl Drop for Vitals {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_and_reap(child);
+        }
+    }
+}
