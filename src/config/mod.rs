@@ -677,3 +677,110 @@ mod tests {
         let _ = std::fs::remove_file(file);
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// A config with every list non-empty and every optional key set, so that serializing it
+    /// shows every key there is.
+    fn full() -> Config {
+        let secret: Secret = serde_norway::from_str("x").expect("secret");
+        let mut c = Config::default();
+        c.exporter.postgres.targets.push(PostgresTarget {
+            name: "a".into(),
+            host: default_pg_host(),
+            port: default_pg_port(),
+            user: default_pg_user(),
+            password: Some(secret),
+            password_file: Some("p".into()),
+            sslmode: SslMode::Prefer,
+            sslrootcert: Some("ca".into()),
+            databases: default_pg_databases(),
+            exclude: vec!["x".into()],
+            labels: BTreeMap::from([("k".into(), "v".into())]),
+        });
+        c.exporter.ssh_disk.targets.push(SshTarget {
+            name: "s".into(),
+            host: "h".into(),
+            port: default_ssh_port(),
+            user: "u".into(),
+            key_file: Some("k".into()),
+            password_file: Some("p".into()),
+            known_hosts: Some("kh".into()),
+        });
+        c.exporter.process.groups.push(ProcessGroup {
+            name: "{comm}".into(),
+            comm: vec!["a".into()],
+            exe: vec!["b".into()],
+            cmdline: vec!["c".into()],
+        });
+        c.exporter.process.watch.push("postgres".into());
+        c.exporter.logs.sources.push(LogSource {
+            name: "l".into(),
+            path: Some("/var/log/x".into()),
+            journald: Some(JournaldFilter {
+                units: vec!["u".into()],
+                identifiers: vec!["i".into()],
+            }),
+            parser: "syslog".into(),
+            labels: BTreeMap::from([("k".into(), "v".into())]),
+        });
+        c.sidecar
+            .alertmanagers
+            .push(AlertmanagerEndpoint { url: "u".into() });
+        c.sidecar.signals.push(Signal {
+            name: "n".into(),
+            domain: "d".into(),
+            expr: "up".into(),
+            direction: Direction::Both,
+        });
+        c
+    }
+
+    fn keys(prefix: &str, v: &serde_norway::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_norway::Value::Mapping(m) => {
+                for (k, child) in m {
+                    let Some(k) = k.as_str() else { continue };
+                    let path = if prefix.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    // Free-form maps (labels) document the map, not their entries.
+                    if path.ends_with(".labels") {
+                        out.insert(path);
+                        continue;
+                    }
+                    out.insert(path.clone());
+                    keys(&path, child, out);
+                }
+            }
+            serde_norway::Value::Sequence(s) => {
+                for child in s {
+                    keys(&format!("{prefix}[]"), child, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        let value = serde_norway::to_value(full()).expect("serialize");
+        let mut all = BTreeSet::new();
+        keys("", &value, &mut all);
+        all.retain(|k| k.contains('.'));
+        let missing: Vec<_> = all
+            .iter()
+            .filter(|k| !doc.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "undocumented keys in docs/configuration.md: {missing:?}"
+        );
+        assert!(all.len() > 40, "the walk found too few keys: {all:?}");
+    }
+}
