@@ -210,13 +210,25 @@ fn default_ssh_port() -> Port {
 }
 
 /// Process groups.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessConfig {
+    /// Mount point of procfs. Default `/proc`.
+    pub proc_path: PathBuf,
     /// Matchers, first match wins.
     pub groups: Vec<ProcessGroup>,
     /// Groups that are expected to exist; exported with `num_procs` 0 when absent.
     pub watch: Vec<String>,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            proc_path: PathBuf::from("/proc"),
+            groups: Vec::new(),
+            watch: Vec::new(),
+        }
+    }
 }
 
 /// One process matcher with a group name template.
@@ -491,6 +503,10 @@ impl Config {
                     "needs at least one of comm, exe or cmdline",
                 ));
             }
+        }
+        if let Err((key, reason)) = crate::exporter::process::matcher::Matchers::compile(&e.process)
+        {
+            problems.push(Problem::new(key, reason));
         }
         let logs = "exporter.logs.sources";
         unique_names(logs, e.logs.sources.iter().map(|s| &s.name), &mut problems);

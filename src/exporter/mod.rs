@@ -2,6 +2,7 @@
 //! deadline, and their output encoded with self metrics into one OpenMetrics page.
 
 pub mod collector;
+pub mod process;
 pub mod procfs;
 pub mod vitals;
 
@@ -35,12 +36,10 @@ pub struct CollectorSpec {
 }
 
 /// Every collector vitals has. Adding a collector is one line here.
-pub static COLLECTORS: &[CollectorSpec] = &[CollectorSpec {
-    name: "vitals",
-    help: "vitals' own process metrics",
-    default_enabled: true,
-    build: |_| Ok(Some(Arc::new(vitals::VitalsCollector::new()))),
-}];
+pub static COLLECTORS: &[CollectorSpec] = &[
+    vitals::SPEC, //
+    process::SPEC,
+];
 
 /// Which collectors run, after `--collector.NAME` / `--no-collector.NAME` flags.
 #[derive(Debug, Clone, Default)]

@@ -128,6 +128,88 @@ pub fn parse_max_open_files(limits: &str) -> Result<Option<u64>, ParseError> {
         .map_err(|_| perr("limits", "soft limit is not a number"))
 }
 
+/// The fields of /proc/PID/status that vitals uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Real user id.
+    pub uid: Option<u32>,
+    /// Swapped-out memory in bytes (`VmSwap`).
+    pub swapped_bytes: u64,
+    /// Voluntary context switches.
+    pub voluntary_ctxt_switches: u64,
+    /// Involuntary context switches.
+    pub nonvoluntary_ctxt_switches: u64,
+}
+
+/// Parses /proc/PID/status. Missing lines (kernel threads have no `VmSwap`) read as 0.
+pub fn parse_status(content: &str) -> Status {
+    let mut s = Status::default();
+    let num = |v: &str| -> u64 {
+        v.split_ascii_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in content.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key {
+            "Uid" => {
+                s.uid = value
+                    .split_ascii_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            }
+            "VmSwap" => s.swapped_bytes = num(value) * 1024,
+            "voluntary_ctxt_switches" => s.voluntary_ctxt_switches = num(value),
+            "nonvoluntary_ctxt_switches" => s.nonvoluntary_ctxt_switches = num(value),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Storage I/O of a process from /proc/PID/io.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Io {
+    /// Bytes read from storage.
+    pub read_bytes: u64,
+    /// Bytes written to storage.
+    pub write_bytes: u64,
+}
+
+/// Parses /proc/PID/io.
+pub fn parse_io(content: &str) -> Result<Io, ParseError> {
+    let mut io = Io::default();
+    let mut seen = 0;
+    for line in content.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let field = match key {
+            "read_bytes" => &mut io.read_bytes,
+            "write_bytes" => &mut io.write_bytes,
+            _ => continue,
+        };
+        *field = value
+            .trim()
+            .parse()
+            .map_err(|_| perr("io", format!("{key} is not a number")))?;
+        seen += 1;
+    }
+    if seen < 2 {
+        return Err(perr("io", "read_bytes or write_bytes missing"));
+    }
+    Ok(io)
+}
+
+/// Splits /proc/PID/cmdline (NUL-separated) into a space-joined command line.
+pub fn parse_cmdline(raw: &[u8]) -> String {
+    let trimmed = raw.strip_suffix(&[0]).unwrap_or(raw);
+    String::from_utf8_lossy(trimmed).replace('\0', " ")
+}
+
 /// System constants needed to turn /proc figures into base units.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemInfo {
@@ -203,6 +285,36 @@ mod tests {
         assert_eq!(parse_max_open_files(limits), Ok(Some(1024)));
         let unl = "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_max_open_files(unl), Ok(None));
+    }
+
+    #[test]
+    fn status_io_cmdline() {
+        let st = parse_status(
+            "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nVmSwap:\t      12 kB\nvoluntary_ctxt_switches:\t5\nnonvoluntary_ctxt_switches:\t7\n",
+        );
+        assert_eq!(st.uid, Some(1000));
+        assert_eq!(st.swapped_bytes, 12 * 1024);
+        assert_eq!(
+            (st.voluntary_ctxt_switches, st.nonvoluntary_ctxt_switches),
+            (5, 7)
+        );
+        assert_eq!(parse_status("Name: kthread\n").swapped_bytes, 0);
+        let io = parse_io(
+            "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n",
+        );
+        assert_eq!(
+            io,
+            Ok(Io {
+                read_bytes: 4096,
+                write_bytes: 8192
+            })
+        );
+        assert!(parse_io("rchar: 1\n").is_err());
+        assert_eq!(
+            parse_cmdline(b"postgres\0-D\0/var/lib/pg\0"),
+            "postgres -D /var/lib/pg"
+        );
+        assert_eq!(parse_cmdline(b""), "");
     }
 
     #[test]

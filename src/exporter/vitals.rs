@@ -108,3 +108,11 @@ impl Collector for VitalsCollector {
         })
     }
 }
+
+/// The registration entry for [`super::COLLECTORS`].
+pub const SPEC: super::CollectorSpec = super::CollectorSpec {
+    name: "vitals",
+    help: "vitals' own process metrics",
+    default_enabled: true,
+    build: |_| Ok(Some(std::sync::Arc::new(VitalsCollector::new()))),
+};
