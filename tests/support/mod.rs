@@ -262,3 +262,73 @@ pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> std::process::Outp
     }
     output
 }
+
+/// One sample of a text exposition: metric name, labels, value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Metric name.
+    pub name: String,
+    /// Label pairs.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parses the samples of a Prometheus text exposition (enough for comparing values in
+/// tests: no escapes inside label values beyond `\"` and `\\`, no timestamps).
+pub fn parse_samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (head, value) = match line.rfind(' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.find('{') {
+            Some(i) => (&head[..i], &head[i + 1..head.len().saturating_sub(1)]),
+            None => (head, ""),
+        };
+        let mut map = std::collections::BTreeMap::new();
+        let mut rest = labels;
+        while let Some(eq) = rest.find("=\"") {
+            let key = rest[..eq].trim_start_matches(',').to_string();
+            let after = &rest[eq + 2..];
+            let mut end = 0;
+            let bytes = after.as_bytes();
+            while end < bytes.len()
+                && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
+            {
+                end += 1;
+            }
+            map.insert(
+                key,
+                after[..end].replace("\\\"", "\"").replace("\\\\", "\\"),
+            );
+            rest = after.get(end + 1..).unwrap_or("");
+        }
+        out.push(Sample {
+            name: name.to_string(),
+            labels: map,
+            value,
+        });
+    }
+    out
+}
+
+/// The value of the one sample with this name whose labels include all of `labels`.
+pub fn sample_value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+        })
+        .map(|s| s.value)
+}
