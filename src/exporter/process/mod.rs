@@ -779,6 +779,8 @@ mod tests {
         });
         f.add(p(20, "db", 'R', 1, 300, 900));
         f.add(p(30, "other", 'S', 1, 1, 1));
+        // A process that exited between the listing and the read of its stat.
+        std::fs::create_dir(f.dir.path().join("99")).expect("mkdir");
         let c = f.collector(&[]);
         let page = scrape(&c);
         let ws = "{groupname=\"web server\"";
@@ -851,6 +853,7 @@ mod tests {
             value(&page, "vitals_process_read_errors_total{file=\"io\"}"),
             1.0
         );
+        assert_eq!(value(&page, "vitals_process_vanished_total"), 1.0);
         assert!(
             !page.contains("groupname=\"other\""),
             "unmatched processes are not exported"
