@@ -2,6 +2,7 @@
 //! deadline, and their output encoded with self metrics into one OpenMetrics page.
 
 pub mod collector;
+pub mod logs;
 pub mod process;
 pub mod procfs;
 pub mod vitals;

@@ -1,0 +1,1 @@
+//! Log template mining: groups messages into patterns with stable ids.

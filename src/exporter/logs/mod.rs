@@ -1,0 +1,3 @@
+//! The `logs` collector: metrics derived from log files and journald.
+
+pub mod fingerprint;
