@@ -3,3 +3,4 @@
 pub mod fingerprint;
 pub mod parsers;
 pub mod security;
+pub mod tail;

@@ -1,0 +1,586 @@
+//! Following log files across rotation without losing lines.
+//!
+//! Files are identified by (device, inode), not by path:
+//! - rename rotation: when the path points to a new inode, the old file is kept open and
+//!   drained for a grace period (writers may still append before they reopen), then closed;
+//! - copytruncate: a size below the read offset, or a changed fingerprint of the file's head,
+//!   means the file was truncated and is read again from the start;
+//! - globs: a rotated sibling that the glob also matches is recognised by its inode and not
+//!   read again.
+//!
+//! Read positions (device, inode, offset, head fingerprint) are handed out by [`Tailer::positions`]
+//! so the caller can persist them together with its counters; on restart a file rotated while
+//! vitals was down is found among its siblings by inode and drained from the saved offset.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Bytes of a file's head covered by the fingerprint.
+const HEAD_BYTES: u64 = 256;
+/// Read size.
+const CHUNK: usize = 64 * 1024;
+
+/// A persisted read position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Path the file had when last seen.
+    pub path: PathBuf,
+    /// Device id.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Bytes consumed (up to the last complete line).
+    pub offset: u64,
+    /// Fingerprint of the first `head_len` bytes.
+    pub head: u64,
+    /// How many bytes the fingerprint covers.
+    pub head_len: u64,
+}
+
+/// Where to start in files seen for the first time when there is no saved position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// Only lines written from now on (as `tail -F`).
+    #[default]
+    End,
+    /// The whole existing content.
+    Beginning,
+}
+
+/// What happened to the files in one poll, besides lines.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PollReport {
+    /// Rename rotations seen.
+    pub renamed: u64,
+    /// Truncations (copytruncate) seen.
+    pub truncated: u64,
+    /// Files that could not be opened or read (permission), by path.
+    pub errors: Vec<String>,
+}
+
+/// A line as read: bytes without the line ending, and whether it was cut at the limit.
+pub struct Line<'a> {
+    /// Line content (a trailing `\r` removed).
+    pub bytes: &'a [u8],
+    /// The line was longer than the limit and was truncated.
+    pub truncated: bool,
+}
+
+struct Followed {
+    path: PathBuf,
+    file: File,
+    dev: u64,
+    ino: u64,
+    offset: u64,
+    read_to: u64,
+    head: u64,
+    head_len: u64,
+    partial: Vec<u8>,
+    skipping: bool,
+    drain_until: Option<Instant>,
+}
+
+fn fingerprint(file: &File, len: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0)?;
+    let digest = Sha256::digest(&buf);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest[..8]);
+    Ok(u64::from_le_bytes(b))
+}
+
+impl Followed {
+    fn open(path: &Path, offset: u64) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let head_len = meta.len().min(HEAD_BYTES);
+        let head = fingerprint(&file, head_len)?;
+        let offset = offset.min(meta.len());
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset,
+            read_to: offset,
+            head,
+            head_len,
+            partial: Vec::new(),
+            skipping: false,
+            drain_until: None,
+        })
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            offset: self.offset,
+            head: self.head,
+            head_len: self.head_len,
+        }
+    }
+
+    /// Detects truncation of the same inode; returns true when the file was truncated.
+    fn check_truncated(&mut self, size: u64) -> std::io::Result<bool> {
+        let shrunk = size < self.read_to;
+        let changed_head = !shrunk
+            && self.head_len > 0
+            && size >= self.head_len
+            && fingerprint(&self.file, self.head_len)? != self.head;
+        if shrunk || changed_head {
+            self.offset = 0;
+            self.read_to = 0;
+            self.partial.clear();
+            self.skipping = false;
+            self.head_len = size.min(HEAD_BYTES);
+            self.head = fingerprint(&self.file, self.head_len)?;
+            return Ok(true);
+        }
+        if self.head_len < HEAD_BYTES && size > self.head_len {
+            self.head_len = size.min(HEAD_BYTES);
+            self.head = fingerprint(&self.file, self.head_len)?;
+        }
+        Ok(false)
+    }
+
+    /// Reads from the last position to EOF and emits complete lines. With `eof_flush`, an
+    /// unterminated last line is emitted too (the file will not grow any more).
+    fn read(
+        &mut self,
+        max_line: usize,
+        eof_flush: bool,
+        sink: &mut dyn FnMut(Line<'_>),
+    ) -> std::io::Result<bool> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut any = false;
+        loop {
+            let n = self.file.read_at(&mut buf, self.read_to)?;
+            if n == 0 {
+                break;
+            }
+            any = true;
+            self.read_to += n as u64;
+            let mut start = 0;
+            let chunk = &buf[..n];
+            while let Some(i) = chunk[start..].iter().position(|b| *b == b'\n') {
+                let piece = &chunk[start..start + i];
+                start += i + 1;
+                if self.skipping {
+                    self.skipping = false;
+                    self.partial.clear();
+                } else if self.partial.is_empty() {
+                    emit(piece, false, max_line, sink);
+                } else {
+                    self.partial.extend_from_slice(piece);
+                    let line = std::mem::take(&mut self.partial);
+                    emit(&line, false, max_line, sink);
+                }
+                self.offset = self.read_to - (chunk.len() - start) as u64;
+            }
+            let rest = &chunk[start..];
+            if !self.skipping {
+                self.partial.extend_from_slice(rest);
+                if self.partial.len() > max_line {
+                    let line = std::mem::take(&mut self.partial);
+                    emit(&line[..max_line], true, max_line, sink);
+                    self.skipping = true;
+                }
+            }
+        }
+        if eof_flush && !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            emit(&line, false, max_line, sink);
+            self.offset = self.read_to;
+        }
+        Ok(any)
+    }
+}
+
+fn emit(bytes: &[u8], truncated: bool, max_line: usize, sink: &mut dyn FnMut(Line<'_>)) {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    let (bytes, cut) = if bytes.len() > max_line {
+        (&bytes[..max_line], true)
+    } else {
+        (bytes, false)
+    };
+    sink(Line {
+        bytes,
+        truncated: truncated || cut,
+    });
+}
+
+/// Follows the files of one source (a path or a glob).
+pub struct Tailer {
+    pattern: String,
+    followed: Vec<Followed>,
+    draining: Vec<Followed>,
+    /// Offsets reached in files that were closed after rotation, by (dev, ino).
+    retired: HashMap<(u64, u64), u64>,
+    saved: Option<Vec<Position>>,
+    start_at: StartAt,
+    max_line: usize,
+    drain_grace: Duration,
+    first_poll: bool,
+}
+
+impl Tailer {
+    /// A tailer for `pattern`, resuming from `saved` positions when given.
+    pub fn new(
+        pattern: &str,
+        saved: Option<Vec<Position>>,
+        start_at: StartAt,
+        max_line: usize,
+        drain_grace: Duration,
+    ) -> Self {
+        Self {
+            pattern: pattern.to_string(),
+            followed: Vec::new(),
+            draining: Vec::new(),
+            retired: HashMap::new(),
+            saved,
+            start_at,
+            max_line: max_line.max(1),
+            drain_grace,
+            first_poll: true,
+        }
+    }
+
+    fn resolve(&self) -> Vec<PathBuf> {
+        if self.pattern.contains(['*', '?', '[']) {
+            match glob::glob(&self.pattern) {
+                Ok(paths) => {
+                    let mut v: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
+                    v.sort();
+                    v
+                }
+                Err(_) => Vec::new(),
+            }
+        } else {
+            let p = PathBuf::from(&self.pattern);
+            if p.exists() { vec![p] } else { Vec::new() }
+        }
+    }
+
+    /// Current positions of every open file, for checkpoints.
+    pub fn positions(&self) -> Vec<Position> {
+        self.followed
+            .iter()
+            .chain(&self.draining)
+            .map(Followed::position)
+            .collect()
+    }
+
+    /// Bytes not yet read across followed files (size minus offset), and total size.
+    pub fn backlog(&self) -> (u64, u64) {
+        let mut backlog = 0;
+        let mut size = 0;
+        for f in &self.followed {
+            if let Ok(m) = std::fs::metadata(&f.path) {
+                size += m.len();
+                backlog += m.len().saturating_sub(f.offset);
+            }
+        }
+        (backlog, size)
+    }
+
+    /// Reads everything new; calls `sink` for each line in file order.
+    pub fn poll(&mut self, sink: &mut dyn FnMut(Line<'_>)) -> PollReport {
+        let mut report = PollReport::default();
+        let now = Instant::now();
+        let max_line = self.max_line;
+
+        let initial = std::mem::replace(&mut self.first_poll, false);
+        let had_saved = self.saved.is_some();
+        if initial {
+            self.restore(&mut report, sink);
+        }
+
+        // Files being drained after a rename.
+        let mut still = Vec::new();
+        for mut f in std::mem::take(&mut self.draining) {
+            let grew = f.read(max_line, false, sink).unwrap_or(false);
+            if grew {
+                f.drain_until = Some(now + self.drain_grace);
+            }
+            if f.drain_until.is_some_and(|t| now >= t) {
+                let _ = f.read(max_line, true, sink);
+                self.retired.insert((f.dev, f.ino), f.offset);
+            } else {
+                still.push(f);
+            }
+        }
+        self.draining = still;
+
+        // Followed files: rotation, truncation, new data.
+        let mut keep = Vec::new();
+        for mut f in std::mem::take(&mut self.followed) {
+            match std::fs::metadata(&f.path) {
+                Ok(m) if (m.dev(), m.ino()) == (f.dev, f.ino) => {
+                    match f.check_truncated(m.len()) {
+                        Ok(true) => report.truncated += 1,
+                        Ok(false) => {}
+                        Err(e) => report.errors.push(format!("{}: {e}", f.path.display())),
+                    }
+                    if let Err(e) = f.read(max_line, false, sink) {
+                        report.errors.push(format!("{}: {e}", f.path.display()));
+                    }
+                    keep.push(f);
+                }
+                other => {
+                    // Renamed away or deleted: drain what is left through the open handle.
+                    let _ = other;
+                    report.renamed += 1;
+                    let _ = f.read(max_line, false, sink);
+                    f.drain_until = Some(now + self.drain_grace);
+                    self.draining.push(f);
+                }
+            }
+        }
+        self.followed = keep;
+
+        // New paths.
+        for path in self.resolve() {
+            if self.followed.iter().any(|f| f.path == path) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let id = (meta.dev(), meta.ino());
+            // The same inode under another name (a rotated sibling matched by the glob).
+            if let Some(pos) = self.draining.iter().position(|f| (f.dev, f.ino) == id) {
+                let mut f = self.draining.remove(pos);
+                f.path = path.clone();
+                f.drain_until = None;
+                let _ = f.read(max_line, false, sink);
+                self.followed.push(f);
+                continue;
+            }
+            if self.followed.iter().any(|f| (f.dev, f.ino) == id) {
+                continue;
+            }
+            let offset = match self.retired.get(&id) {
+                Some(off) => *off,
+                // Present before vitals' first start: honour start_at.
+                None if initial && !had_saved && self.start_at == StartAt::End => meta.len(),
+                // Created since (or while vitals was down): read it all.
+                None => 0,
+            };
+            match Followed::open(&path, offset) {
+                Ok(mut f) => {
+                    let _ = f.read(max_line, false, sink);
+                    self.followed.push(f);
+                }
+                Err(e) => report.errors.push(format!("{}: {e}", path.display())),
+            }
+        }
+        report
+    }
+
+    /// Re-opens files at their saved positions. A saved file no longer at its path (rotated
+    /// while vitals was down) is looked up by inode among its siblings and drained.
+    fn restore(&mut self, report: &mut PollReport, sink: &mut dyn FnMut(Line<'_>)) {
+        let Some(saved) = self.saved.take() else {
+            return;
+        };
+        let paths = self.resolve();
+        for pos in saved {
+            let at_path = paths.iter().find(|p| {
+                std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (pos.dev, pos.ino))
+            });
+            let found = match at_path {
+                Some(p) => Some((p.clone(), false)),
+                None => find_sibling(&pos).map(|p| (p, true)),
+            };
+            let Some((path, rotated)) = found else {
+                continue;
+            };
+            let mut f = match Followed::open(&path, pos.offset) {
+                Ok(f) => f,
+                Err(e) => {
+                    report.errors.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            // Same inode but different head or shorter: truncated while down.
+            let same_head = f.head_len >= pos.head_len
+                && fingerprint(&f.file, pos.head_len).is_ok_and(|h| h == pos.head);
+            if !same_head || f.offset < pos.offset {
+                report.truncated += 1;
+                f.offset = 0;
+                f.read_to = 0;
+            }
+            if rotated {
+                report.renamed += 1;
+                let _ = f.read(self.max_line, true, sink);
+                self.retired.insert((f.dev, f.ino), f.offset);
+            } else {
+                let _ = f.read(self.max_line, false, sink);
+                self.followed.push(f);
+            }
+        }
+    }
+}
+
+/// Finds a file with the saved inode in the saved path's directory.
+fn find_sibling(pos: &Position) -> Option<PathBuf> {
+    let dir = pos.path.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::metadata(p)
+                .is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == (pos.dev, pos.ino))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open for append");
+        f.write_all(text.as_bytes()).expect("append");
+    }
+
+    fn lines(t: &mut Tailer) -> (Vec<String>, PollReport) {
+        let mut out = Vec::new();
+        let r = t.poll(&mut |l: Line<'_>| out.push(String::from_utf8_lossy(l.bytes).into_owned()));
+        (out, r)
+    }
+
+    fn tailer(pattern: &Path, saved: Option<Vec<Position>>) -> Tailer {
+        Tailer::new(
+            &pattern.display().to_string(),
+            saved,
+            StartAt::Beginning,
+            100,
+            Duration::ZERO,
+        )
+    }
+
+    #[test]
+    fn appends_partial_lines_crlf_and_overlong() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("a.log");
+        append(&p, "one\r\ntw");
+        let mut t = tailer(&p, None);
+        assert_eq!(lines(&mut t).0, vec!["one"]);
+        append(&p, "o\n");
+        assert_eq!(lines(&mut t).0, vec!["two"]);
+        append(&p, &format!("{}\nshort\n", "x".repeat(250)));
+        let mut got = Vec::new();
+        t.poll(&mut |l: Line<'_>| got.push((l.bytes.len(), l.truncated)));
+        assert_eq!(got, vec![(100, true), (5, false)]);
+    }
+
+    #[test]
+    fn rename_rotation_loses_nothing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "1\n2\n");
+        let mut t = tailer(&p, None);
+        assert_eq!(lines(&mut t).0, vec!["1", "2"]);
+        append(&p, "3\n");
+        std::fs::rename(&p, d.path().join("app.log.1")).expect("rename");
+        append(&d.path().join("app.log.1"), "4\n"); // the writer had not reopened yet
+        append(&p, "5\n");
+        let (got, report) = lines(&mut t);
+        let mut got2 = lines(&mut t).0;
+        let mut all = got;
+        all.append(&mut got2);
+        all.sort();
+        assert_eq!(all, vec!["3", "4", "5"]);
+        assert_eq!(report.renamed, 1);
+    }
+
+    #[test]
+    fn copytruncate_is_detected_by_size_and_by_head() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "first line\nsecond line\n");
+        let mut t = tailer(&p, None);
+        assert_eq!(lines(&mut t).0.len(), 2);
+        std::fs::write(&p, "").expect("truncate");
+        append(&p, "x\n");
+        let (got, r) = lines(&mut t);
+        assert_eq!((got, r.truncated), (vec!["x".to_string()], 1));
+        // Truncated and regrown past the old offset between two polls: the head changed.
+        std::fs::write(&p, "").expect("truncate");
+        append(&p, "another first line that is longer\n");
+        let (got, r) = lines(&mut t);
+        assert_eq!(
+            (got, r.truncated),
+            (vec!["another first line that is longer".to_string()], 1)
+        );
+    }
+
+    #[test]
+    fn glob_does_not_reread_rotated_siblings() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("a.log");
+        append(&p, "1\n");
+        let pattern = d.path().join("*.log");
+        let mut t = tailer(&pattern, None);
+        assert_eq!(lines(&mut t).0, vec!["1"]);
+        std::fs::rename(&p, d.path().join("a-old.log")).expect("rename");
+        append(&p, "2\n");
+        let mut all = lines(&mut t).0;
+        all.extend(lines(&mut t).0);
+        assert_eq!(all, vec!["2"]);
+    }
+
+    #[test]
+    fn restart_resumes_and_finds_files_rotated_while_down() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "1\n2\n");
+        let mut t = tailer(&p, None);
+        assert_eq!(lines(&mut t).0, vec!["1", "2"]);
+        let saved = t.positions();
+        drop(t);
+        // While down: more lines, then rotation, then a new file.
+        append(&p, "3\n");
+        std::fs::rename(&p, d.path().join("app.log.1")).expect("rename");
+        append(&p, "4\n");
+        let mut t = tailer(&p, Some(saved));
+        assert_eq!(lines(&mut t).0, vec!["3", "4"]);
+        let saved = t.positions();
+        drop(t);
+        append(&p, "5\n");
+        let mut t = tailer(&p, Some(saved));
+        assert_eq!(lines(&mut t).0, vec!["5"]);
+    }
+
+    #[test]
+    fn start_at_end_skips_history_of_files_present_at_first_start() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "old\n");
+        let mut t = Tailer::new(
+            &p.display().to_string(),
+            None,
+            StartAt::End,
+            100,
+            Duration::ZERO,
+        );
+        assert!(lines(&mut t).0.is_empty());
+        append(&p, "new\n");
+        assert_eq!(lines(&mut t).0, vec!["new"]);
+    }
+}
