@@ -135,8 +135,10 @@ async fn serve_role(
         telemetry_path: args.telemetry_path.clone(),
         web_config,
     });
-    spawn_sighup(role)?;
+    spawn_sighup(role.clone())?;
     web::serve(listeners, state, shutdown_signal()?).await;
+    let r = role.clone();
+    let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;
     tracing::info!("stopped");
     Ok(())
 }

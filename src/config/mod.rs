@@ -252,8 +252,19 @@ pub struct ProcessGroup {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogsConfig {
-    /// Directory for read positions. Default `/var/lib/vitals`.
+    /// Directory for read positions and counters. Default `/var/lib/vitals`.
     pub state_dir: PathBuf,
+    /// How often files are checked for new lines. Default `250ms`.
+    pub poll_interval: PromDuration,
+    /// How often positions and counters are saved. Default `1s`.
+    pub checkpoint_interval: PromDuration,
+    /// Live error/warning patterns per source; more are counted as `other`. Default 100.
+    pub pattern_budget: usize,
+    /// How long a pattern without new lines keeps its series. Default `1h`.
+    pub pattern_idle_timeout: PromDuration,
+    /// Source addresses with their own `log_ssh_auth_failures_by_ip_total` series per
+    /// source; more are counted as `other`. Default 100.
+    pub ip_budget: usize,
     /// Files and journald filters to read.
     pub sources: Vec<LogSource>,
 }
@@ -262,9 +273,29 @@ impl Default for LogsConfig {
     fn default() -> Self {
         Self {
             state_dir: PathBuf::from("/var/lib/vitals"),
+            poll_interval: PromDuration(std::time::Duration::from_millis(250)),
+            checkpoint_interval: PromDuration(std::time::Duration::from_secs(1)),
+            pattern_budget: 100,
+            pattern_idle_timeout: PromDuration(std::time::Duration::from_secs(3600)),
+            ip_budget: 100,
             sources: Vec::new(),
         }
     }
+}
+
+/// Where to start in a file met for the first time with no saved position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// Only lines written from now on (as `tail -F`).
+    #[default]
+    End,
+    /// The whole existing content.
+    Beginning,
+}
+
+fn default_max_line_bytes() -> usize {
+    65536
 }
 
 /// One log source: a file (or glob) or a journald filter.
@@ -281,6 +312,15 @@ pub struct LogSource {
     pub journald: Option<JournaldFilter>,
     /// Parser name (postgresql, syslog, journald, apache_error, ...).
     pub parser: String,
+    /// For `parser: regex`: a regex with a `message` capture (and optional `level`, `program`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Where to start in files present at the first start. Default `end`.
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// Longer lines are truncated (and counted). Default 65536.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
     /// Extra labels on this source's series.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -518,6 +558,57 @@ impl Config {
                 ));
             }
             label_names(&format!("{logs}[{i}]"), &s.labels, &mut problems);
+            let key = format!("{logs}[{i}]");
+            let known =
+                crate::exporter::logs::parsers::ParserKind::NAMES.contains(&s.parser.as_str());
+            if !known {
+                problems.push(Problem::new(
+                    format!("{key}.parser"),
+                    format!(
+                        "unknown parser {:?} (one of {})",
+                        s.parser,
+                        crate::exporter::logs::parsers::ParserKind::NAMES.join(", ")
+                    ),
+                ));
+            }
+            match (s.parser.as_str(), &s.regex) {
+                ("regex", None) => problems.push(Problem::new(
+                    format!("{key}.regex"),
+                    "required with parser: regex",
+                )),
+                ("regex", Some(re)) => {
+                    if let Err(e) = crate::exporter::logs::parsers::RegexParser::new(re) {
+                        problems.push(Problem::new(format!("{key}.regex"), e));
+                    }
+                }
+                (_, Some(_)) => problems.push(Problem::new(
+                    format!("{key}.regex"),
+                    "only used with parser: regex",
+                )),
+                _ => {}
+            }
+            if s.journald.is_some() && s.parser != "journald" {
+                problems.push(Problem::new(
+                    format!("{key}.parser"),
+                    "journald sources use parser: journald",
+                ));
+            }
+            if s.max_line_bytes < 256 {
+                problems.push(Problem::new(
+                    format!("{key}.max_line_bytes"),
+                    "must be at least 256",
+                ));
+            }
+        }
+        if e.logs
+            .sources
+            .iter()
+            .any(|s| s.name.contains(['/', '\\']) || s.name.starts_with('.'))
+        {
+            problems.push(Problem::new(
+                logs,
+                "source names are used as state file names: no '/', no leading '.'",
+            ));
         }
         let sig = "sidecar.signals";
         unique_names(
@@ -740,6 +831,9 @@ mod doc_tests {
                 identifiers: vec!["i".into()],
             }),
             parser: "syslog".into(),
+            regex: Some("(?P<message>.*)".into()),
+            start_at: StartAt::End,
+            max_line_bytes: 65536,
             labels: BTreeMap::from([("k".into(), "v".into())]),
         });
         c.sidecar

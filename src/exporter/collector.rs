@@ -83,4 +83,8 @@ pub trait Collector: Send + Sync + 'static {
     /// Collects metrics for one scrape. The future is dropped when the deadline passes, so
     /// in-flight work must be cancel-safe.
     fn collect<'a>(&'a self, scope: &'a Scope) -> BoxFuture<'a, Result<Collected, CollectError>>;
+
+    /// Stops background work (threads, refreshers) and saves what must survive a restart.
+    /// Called when a reload replaces the collector and when vitals stops.
+    fn shutdown(&self) {}
 }

@@ -40,6 +40,7 @@ pub struct CollectorSpec {
 pub static COLLECTORS: &[CollectorSpec] = &[
     vitals::SPEC, //
     process::SPEC,
+    logs::SPEC,
 ];
 
 /// Which collectors run, after `--collector.NAME` / `--no-collector.NAME` flags.
@@ -139,12 +140,25 @@ impl Exporter {
         })
     }
 
+    /// Stops every collector's background work (final checkpoints); used at exit.
+    pub fn shutdown(&self) {
+        for c in &self.current().collectors {
+            c.shutdown();
+        }
+    }
+
     /// Re-reads the config; on any error the running config stays in place.
     pub fn reload(&self) -> Result<(), LoadError> {
         let result = build_runtime(&self.source, &self.selection);
         self.telemetry.config_loaded(result.is_ok());
         let runtime = result?;
-        *self.runtime.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(runtime);
+        let old = std::mem::replace(
+            &mut *self.runtime.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::new(runtime),
+        );
+        for c in &old.collectors {
+            c.shutdown();
+        }
         self.states
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -361,7 +375,6 @@ fn warn_unimplemented(config: &Config) {
             "exporter.process",
             !e.process.groups.is_empty() || !e.process.watch.is_empty(),
         ),
-        ("exporter.logs", !e.logs.sources.is_empty()),
     ];
     for (section, used) in pending {
         if used && COLLECTORS.iter().all(|s| !section.ends_with(s.name)) {
@@ -397,6 +410,10 @@ impl crate::web::Role for Exporter {
 
     fn reload(&self) -> Result<(), String> {
         Exporter::reload(self).map_err(|e| e.to_string())
+    }
+
+    fn shutdown(&self) {
+        Exporter::shutdown(self);
     }
 
     fn landing(&self) -> crate::web::LandingPage {

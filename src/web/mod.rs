@@ -54,6 +54,8 @@ pub trait Role: Send + Sync + 'static {
     fn reload(&self) -> Result<(), String>;
     /// What the landing page shows.
     fn landing(&self) -> LandingPage;
+    /// Stops background work before the process exits.
+    fn shutdown(&self) {}
 }
 
 /// Everything a request handler needs.

@@ -1,6 +1,661 @@
-//! The `logs` collector: metrics derived from log files and journald.
+//! The `logs` collector: metrics derived from log files.
+//!
+//! One thread per source follows its files ([`tail`]), parses lines ([`parsers`]), counts them
+//! by level, mines error and warning patterns ([`fingerprint`]) and recognises security
+//! events ([`security`]). Counters and read positions are saved together, atomically, in the
+//! state directory, so a restart continues both from the same checkpoint: no line is lost,
+//! and none is counted twice beyond what was read after the last checkpoint of a crash.
+//! Scrapes only read the counters.
 
 pub mod fingerprint;
 pub mod parsers;
 pub mod security;
 pub mod tail;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use serde::{Deserialize, Serialize};
+
+use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope};
+use crate::config::{Config, LogSource, LogsConfig};
+use fingerprint::{Miner, MinerOptions};
+use parsers::{Level, LineParser, Parsed, ParserKind, Record, RegexParser};
+use security::Event;
+use tail::{Line, Position, Tailer};
+
+/// Counters of one source; saved with the read positions.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+struct Counters {
+    lines: BTreeMap<String, u64>,
+    bytes: u64,
+    parse_failures: u64,
+    dropped: BTreeMap<String, u64>,
+    rotations: BTreeMap<String, u64>,
+    read_errors: u64,
+    /// "level\u{1f}pattern" -> lines.
+    patterns: BTreeMap<String, u64>,
+    ssh_failures: BTreeMap<String, u64>,
+    ssh_by_ip: BTreeMap<String, u64>,
+    ssh_logins: BTreeMap<String, u64>,
+    fail2ban: BTreeMap<String, u64>,
+    firewall: BTreeMap<String, u64>,
+    postgres_errors: BTreeMap<String, u64>,
+    certbot: BTreeMap<String, u64>,
+    last_timestamp: Option<f64>,
+}
+
+/// What is written to `<state_dir>/<source>.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    version: u32,
+    positions: Vec<Position>,
+    counters: Counters,
+}
+
+const SEP: char = '\u{1f}';
+
+fn bump(map: &mut BTreeMap<String, u64>, key: impl Into<String>, n: u64) {
+    *map.entry(key.into()).or_insert(0) += n;
+}
+
+/// Live state of a source, shared between its thread and scrapes.
+struct SourceState {
+    counters: Counters,
+    miner: Miner,
+    /// pattern id -> (template, last seen).
+    live_patterns: BTreeMap<String, (String, Instant)>,
+    backlog_bytes: u64,
+    size_bytes: u64,
+    files: u64,
+    checkpoint_errors: u64,
+}
+
+struct Source {
+    cfg: LogSource,
+    limits: Limits,
+    state: Mutex<SourceState>,
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    pattern_budget: usize,
+    pattern_idle: Duration,
+    ip_budget: usize,
+}
+
+impl Source {
+    fn process(&self, st: &mut SourceState, rec: &Record<'_>, now: Instant) {
+        let c = &mut st.counters;
+        bump(&mut c.lines, rec.level.as_str(), rec.count);
+        if let Some(t) = rec.timestamp {
+            c.last_timestamp = Some(c.last_timestamp.map_or(t, |o: f64| o.max(t)));
+        }
+        if rec.level.is_problem() {
+            let id = st.miner.observe(&rec.message).to_string();
+            let key = if st.live_patterns.contains_key(&id)
+                || st.live_patterns.len() < self.limits.pattern_budget
+            {
+                let template = st.miner.template_of(&id);
+                st.live_patterns.insert(id.clone(), (template, now));
+                id
+            } else {
+                "other".to_string()
+            };
+            bump(
+                &mut st.counters.patterns,
+                format!("{}{SEP}{key}", rec.level.as_str()),
+                rec.count,
+            );
+        }
+        let c = &mut st.counters;
+        match security::classify(rec) {
+            Some(Event::SshAuthFailure { reason, ip }) => {
+                bump(&mut c.ssh_failures, reason, rec.count);
+                let key =
+                    if c.ssh_by_ip.contains_key(&ip) || c.ssh_by_ip.len() < self.limits.ip_budget {
+                        ip
+                    } else {
+                        "other".to_string()
+                    };
+                bump(&mut c.ssh_by_ip, key, rec.count);
+            }
+            Some(Event::SshLogin { method }) => bump(&mut c.ssh_logins, method, rec.count),
+            Some(Event::Fail2ban { jail, action }) => {
+                bump(&mut c.fail2ban, format!("{jail}{SEP}{action}"), rec.count)
+            }
+            Some(Event::FirewallBlock { action, proto }) => {
+                bump(&mut c.firewall, format!("{action}{SEP}{proto}"), rec.count)
+            }
+            Some(Event::PostgresError {
+                severity,
+                sqlstate_class,
+            }) => bump(
+                &mut c.postgres_errors,
+                format!("{severity}{SEP}{sqlstate_class}"),
+                rec.count,
+            ),
+            Some(Event::CertbotRenewal { result }) => bump(&mut c.certbot, result, rec.count),
+            None => {}
+        }
+    }
+
+    fn expire_patterns(&self, st: &mut SourceState, now: Instant) {
+        let idle = self.limits.pattern_idle;
+        let expired: Vec<String> = st
+            .live_patterns
+            .iter()
+            .filter(|(_, (_, seen))| now.duration_since(*seen) > idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            st.live_patterns.remove(&id);
+            st.counters
+                .patterns
+                .retain(|k, _| k.split_once(SEP).is_none_or(|(_, p)| p != id));
+        }
+    }
+}
+
+impl Miner {
+    /// The current template of a pattern id in its display form.
+    fn template_of(&self, id: &str) -> String {
+        self.patterns()
+            .find(|(p, _, _)| p.to_string() == id)
+            .map(|(_, t, _)| t.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// State files in use, so that a reloaded collector waits for the old one's last checkpoint.
+static IN_USE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+static RELEASED: Condvar = Condvar::new();
+
+fn acquire(path: &Path, stop: &AtomicBool) -> bool {
+    let mut guard = IN_USE.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let set = guard.get_or_insert_with(HashSet::new);
+        if !set.contains(path) {
+            set.insert(path.to_path_buf());
+            return true;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        guard = RELEASED
+            .wait_timeout(guard, Duration::from_millis(100))
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+}
+
+fn release(path: &Path) {
+    let mut guard = IN_USE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(set) = guard.as_mut() {
+        set.remove(path);
+    }
+    RELEASED.notify_all();
+}
+
+fn load_checkpoint(path: &Path) -> Option<Checkpoint> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "log state file unreadable; starting without it");
+            None
+        }
+    }
+}
+
+/// Writes the checkpoint atomically: a temporary file, fsync, rename, fsync of the directory.
+fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let data = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn build_parser(cfg: &LogSource) -> Result<Box<dyn LineParser>, String> {
+    if cfg.parser == "regex" {
+        let re = cfg.regex.as_deref().ok_or("parser regex needs a regex")?;
+        return Ok(Box::new(RegexParser::new(re)?));
+    }
+    ParserKind::from_name(&cfg.parser)
+        .map(ParserKind::build)
+        .ok_or_else(|| format!("unknown parser {:?}", cfg.parser))
+}
+
+/// Follows one source until `stop` is set; saves a last checkpoint on the way out.
+fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
+    let Some(pattern) = source.cfg.path.clone() else {
+        tracing::warn!(source = %source.cfg.name, "journald sources are not followed in this version");
+        return;
+    };
+    let state_path = logs.state_dir.join(format!("{}.json", source.cfg.name));
+    if let Err(e) = std::fs::create_dir_all(&logs.state_dir) {
+        tracing::error!(dir = %logs.state_dir.display(), error = %e, "cannot create the log state directory; positions will not be saved");
+    }
+    if !acquire(&state_path, &stop) {
+        return;
+    }
+    let saved = load_checkpoint(&state_path);
+    let mut parser = match build_parser(&source.cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(source = %source.cfg.name, error = %e, "cannot build parser");
+            release(&state_path);
+            return;
+        }
+    };
+    let positions = saved.as_ref().map(|c| c.positions.clone());
+    if let Some(cp) = saved {
+        source
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .counters = cp.counters;
+    }
+    let mut tailer = Tailer::new(
+        &pattern,
+        positions,
+        source.cfg.start_at,
+        source.cfg.max_line_bytes,
+        Duration::from_secs(5),
+    );
+    let poll = logs.poll_interval.0.max(Duration::from_millis(10));
+    let checkpoint_every = logs.checkpoint_interval.0;
+    let mut last_checkpoint = Instant::now();
+    let mut dirty = false;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let now = Instant::now();
+        {
+            let mut st = source.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let st = &mut *st;
+            let mut read_any = false;
+            let report = tailer.poll(&mut |line: Line<'_>| {
+                read_any = true;
+                st.counters.bytes += line.bytes.len() as u64 + 1;
+                if line.truncated {
+                    bump(&mut st.counters.dropped, "truncated", 1);
+                }
+                let text = match std::str::from_utf8(line.bytes) {
+                    Ok(s) => std::borrow::Cow::Borrowed(s),
+                    Err(_) => {
+                        bump(&mut st.counters.dropped, "invalid_utf8", 1);
+                        String::from_utf8_lossy(line.bytes)
+                    }
+                };
+                match parser.parse(&text) {
+                    Parsed::Record(r) => {
+                        let r = r.into_owned();
+                        source.process(st, &r, now);
+                    }
+                    Parsed::Continuation => {}
+                    Parsed::Failure => st.counters.parse_failures += 1,
+                }
+            });
+            if read_any {
+                dirty = true;
+            }
+            if report.renamed > 0 {
+                bump(&mut st.counters.rotations, "rename", report.renamed);
+                dirty = true;
+            }
+            if report.truncated > 0 {
+                bump(&mut st.counters.rotations, "truncate", report.truncated);
+                dirty = true;
+            }
+            if !report.errors.is_empty() {
+                st.counters.read_errors += report.errors.len() as u64;
+                for e in report.errors.iter().take(1) {
+                    tracing::warn!(source = %source.cfg.name, error = %e, "log read error");
+                }
+            }
+            let (backlog, size) = tailer.backlog();
+            st.backlog_bytes = backlog;
+            st.size_bytes = size;
+            st.files = tailer.positions().len() as u64;
+            source.expire_patterns(st, now);
+            if stopping || (dirty && now.duration_since(last_checkpoint) >= checkpoint_every) {
+                let cp = Checkpoint {
+                    version: 1,
+                    positions: tailer.positions(),
+                    counters: st.counters.clone(),
+                };
+                match save_checkpoint(&state_path, &cp) {
+                    Ok(()) => dirty = false,
+                    Err(e) => {
+                        st.checkpoint_errors += 1;
+                        tracing::error!(file = %state_path.display(), error = %e, "cannot save log positions");
+                    }
+                }
+                last_checkpoint = now;
+            }
+        }
+        if stopping {
+            break;
+        }
+        std::thread::sleep(poll);
+    }
+    release(&state_path);
+}
+
+/// The logs collector: owns one following thread per file source.
+pub struct LogsCollector {
+    sources: Vec<Arc<Source>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl LogsCollector {
+    /// Starts following every source.
+    pub fn start(logs: &LogsConfig) -> Result<Self, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            pattern_budget: logs.pattern_budget,
+            pattern_idle: logs.pattern_idle_timeout.0,
+            ip_budget: logs.ip_budget,
+        };
+        let mut sources = Vec::new();
+        let mut threads = Vec::new();
+        for cfg in &logs.sources {
+            build_parser(cfg).map_err(|e| format!("source {}: {e}", cfg.name))?;
+            let source = Arc::new(Source {
+                cfg: cfg.clone(),
+                limits,
+                state: Mutex::new(SourceState {
+                    counters: Counters::default(),
+                    miner: Miner::new(MinerOptions::default()),
+                    live_patterns: BTreeMap::new(),
+                    backlog_bytes: 0,
+                    size_bytes: 0,
+                    files: 0,
+                    checkpoint_errors: 0,
+                }),
+            });
+            let (s, l, st) = (source.clone(), logs.clone(), stop.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("logs-{}", cfg.name))
+                .spawn(move || run_source(s, l, st))
+                .map_err(|e| format!("starting a thread for source {}: {e}", cfg.name))?;
+            threads.push(handle);
+            sources.push(source);
+        }
+        Ok(Self {
+            sources,
+            stop,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    fn build(config: &Config) -> Result<Option<Arc<dyn Collector>>, String> {
+        if config.exporter.logs.sources.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(Self::start(&config.exporter.logs)?)))
+    }
+
+    fn encode(&self) -> Registry {
+        type L = Vec<(String, String)>;
+        let lines = Family::<L, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        let counter = || Family::<L, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        let gauge = || Family::<L, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let (bytes, failures, dropped, rotations, read_errors, patterns) = (
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+        );
+        let (ssh_fail, ssh_ip, ssh_login, f2b, fw, pg, cb, cp_err) = (
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+        );
+        let (info, backlog, size, files, last_ts) = (gauge(), gauge(), gauge(), gauge(), gauge());
+        let mut by_ip: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &self.sources {
+            let st = s.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let base: L = std::iter::once(("source".to_string(), s.cfg.name.clone()))
+                .chain(s.cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect();
+            let with = |pairs: &[(&str, &str)]| -> L {
+                let mut l = base.clone();
+                l.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                l
+            };
+            let c = &st.counters;
+            for level in Level::ALL {
+                let n = c.lines.get(level.as_str()).copied().unwrap_or(0);
+                lines
+                    .get_or_create(&with(&[("level", level.as_str())]))
+                    .inc_by(n as f64);
+            }
+            bytes.get_or_create(&base).inc_by(c.bytes as f64);
+            failures
+                .get_or_create(&base)
+                .inc_by(c.parse_failures as f64);
+            for reason in ["truncated", "invalid_utf8"] {
+                let n = c.dropped.get(reason).copied().unwrap_or(0);
+                dropped
+                    .get_or_create(&with(&[("reason", reason)]))
+                    .inc_by(n as f64);
+            }
+            for kind in ["rename", "truncate"] {
+                let n = c.rotations.get(kind).copied().unwrap_or(0);
+                rotations
+                    .get_or_create(&with(&[("kind", kind)]))
+                    .inc_by(n as f64);
+            }
+            read_errors
+                .get_or_create(&base)
+                .inc_by(c.read_errors as f64);
+            cp_err
+                .get_or_create(&base)
+                .inc_by(st.checkpoint_errors as f64);
+            for (k, n) in &c.patterns {
+                if let Some((level, pattern)) = k.split_once(SEP) {
+                    patterns
+                        .get_or_create(&with(&[("level", level), ("pattern", pattern)]))
+                        .inc_by(*n as f64);
+                }
+            }
+            for (id, (template, _)) in &st.live_patterns {
+                info.get_or_create(&with(&[("pattern", id), ("template", template)]))
+                    .set(1.0);
+            }
+            for (reason, n) in &c.ssh_failures {
+                ssh_fail
+                    .get_or_create(&with(&[("reason", reason)]))
+                    .inc_by(*n as f64);
+            }
+            for (ip, n) in &c.ssh_by_ip {
+                *by_ip.entry(ip.clone()).or_insert(0) += n;
+            }
+            for (method, n) in &c.ssh_logins {
+                ssh_login
+                    .get_or_create(&with(&[("method", method)]))
+                    .inc_by(*n as f64);
+            }
+            let pairs = |fam: &Family<L, Counter<f64, std::sync::atomic::AtomicU64>>,
+                         map: &BTreeMap<String, u64>,
+                         a: &str,
+                         b: &str| {
+                for (k, n) in map {
+                    if let Some((x, y)) = k.split_once(SEP) {
+                        fam.get_or_create(&with(&[(a, x), (b, y)]))
+                            .inc_by(*n as f64);
+                    }
+                }
+            };
+            pairs(&f2b, &c.fail2ban, "jail", "action");
+            pairs(&fw, &c.firewall, "action", "proto");
+            pairs(&pg, &c.postgres_errors, "severity", "sqlstate_class");
+            for (result, n) in &c.certbot {
+                cb.get_or_create(&with(&[("result", result)]))
+                    .inc_by(*n as f64);
+            }
+            backlog.get_or_create(&base).set(st.backlog_bytes as f64);
+            size.get_or_create(&base).set(st.size_bytes as f64);
+            files.get_or_create(&base).set(st.files as f64);
+            if let Some(t) = c.last_timestamp {
+                last_ts.get_or_create(&base).set(t);
+            }
+        }
+        for (ip, n) in by_ip {
+            ssh_ip
+                .get_or_create(&vec![("ip".to_string(), ip)])
+                .inc_by(n as f64);
+        }
+        let mut r = Registry::default();
+        r.register(
+            "log_lines",
+            "Log entries read, by source and normalised level",
+            lines,
+        );
+        r.register_with_unit("log", "Bytes read from log files", Unit::Bytes, bytes);
+        r.register(
+            "log_parse_failures",
+            "Lines that did not have the source's format",
+            failures,
+        );
+        r.register("log_lines_dropped", "Lines whose content was partly dropped: cut at max_line_bytes (truncated) or with invalid UTF-8 replaced", dropped);
+        r.register(
+            "log_rotations",
+            "File rotations seen, by kind (rename or truncate)",
+            rotations,
+        );
+        r.register(
+            "log_read_errors",
+            "Errors opening or reading log files",
+            read_errors,
+        );
+        r.register(
+            "log_checkpoint_errors",
+            "Failed saves of read positions and counters",
+            cp_err,
+        );
+        r.register_with_unit(
+            "log_backlog",
+            "Bytes written to followed files but not read yet",
+            Unit::Bytes,
+            backlog,
+        );
+        r.register_with_unit(
+            "log_file_size",
+            "Total size of the followed files",
+            Unit::Bytes,
+            size,
+        );
+        r.register("log_files_followed", "Files currently followed", files);
+        r.register_with_unit(
+            "log_last_line_timestamp",
+            "Newest timestamp found in the source's entries",
+            Unit::Seconds,
+            last_ts,
+        );
+        r.register("log_pattern_lines", "Error and warning entries by mined pattern (overflow of the budget under pattern=\"other\")", patterns);
+        r.register(
+            "log_pattern_info",
+            "Template text of each live pattern id (value 1)",
+            info,
+        );
+        r.register(
+            "log_ssh_auth_failures",
+            "Failed SSH authentications, by reason",
+            ssh_fail,
+        );
+        r.register("log_ssh_auth_failures_by_ip", "Failed SSH authentications by source address, within the per-source budget (ip=\"other\" beyond it)", ssh_ip);
+        r.register(
+            "log_ssh_logins",
+            "Accepted SSH logins, by method",
+            ssh_login,
+        );
+        r.register(
+            "log_fail2ban_bans",
+            "fail2ban actions, by jail and action",
+            f2b,
+        );
+        r.register(
+            "log_firewall_blocks",
+            "Packets logged by the firewall, by action and protocol",
+            fw,
+        );
+        r.register(
+            "log_postgres_errors",
+            "PostgreSQL errors (critical = FATAL or PANIC), by SQLSTATE class",
+            pg,
+        );
+        r.register("log_certbot_renewals", "certbot renewal outcomes", cb);
+        r
+    }
+}
+
+impl Collector for LogsCollector {
+    fn name(&self) -> &'static str {
+        "logs"
+    }
+
+    fn collect<'a>(&'a self, _scope: &'a Scope) -> BoxFuture<'a, Result<Collected, CollectError>> {
+        Box::pin(async move {
+            Ok(Collected {
+                registry: self.encode(),
+                targets: Vec::new(),
+            })
+        })
+    }
+
+    fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let handles: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for LogsCollector {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The registration entry for [`super::COLLECTORS`].
+pub const SPEC: super::CollectorSpec = super::CollectorSpec {
+    name: "logs",
+    help: "metrics derived from log files",
+    default_enabled: true,
+    build: LogsCollector::build,
+};

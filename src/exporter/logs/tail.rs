@@ -43,16 +43,7 @@ pub struct Position {
     pub head_len: u64,
 }
 
-/// Where to start in files seen for the first time when there is no saved position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartAt {
-    /// Only lines written from now on (as `tail -F`).
-    #[default]
-    End,
-    /// The whole existing content.
-    Beginning,
-}
+pub use crate::config::StartAt;
 
 /// What happened to the files in one poll, besides lines.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
