@@ -5,5 +5,6 @@ mod support;
 
 mod exporter;
 mod harness;
+mod logs;
 mod process;
 mod web;

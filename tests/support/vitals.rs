@@ -248,6 +248,12 @@ impl Vitals {
         assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 
+    /// Sends SIGKILL (a crash: no shutdown code runs) and reaps the process.
+    pub fn kill_hard(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.wait_exit(SHUTDOWN_TIMEOUT);
+    }
+
     /// Sends SIGHUP (reload the config).
     pub fn sighup(&mut self) {
         self.signal(libc::SIGHUP);

@@ -29,7 +29,7 @@ use crate::config::{Config, LogSource, LogsConfig};
 use fingerprint::{Miner, MinerOptions};
 use parsers::{Level, LineParser, Parsed, ParserKind, Record, RegexParser};
 use security::Event;
-use tail::{Line, Position, Tailer};
+use tail::{Line, Saved, Tailer};
 
 /// Counters of one source; saved with the read positions.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ struct Counters {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Checkpoint {
     version: u32,
-    positions: Vec<Position>,
+    tail: Saved,
     counters: Counters,
 }
 
@@ -267,7 +267,7 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
             return;
         }
     };
-    let positions = saved.as_ref().map(|c| c.positions.clone());
+    let positions = saved.as_ref().map(|c| c.tail.clone());
     if let Some(cp) = saved {
         source
             .state
@@ -332,6 +332,9 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
                     tracing::warn!(source = %source.cfg.name, error = %e, "log read error");
                 }
             }
+            if read_any || report.renamed > 0 || report.truncated > 0 {
+                tracing::debug!(source = %source.cfg.name, lines = st.counters.lines.values().sum::<u64>(), renamed = report.renamed, truncated = report.truncated, "poll");
+            }
             let (backlog, size) = tailer.backlog();
             st.backlog_bytes = backlog;
             st.size_bytes = size;
@@ -340,7 +343,7 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
             if stopping || (dirty && now.duration_since(last_checkpoint) >= checkpoint_every) {
                 let cp = Checkpoint {
                     version: 1,
-                    positions: tailer.positions(),
+                    tail: tailer.checkpoint(),
                     counters: st.counters.clone(),
                 };
                 match save_checkpoint(&state_path, &cp) {

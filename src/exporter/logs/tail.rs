@@ -45,6 +45,18 @@ pub struct Position {
 
 pub use crate::config::StartAt;
 
+/// Everything a tailer needs to resume after a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Saved {
+    /// Open files and how far they were read.
+    pub positions: Vec<Position>,
+    /// Head fingerprints (and lengths) of content already read, before truncations too.
+    pub seen_heads: Vec<(u64, u64)>,
+    /// When this was saved (seconds since the epoch): files rotated in since are read.
+    pub saved_at: Option<f64>,
+}
+
 /// What happened to the files in one poll, besides lines.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PollReport {
@@ -62,6 +74,30 @@ pub struct Line<'a> {
     pub bytes: &'a [u8],
     /// The line was longer than the limit and was truncated.
     pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retired {
+    offset: u64,
+    head: u64,
+    head_len: u64,
+}
+
+impl Retired {
+    fn of(f: &Followed) -> Self {
+        Self {
+            offset: f.offset,
+            head: f.head,
+            head_len: f.head_len,
+        }
+    }
+
+    /// Whether `path` still holds the file this was (same head bytes).
+    fn matches(&self, path: &Path) -> bool {
+        File::open(path)
+            .and_then(|f| fingerprint(&f, self.head_len))
+            .is_ok_and(|h| h == self.head)
+    }
 }
 
 struct Followed {
@@ -214,20 +250,26 @@ pub struct Tailer {
     pattern: String,
     followed: Vec<Followed>,
     draining: Vec<Followed>,
-    /// Offsets reached in files that were closed after rotation, by (dev, ino).
-    retired: HashMap<(u64, u64), u64>,
-    saved: Option<Vec<Position>>,
+    /// Files closed after rotation, by (dev, ino): offset reached and head fingerprint (an
+    /// inode number reused by a new file does not match the fingerprint).
+    retired: HashMap<(u64, u64), Retired>,
+    saved: Option<Saved>,
     start_at: StartAt,
     max_line: usize,
     drain_grace: Duration,
     first_poll: bool,
+    /// Wall-clock time of the previous poll, to find files rotated since.
+    last_poll: Option<std::time::SystemTime>,
+    /// Head fingerprints of content already read (before truncations too), so that a
+    /// copytruncate copy is not mistaken for an unread rotated file.
+    seen_heads: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl Tailer {
     /// A tailer for `pattern`, resuming from `saved` positions when given.
     pub fn new(
         pattern: &str,
-        saved: Option<Vec<Position>>,
+        saved: Option<Saved>,
         start_at: StartAt,
         max_line: usize,
         drain_grace: Duration,
@@ -242,6 +284,8 @@ impl Tailer {
             max_line: max_line.max(1),
             drain_grace,
             first_poll: true,
+            last_poll: None,
+            seen_heads: std::collections::VecDeque::new(),
         }
     }
 
@@ -258,6 +302,18 @@ impl Tailer {
         } else {
             let p = PathBuf::from(&self.pattern);
             if p.exists() { vec![p] } else { Vec::new() }
+        }
+    }
+
+    /// What to save for a restart.
+    pub fn checkpoint(&self) -> Saved {
+        Saved {
+            positions: self.positions(),
+            seen_heads: self.seen_heads.iter().copied().collect(),
+            saved_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs_f64()),
         }
     }
 
@@ -290,7 +346,11 @@ impl Tailer {
         let max_line = self.max_line;
 
         let initial = std::mem::replace(&mut self.first_poll, false);
+        let mut previous_poll = self.last_poll.replace(std::time::SystemTime::now());
         let had_saved = self.saved.is_some();
+        if initial && let Some(at) = self.saved.as_ref().and_then(|s| s.saved_at) {
+            previous_poll = std::time::UNIX_EPOCH.checked_add(Duration::from_secs_f64(at.max(0.0)));
+        }
         if initial {
             self.restore(&mut report, sink);
         }
@@ -298,13 +358,19 @@ impl Tailer {
         // Files being drained after a rename.
         let mut still = Vec::new();
         for mut f in std::mem::take(&mut self.draining) {
+            if let Ok(fm) = f.file.metadata()
+                && f.check_truncated(fm.len()).unwrap_or(false)
+            {
+                report.truncated += 1;
+            }
             let grew = f.read(max_line, false, sink).unwrap_or(false);
             if grew {
                 f.drain_until = Some(now + self.drain_grace);
             }
             if f.drain_until.is_some_and(|t| now >= t) {
+                tracing::debug!(file = %f.path.display(), offset = f.offset, "drained and closed");
                 let _ = f.read(max_line, true, sink);
-                self.retired.insert((f.dev, f.ino), f.offset);
+                self.retired.insert((f.dev, f.ino), Retired::of(&f));
             } else {
                 still.push(f);
             }
@@ -314,21 +380,30 @@ impl Tailer {
         // Followed files: rotation, truncation, new data.
         let mut keep = Vec::new();
         for mut f in std::mem::take(&mut self.followed) {
+            // Truncation is checked on the open file itself, so that a copytruncate followed
+            // by a rename before the next poll is still seen.
+            if let Ok(fm) = f.file.metadata() {
+                let head_before = (f.head, f.head_len);
+                match f.check_truncated(fm.len()) {
+                    Ok(true) => {
+                        tracing::debug!(file = %f.path.display(), size = fm.len(), "file truncated");
+                        remember(&mut self.seen_heads, head_before);
+                        report.truncated += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => report.errors.push(format!("{}: {e}", f.path.display())),
+                }
+            }
             match std::fs::metadata(&f.path) {
                 Ok(m) if (m.dev(), m.ino()) == (f.dev, f.ino) => {
-                    match f.check_truncated(m.len()) {
-                        Ok(true) => report.truncated += 1,
-                        Ok(false) => {}
-                        Err(e) => report.errors.push(format!("{}: {e}", f.path.display())),
-                    }
                     if let Err(e) = f.read(max_line, false, sink) {
                         report.errors.push(format!("{}: {e}", f.path.display()));
                     }
                     keep.push(f);
                 }
-                other => {
+                _ => {
                     // Renamed away or deleted: drain what is left through the open handle.
-                    let _ = other;
+                    tracing::debug!(file = %f.path.display(), offset = f.offset, "file rotated away; draining");
                     report.renamed += 1;
                     let _ = f.read(max_line, false, sink);
                     f.drain_until = Some(now + self.drain_grace);
@@ -359,8 +434,51 @@ impl Tailer {
             if self.followed.iter().any(|f| (f.dev, f.ino) == id) {
                 continue;
             }
-            let offset = match self.retired.get(&id) {
-                Some(off) => *off,
+            // A file that appeared at the path since the last poll may have had a predecessor
+            // that was created and rotated away in between: read such siblings first.
+            let retired = self.retired.get(&id).copied().filter(|r| r.matches(&path));
+            if (!initial || had_saved)
+                && retired.is_none()
+                && let Some(since) = previous_poll
+            {
+                for sibling in rotated_siblings(&path, since) {
+                    let Ok(sm) = std::fs::metadata(&sibling) else {
+                        continue;
+                    };
+                    let sid = (sm.dev(), sm.ino());
+                    let already_read = File::open(&sibling).is_ok_and(|sf| {
+                        self.seen_heads
+                            .iter()
+                            .copied()
+                            .chain(
+                                self.followed
+                                    .iter()
+                                    .chain(&self.draining)
+                                    .map(|f| (f.head, f.head_len)),
+                            )
+                            .any(|(h, l)| l > 0 && fingerprint(&sf, l).is_ok_and(|x| x == h))
+                    });
+                    let known = already_read
+                        || self.retired.get(&sid).is_some_and(|r| r.matches(&sibling))
+                        || self
+                            .draining
+                            .iter()
+                            .chain(&self.followed)
+                            .any(|f| (f.dev, f.ino) == sid);
+                    if known {
+                        continue;
+                    }
+                    if let Ok(mut f) = Followed::open(&sibling, 0) {
+                        tracing::debug!(file = %sibling.display(), "reading a file rotated away since the last poll");
+                        report.renamed += 1;
+                        let _ = f.read(max_line, false, sink);
+                        f.drain_until = Some(now + self.drain_grace);
+                        self.draining.push(f);
+                    }
+                }
+            }
+            let offset = match retired {
+                Some(r) => r.offset,
                 // Present before vitals' first start: honour start_at.
                 None if initial && !had_saved && self.start_at == StartAt::End => meta.len(),
                 // Created since (or while vitals was down): read it all.
@@ -368,6 +486,7 @@ impl Tailer {
             };
             match Followed::open(&path, offset) {
                 Ok(mut f) => {
+                    tracing::debug!(file = %path.display(), offset, ino = f.ino, "following");
                     let _ = f.read(max_line, false, sink);
                     self.followed.push(f);
                 }
@@ -383,8 +502,11 @@ impl Tailer {
         let Some(saved) = self.saved.take() else {
             return;
         };
+        for h in saved.seen_heads {
+            remember(&mut self.seen_heads, h);
+        }
         let paths = self.resolve();
-        for pos in saved {
+        for pos in saved.positions {
             let at_path = paths.iter().find(|p| {
                 std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (pos.dev, pos.ino))
             });
@@ -406,20 +528,71 @@ impl Tailer {
             let same_head = f.head_len >= pos.head_len
                 && fingerprint(&f.file, pos.head_len).is_ok_and(|h| h == pos.head);
             if !same_head || f.offset < pos.offset {
+                remember(&mut self.seen_heads, (pos.head, pos.head_len));
                 report.truncated += 1;
                 f.offset = 0;
                 f.read_to = 0;
             }
+            tracing::debug!(file = %path.display(), offset = f.offset, saved_offset = pos.offset, ino = pos.ino, rotated, "restored position");
             if rotated {
                 report.renamed += 1;
                 let _ = f.read(self.max_line, true, sink);
-                self.retired.insert((f.dev, f.ino), f.offset);
+                self.retired.insert((f.dev, f.ino), Retired::of(&f));
             } else {
                 let _ = f.read(self.max_line, false, sink);
                 self.followed.push(f);
             }
         }
     }
+}
+
+/// Siblings that look like rotations of `path` (`app.log.1`, `app.log-2024...`; compressed
+/// ones excluded) and were renamed or created since `since` (by ctime, with 20 ms of slack for
+/// timestamp granularity), oldest first.
+fn rotated_siblings(path: &Path, since: std::time::SystemTime) -> Vec<PathBuf> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let since = since
+        .checked_sub(Duration::from_millis(20))
+        .unwrap_or(std::time::UNIX_EPOCH)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(f64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let rest = name.strip_prefix(base)?;
+            if !(rest.starts_with('.') || rest.starts_with('-') || rest.starts_with('_')) {
+                return None;
+            }
+            if [".gz", ".bz2", ".xz", ".zst", ".lz4", ".tmp"]
+                .iter()
+                .any(|x| name.ends_with(x))
+            {
+                return None;
+            }
+            let m = e.metadata().ok()?;
+            let ctime = m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9;
+            (m.is_file() && ctime >= since).then_some((ctime, e.path()))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.total_cmp(&b.0));
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+fn remember(seen: &mut std::collections::VecDeque<(u64, u64)>, head: (u64, u64)) {
+    if head.1 == 0 || seen.contains(&head) {
+        return;
+    }
+    if seen.len() >= 32 {
+        seen.pop_front();
+    }
+    seen.push_back(head);
 }
 
 /// Finds a file with the saved inode in the saved path's directory.
@@ -455,7 +628,7 @@ mod tests {
         (out, r)
     }
 
-    fn tailer(pattern: &Path, saved: Option<Vec<Position>>) -> Tailer {
+    fn tailer(pattern: &Path, saved: Option<Saved>) -> Tailer {
         Tailer::new(
             &pattern.display().to_string(),
             saved,
@@ -543,7 +716,7 @@ mod tests {
         append(&p, "1\n2\n");
         let mut t = tailer(&p, None);
         assert_eq!(lines(&mut t).0, vec!["1", "2"]);
-        let saved = t.positions();
+        let saved = t.checkpoint();
         drop(t);
         // While down: more lines, then rotation, then a new file.
         append(&p, "3\n");
@@ -551,11 +724,51 @@ mod tests {
         append(&p, "4\n");
         let mut t = tailer(&p, Some(saved));
         assert_eq!(lines(&mut t).0, vec!["3", "4"]);
-        let saved = t.positions();
+        let saved = t.checkpoint();
         drop(t);
         append(&p, "5\n");
         let mut t = tailer(&p, Some(saved));
         assert_eq!(lines(&mut t).0, vec!["5"]);
+    }
+
+    #[test]
+    fn a_file_created_and_rotated_between_polls_is_still_read() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        let mut t = tailer(&p, None);
+        assert!(lines(&mut t).0.is_empty());
+        append(&p, "1\n2\n");
+        std::fs::rename(&p, d.path().join("app.log.1")).expect("rename");
+        append(&p, "3\n");
+        let mut all = lines(&mut t).0;
+        all.extend(lines(&mut t).0);
+        assert_eq!(all, vec!["1", "2", "3"]);
+    }
+
+    #[test]
+    fn files_created_and_rotated_while_down_are_read() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "1\n");
+        let mut t = tailer(&p, None);
+        assert_eq!(lines(&mut t).0, vec!["1"]);
+        // A copytruncate copy made before the checkpoint is not read again later.
+        std::fs::copy(&p, d.path().join("app.log.0")).expect("copy");
+        std::fs::write(&p, "").expect("truncate");
+        let saved = t.checkpoint();
+        drop(t);
+        std::thread::sleep(Duration::from_millis(30));
+        // While down: new lines, rotation, a new file, another rotation, a newer file.
+        append(&p, "2\n");
+        std::fs::rename(&p, d.path().join("app.log.1")).expect("rename");
+        append(&p, "3\n");
+        std::fs::rename(&p, d.path().join("app.log.2")).expect("rename");
+        append(&p, "4\n");
+        let mut t = tailer(&p, Some(saved));
+        let mut all = lines(&mut t).0;
+        all.extend(lines(&mut t).0);
+        all.sort();
+        assert_eq!(all, vec!["2", "3", "4"]);
     }
 
     #[test]
