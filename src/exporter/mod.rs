@@ -2,6 +2,7 @@
 //! deadline, and their output encoded with self metrics into one OpenMetrics page.
 
 pub mod collector;
+pub mod postgres;
 pub mod procfs;
 pub mod vitals;
 
@@ -35,12 +36,24 @@ pub struct CollectorSpec {
 }
 
 /// Every collector vitals has. Adding a collector is one line here.
-pub static COLLECTORS: &[CollectorSpec] = &[CollectorSpec {
-    name: "vitals",
-    help: "vitals' own process metrics",
-    default_enabled: true,
-    build: |_| Ok(Some(Arc::new(vitals::VitalsCollector::new()))),
-}];
+pub static COLLECTORS: &[CollectorSpec] = &[
+    CollectorSpec {
+        name: "vitals",
+        help: "vitals' own process metrics",
+        default_enabled: true,
+        build: |_| Ok(Some(Arc::new(vitals::VitalsCollector::new()))),
+    },
+    CollectorSpec {
+        name: "postgres",
+        help: "PostgreSQL servers of exporter.postgres (pg_stat_* views)",
+        default_enabled: true,
+        build: |c| match postgres::PostgresCollector::build(c) {
+            Ok(Some(p)) => Ok(Some(Arc::new(p))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        },
+    },
+];
 
 /// Which collectors run, after `--collector.NAME` / `--no-collector.NAME` flags.
 #[derive(Debug, Clone, Default)]

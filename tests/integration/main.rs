@@ -5,4 +5,5 @@ mod support;
 
 mod exporter;
 mod harness;
+mod postgres;
 mod web;
