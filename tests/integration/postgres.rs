@@ -694,6 +694,24 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
     assert_eq!(statements, 20, "statements_top_n");
     assert!(!body.contains("UPDATE pgbench"), "no query text in labels");
 
+    // Every family the compat rules read exists, but those that need a standby, archiving,
+    // data checksums or a past (auto)vacuum/analyze to have a value.
+    let may_be_absent = [
+        "pg_stat_database_checksum_failures_total",
+        "pg_stat_replication_replay_lag_bytes",
+        "pg_stat_archiver_last_archive_age_seconds",
+        "pg_stat_user_tables_last_autovacuum_seconds",
+        "pg_stat_user_tables_last_autoanalyze_seconds",
+        "pg_stat_user_tables_last_analyze_seconds",
+    ];
+    let all = names(&m);
+    for source in compat_rule_sources() {
+        assert!(
+            all.contains(&source) || may_be_absent.contains(&source.as_str()),
+            "compat rule source {source} is not a vitals family"
+        );
+    }
+
     // The limited target is up and keeps every family it may read; the denied and the
     // missing views are dropped and counted.
     let lim = [("target", "limited"), ("env", "test")];
@@ -780,4 +798,46 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         logs.contains("pg_ls_waldir") || logs.contains("permission denied"),
         "{logs}"
     );
+}
+
+const COMPAT_RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/rules/compat/postgres_exporter.yml"
+);
+
+/// The metric names the compat rules read (the first identifier of each `expr`).
+fn compat_rule_sources() -> Vec<String> {
+    let text = std::fs::read_to_string(COMPAT_RULES).expect("read the compat rules");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .map(|e| {
+            let e = e.strip_prefix("label_replace(").unwrap_or(e);
+            e.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn compat_rules_pass_promtool() {
+    let promtool = crate::support::require_binary("/usr/bin/promtool", "prometheus");
+    let dir = std::path::Path::new(COMPAT_RULES)
+        .parent()
+        .expect("rules dir");
+    let out = run_ok(
+        std::process::Command::new(&promtool)
+            .current_dir(dir)
+            .args(["check", "rules", "postgres_exporter.yml"]),
+        "promtool check rules",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+    let out = run_ok(
+        std::process::Command::new(&promtool)
+            .current_dir(dir)
+            .args(["test", "rules", "postgres_exporter_test.yml"]),
+        "promtool test rules",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+    assert!(compat_rule_sources().len() > 40);
 }
