@@ -170,7 +170,7 @@ pub struct PostgresTarget {
     /// Server-side `lock_timeout` of vitals' sessions. Default `1s`.
     #[serde(default = "default_pg_lock_timeout")]
     pub lock_timeout: PromDuration,
-    /// Most connections vitals holds to this server at once, fan-out included (2-100).
+    /// Most connections vitals holds to this server at once, fan-out included (2-1000).
     /// Default 10.
     #[serde(default = "default_pg_max_connections")]
     pub max_connections: u32,
@@ -510,10 +510,10 @@ impl Config {
                 ));
             }
             label_names(&key, &t.labels, &mut problems);
-            if !(2..=100).contains(&t.max_connections) {
+            if !(2..=1000).contains(&t.max_connections) {
                 problems.push(Problem::new(
                     format!("{key}.max_connections"),
-                    format!("must be between 2 and 100, got {}", t.max_connections),
+                    format!("must be between 2 and 1000, got {}", t.max_connections),
                 ));
             }
             if t.dbname.trim().is_empty() {

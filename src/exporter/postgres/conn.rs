@@ -4,7 +4,7 @@
 //! queries when a scrape's future is dropped at its deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -137,6 +137,7 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     returned: tokio::sync::Notify,
     backoff: Mutex<Backoff>,
+    version: AtomicU32,
 }
 
 impl std::fmt::Debug for Pool {
@@ -193,6 +194,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             returned: tokio::sync::Notify::new(),
             backoff: Mutex::new(Backoff::default()),
+            version: AtomicU32::new(0),
         })
     }
 
@@ -376,6 +378,12 @@ impl Pool {
                 tracing::debug!(error = %e, "postgres connection ended");
             }
         });
+        // One server, one version: ask on connections to the maintenance database (which
+        // every scrape opens first) and reuse the answer for the fan-out's connections.
+        let known = self.version.load(Ordering::Relaxed);
+        if known != 0 && db != self.main_db {
+            return Ok((client, known));
+        }
         let rows = tokio::time::timeout(timeout, client.simple_query("show server_version_num"))
             .await
             .map_err(|_| ConnError::ConnectTimeout {
@@ -390,6 +398,7 @@ impl Pool {
                 _ => None,
             })
             .unwrap_or(0);
+        self.version.store(version, Ordering::Relaxed);
         tracing::debug!(dsn = %self.dsn, db, version, "connected to postgres");
         Ok((client, version))
     }

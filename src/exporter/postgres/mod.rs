@@ -47,9 +47,9 @@ pub const SCRAPE_ERRORS: Desc = Desc::counter(
     "pg_scrape_errors",
     "Failed connections and queries of this PostgreSQL target, by reason",
 );
-/// `pg_exporter_connections`
+/// `vitals_postgres_connections`
 pub const OPEN_CONNECTIONS: Desc = Desc::gauge(
-    "pg_exporter_connections",
+    "vitals_postgres_connections",
     "Connections vitals holds to this PostgreSQL target (idle or in use)",
 );
 
@@ -546,5 +546,53 @@ mod tests {
             })
             .expect("connect errors");
         assert_eq!(connect_errors.value, 1.0);
+    }
+}
+
+/// Every family the collector can produce on any supported version, for documentation.
+pub fn families() -> Vec<Desc> {
+    let mut out = vec![UP, SCRAPE_DURATION, SCRAPE_ERRORS, OPEN_CONNECTIONS];
+    for v in [120000, 130000, 140000, 170000, 180000] {
+        let mut qs = queries::server_queries(v, Some(1));
+        qs.extend(queries::database_queries(v, 1));
+        qs.push(queries::database_size(v));
+        qs.push(queries::statements(v, 1));
+        for q in qs {
+            out.extend(q.columns.iter().map(|c| c.desc));
+        }
+    }
+    out.push(queries::database::SIZE_TIMESTAMP);
+    out.extend(settings::SETTINGS.iter().map(|(_, d)| *d));
+    let mut seen = BTreeSet::new();
+    out.retain(|d| seen.insert(d.name));
+    out
+}
+
+#[cfg(test)]
+mod doc_tests {
+    #[test]
+    fn every_family_is_documented() {
+        let doc = include_str!("../../../docs/metrics.md");
+        let missing: Vec<String> = super::families()
+            .iter()
+            .map(|d| d.exposed_name())
+            .filter(|n| !doc.contains(&format!("`{n}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "undocumented in docs/metrics.md: {missing:?}"
+        );
+    }
+
+    #[test]
+    #[ignore = "prints the family table for docs/metrics.md"]
+    fn print_families() {
+        for d in super::families() {
+            let kind = match d.kind {
+                super::metrics::Kind::Gauge => "gauge",
+                super::metrics::Kind::Counter => "counter",
+            };
+            println!("{}\t{kind}\t{}", d.exposed_name(), d.help);
+        }
     }
 }
