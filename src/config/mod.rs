@@ -158,6 +158,36 @@ pub struct PostgresTarget {
     /// Extra labels attached to every series of this target.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Database for server-wide queries. Default `postgres`.
+    #[serde(default = "default_pg_dbname")]
+    pub dbname: String,
+    /// Time allowed to open one connection. Default `5s`.
+    #[serde(default = "default_pg_connect_timeout")]
+    pub connect_timeout: PromDuration,
+    /// Server-side `statement_timeout` of vitals' sessions. Default `5s`.
+    #[serde(default = "default_pg_statement_timeout")]
+    pub statement_timeout: PromDuration,
+    /// Server-side `lock_timeout` of vitals' sessions. Default `1s`.
+    #[serde(default = "default_pg_lock_timeout")]
+    pub lock_timeout: PromDuration,
+    /// Most connections vitals holds to this server at once, fan-out included (2-1000).
+    /// Default 10.
+    #[serde(default = "default_pg_max_connections")]
+    pub max_connections: u32,
+    /// How often database sizes are refreshed in the background. Default `1m`.
+    #[serde(default = "default_pg_size_refresh_interval")]
+    pub size_refresh_interval: PromDuration,
+    /// Largest tables, indexes and sequences reported per database; 0 turns these families
+    /// off (and the fan-out with them). Default 20.
+    #[serde(default = "default_pg_tables_top_n")]
+    pub tables_top_n: u32,
+    /// Whether to read `pg_stat_statements` (the extension must be installed in `dbname`).
+    /// Default false.
+    #[serde(default)]
+    pub pg_stat_statements: bool,
+    /// Statements reported from `pg_stat_statements`, by total execution time. Default 50.
+    #[serde(default = "default_pg_statements_top_n")]
+    pub statements_top_n: u32,
 }
 
 fn default_pg_host() -> String {
@@ -171,6 +201,30 @@ fn default_pg_user() -> String {
 }
 fn default_pg_databases() -> Vec<String> {
     vec!["all".into()]
+}
+fn default_pg_dbname() -> String {
+    "postgres".into()
+}
+fn default_pg_connect_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(5))
+}
+fn default_pg_statement_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(5))
+}
+fn default_pg_lock_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(1))
+}
+fn default_pg_max_connections() -> u32 {
+    10
+}
+fn default_pg_size_refresh_interval() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(60))
+}
+fn default_pg_tables_top_n() -> u32 {
+    20
+}
+fn default_pg_statements_top_n() -> u32 {
+    50
 }
 
 /// SSH disk targets.
@@ -508,6 +562,36 @@ impl Config {
                 ));
             }
             label_names(&key, &t.labels, &mut problems);
+            if !(2..=1000).contains(&t.max_connections) {
+                problems.push(Problem::new(
+                    format!("{key}.max_connections"),
+                    format!("must be between 2 and 1000, got {}", t.max_connections),
+                ));
+            }
+            if t.dbname.trim().is_empty() {
+                problems.push(Problem::new(format!("{key}.dbname"), "must not be empty"));
+            }
+            for (field, d) in [
+                ("connect_timeout", t.connect_timeout),
+                ("statement_timeout", t.statement_timeout),
+                ("lock_timeout", t.lock_timeout),
+                ("size_refresh_interval", t.size_refresh_interval),
+            ] {
+                if d.0 < std::time::Duration::from_millis(1) {
+                    problems.push(Problem::new(
+                        format!("{key}.{field}"),
+                        "must be at least 1ms",
+                    ));
+                }
+            }
+            for reserved in ["target", "datname"] {
+                if t.labels.contains_key(reserved) {
+                    problems.push(Problem::new(
+                        format!("{key}.labels.{reserved}"),
+                        "reserved label name: vitals sets it",
+                    ));
+                }
+            }
         }
         let ssh = "exporter.ssh_disk.targets";
         unique_names(
@@ -806,6 +890,15 @@ mod doc_tests {
             databases: default_pg_databases(),
             exclude: vec!["x".into()],
             labels: BTreeMap::from([("k".into(), "v".into())]),
+            dbname: default_pg_dbname(),
+            connect_timeout: default_pg_connect_timeout(),
+            statement_timeout: default_pg_statement_timeout(),
+            lock_timeout: default_pg_lock_timeout(),
+            max_connections: default_pg_max_connections(),
+            size_refresh_interval: default_pg_size_refresh_interval(),
+            tables_top_n: default_pg_tables_top_n(),
+            pg_stat_statements: true,
+            statements_top_n: default_pg_statements_top_n(),
         });
         c.exporter.ssh_disk.targets.push(SshTarget {
             name: "s".into(),

@@ -3,6 +3,7 @@
 
 pub mod collector;
 pub mod logs;
+pub mod postgres;
 pub mod process;
 pub mod procfs;
 pub mod vitals;
@@ -39,6 +40,7 @@ pub struct CollectorSpec {
 /// Every collector vitals has. Adding a collector is one line here.
 pub static COLLECTORS: &[CollectorSpec] = &[
     vitals::SPEC, //
+    postgres::SPEC,
     process::SPEC,
     logs::SPEC,
 ];

@@ -1,37 +1,11 @@
 //! The exporter as a user meets it: the binary, its flags, its endpoints, reloads, and an
 //! exposition checked by Prometheus' own `promtool`.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::vitals::{BINARY, Vitals};
-use crate::support::{SETUP_HINT, http_client, poll_until, require_binary, temp_dir, write_file};
-
-/// Runs `promtool check metrics` on an exposition; returns its combined output and status.
-fn promtool_check(exposition: &str) -> (bool, String) {
-    let promtool = require_binary("/usr/bin/promtool", "prometheus");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use crate::support::{SETUP_HINT, http_client, poll_until, promtool_check, temp_dir, write_file};
 
 fn metric_value(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|l| {

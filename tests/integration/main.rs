@@ -6,5 +6,6 @@ mod support;
 mod exporter;
 mod harness;
 mod logs;
+mod postgres;
 mod process;
 mod web;

@@ -31,7 +31,7 @@ pub mod sshd;
 pub mod vitals;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -331,4 +331,30 @@ pub fn sample_value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> 
                     .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
         })
         .map(|s| s.value)
+}
+
+/// Runs `promtool check metrics` (package prometheus) on an exposition in the Prometheus text
+/// format; returns whether it passed and its combined output (empty when nothing is wrong).
+pub fn promtool_check(exposition: &str) -> (bool, String) {
+    let promtool = require_binary("/usr/bin/promtool", "prometheus");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -174,6 +174,57 @@ impl Postgres {
         out.ok_or_else(|| "pg_ctl reported started, but `select 1` did not succeed".to_string())
     }
 
+    /// Appends `lines` to postgresql.conf and restarts the server on the same port
+    /// (`pg_ctl restart -m fast`), for settings that need a restart such as
+    /// `shared_preload_libraries`. Panics with the log's tail if it does not come back.
+    pub fn restart_with(&self, lines: &str) {
+        let conf_path = self.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
+        text.push('\n');
+        text.push_str(lines);
+        text.push('\n');
+        write_file(&conf_path, text);
+        run_ok(
+            as_postgres(&bin("pg_ctl"))
+                .current_dir(self.dir.path())
+                .arg("--pgdata")
+                .arg(&self.data_dir)
+                .arg("--log")
+                .arg(&self.log_path)
+                .args(["--mode", "fast", "--wait", "--timeout"])
+                .arg(STARTUP_TIMEOUT.as_secs().to_string())
+                .arg("-o")
+                .arg(format!("-p {}", self.port))
+                .arg("restart"),
+            "pg_ctl restart (as the postgres OS user)",
+        );
+        let ok = super::poll_until(Duration::from_secs(10), || {
+            let o = self.psql_socket_output("select 1");
+            o.status.success().then_some(())
+        });
+        if ok.is_none() {
+            panic!(
+                "PostgreSQL did not answer after a restart\n{}",
+                log_block("postgres.log", &self.log_path)
+            );
+        }
+    }
+
+    /// A `pgbench` command (PostgreSQL 15's, package postgresql-15) aimed at this cluster's
+    /// unix socket as the superuser; the caller adds the arguments and the database name.
+    pub fn pgbench(&self) -> Command {
+        let mut cmd = Command::new(bin("pgbench"));
+        cmd.env("PGPASSFILE", "/dev/null")
+            .env_remove("PGPASSWORD")
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", SUPERUSER]);
+        cmd
+    }
+
     /// Always `127.0.0.1`.
     pub fn host(&self) -> &'static str {
         LOOPBACK

@@ -1,0 +1,843 @@
+//! The `postgres` collector against a real PostgreSQL 15 (tests/support/postgres.rs): values
+//! compared with psql, many databases under pgbench load, unreachable targets, bounded
+//! connections under overlapping and cancelled scrapes, failing views, promtool, secrets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::postgres::{Postgres, SUPERUSER_PASSWORD};
+use crate::support::vitals::Vitals;
+use crate::support::{http_client, poll_until, promtool_check, run_ok, temp_dir, write_file};
+
+/// One series of a Prometheus text exposition.
+#[derive(Debug, Clone)]
+struct Series {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A small parser for the text format vitals serves to non-OpenMetrics clients; enough for
+/// label values without escaped quotes, which is all these tests produce.
+fn parse(exposition: &str) -> Vec<Series> {
+    let mut out = Vec::new();
+    for line in exposition.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (head, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.split_once('{') {
+            None => (head.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.trim_end_matches('}');
+                let mut labels = BTreeMap::new();
+                for pair in body.split("\",") {
+                    if let Some((k, v)) = pair.split_once("=\"") {
+                        labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                    }
+                }
+                (name.to_string(), labels)
+            }
+        };
+        out.push(Series {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// The value of the one series named `name` whose labels include `want`.
+fn value(series: &[Series], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    series
+        .iter()
+        .find(|s| {
+            s.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+fn names(series: &[Series]) -> std::collections::BTreeSet<String> {
+    series.iter().map(|s| s.name.clone()).collect()
+}
+
+fn target_yaml(name: &str, pg: &Postgres, extra: &str) -> String {
+    format!(
+        "      - name: {name}\n        host: 127.0.0.1\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: disable\n{extra}",
+        pg.port()
+    )
+}
+
+fn start_vitals(targets: &str) -> Vitals {
+    Vitals::builder()
+        .config(&format!("exporter:\n  postgres:\n    targets:\n{targets}"))
+        .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
+        .start()
+}
+
+/// GETs a path with Prometheus' scrape timeout header; returns status, body, elapsed time.
+fn get_with_timeout(v: &Vitals, path: &str, timeout: f64) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let r = http_client()
+        .get(format!("{}{path}", v.base_url()))
+        .header("X-Prometheus-Scrape-Timeout-Seconds", timeout.to_string())
+        .send()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", v.logs()));
+    let status = r.status().as_u16();
+    let body = r.text().expect("body");
+    (status, body, started.elapsed())
+}
+
+fn int(s: &str) -> f64 {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("psql printed {s:?}, not a number: {e}"))
+}
+
+/// Rows `datname|value` from psql as a map.
+fn psql_map(pg: &Postgres, sql: &str) -> BTreeMap<String, Vec<f64>> {
+    pg.psql(sql)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split('|');
+            let name = parts.next()?.to_string();
+            Some((name, parts.map(int).collect()))
+        })
+        .collect()
+}
+
+#[test]
+fn many_databases_under_pgbench_agree_with_psql() {
+    let pg = Postgres::start();
+    // Sizes and counters only move when the test moves them.
+    pg.psql("alter system set autovacuum = off");
+    pg.psql("select pg_reload_conf()");
+    pg.psql("create database bench_tpl");
+    run_ok(
+        pg.pgbench().args(["-i", "-q", "-s", "1", "bench_tpl"]),
+        "pgbench -i",
+    );
+    // Shrink the template so that 21 copies stay cheap.
+    run_ok(
+        std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args(["-X", "-q", "-h"])
+            .arg(pg.socket_dir())
+            .args([
+                "-p",
+                &pg.port().to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "bench_tpl",
+            ])
+            .args([
+                "-c",
+                "delete from pgbench_accounts where aid > 2000",
+                "-c",
+                "vacuum full pgbench_accounts",
+            ]),
+        "shrinking the pgbench template",
+    );
+    let dbs: Vec<String> = (0..21).map(|i| format!("app{i:02}")).collect();
+    for db in &dbs {
+        pg.psql(&format!(
+            "create database {db} template bench_tpl strategy file_copy"
+        ));
+    }
+    let v = start_vitals(&target_yaml(
+        "main",
+        &pg,
+        "        max_connections: 30\n        size_refresh_interval: 1s\n        tables_top_n: 5\n        exclude: [bench_tpl]\n",
+    ));
+
+    // Load 8 databases with a known number of pgbench transactions while scraping.
+    const XACTS: u32 = 150;
+    let loaded: Vec<String> = dbs.iter().take(8).cloned().collect();
+    let children: Vec<_> = loaded
+        .iter()
+        .map(|db| {
+            pg.pgbench()
+                .args(["-n", "-c", "1", "-t", &XACTS.to_string(), db])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn pgbench")
+        })
+        .collect();
+    let mut scrapes_under_load = 0;
+    let load_started = Instant::now();
+    let mut children = children;
+    while children
+        .iter_mut()
+        .any(|c| c.try_wait().ok().flatten().is_none())
+    {
+        let m = parse(&v.metrics());
+        assert_eq!(
+            value(&m, "pg_up", &[("target", "main")]),
+            Some(1.0),
+            "{}",
+            v.logs()
+        );
+        scrapes_under_load += 1;
+        assert!(
+            load_started.elapsed() < Duration::from_secs(60),
+            "pgbench did not finish"
+        );
+    }
+    for c in children {
+        let out = c.wait_with_output().expect("pgbench");
+        assert!(
+            out.status.success(),
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(scrapes_under_load > 0);
+
+    // Quiesced: compare with psql at the same moment. Counters only grow, so the scrape
+    // (taken first) may be behind psql by the few transactions of vitals' own fan-out
+    // queries in between; gauges must match exactly once vitals' connections are settled.
+    let mut last = String::new();
+    let agreed = poll_until(Duration::from_secs(20), || {
+        let m = parse(&v.metrics());
+        let sql = "select datname, xact_commit, numbackends, pg_database_size(datname) \
+                   from pg_stat_database where datname like 'app%' order by 1";
+        let p = psql_map(&pg, sql);
+        let mut problems = Vec::new();
+        for db in &dbs {
+            let want = &p[db.as_str()];
+            let l = [("target", "main"), ("datname", db.as_str())];
+            let commit = value(&m, "pg_stat_database_xact_commit_total", &l);
+            let backends = value(&m, "pg_stat_database_numbackends", &l);
+            let size = value(&m, "pg_database_size_bytes", &l);
+            match commit {
+                Some(c) if c <= want[0] && want[0] - c <= 30.0 => {}
+                other => problems.push(format!("{db} xact_commit {other:?} vs psql {}", want[0])),
+            }
+            if backends != Some(want[1]) {
+                problems.push(format!("{db} numbackends {backends:?} vs psql {}", want[1]));
+            }
+            if size != Some(want[2]) {
+                problems.push(format!("{db} size {size:?} vs psql {}", want[2]));
+            }
+            if loaded.contains(db) && commit.unwrap_or(0.0) < f64::from(XACTS) {
+                problems.push(format!(
+                    "{db} xact_commit {commit:?} below pgbench's {XACTS}"
+                ));
+            }
+            if value(
+                &m,
+                "pg_stat_user_tables_n_tup_upd_total",
+                &[("datname", db.as_str()), ("relname", "pgbench_branches")],
+            )
+            .is_none()
+            {
+                problems.push(format!("{db}: no fan-out table series"));
+            }
+        }
+        last = problems.join("\n");
+        problems.is_empty().then_some(())
+    });
+    assert!(
+        agreed.is_some(),
+        "vitals and psql disagree:\n{last}\n{}",
+        v.logs()
+    );
+
+    // pgbench's updates reached the fan-out's per-table counters.
+    let m = parse(&v.metrics());
+    let upd = value(
+        &m,
+        "pg_stat_user_tables_n_tup_upd_total",
+        &[("datname", "app00"), ("relname", "pgbench_tellers")],
+    );
+    assert_eq!(
+        upd,
+        Some(f64::from(XACTS)),
+        "pgbench updates one teller per transaction"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "main"), ("reason", "query")]
+        ),
+        Some(0.0)
+    );
+    // The connections stay within the configured limit.
+    let open =
+        int(&pg.psql("select count(*) from pg_stat_activity where application_name = 'vitals'"));
+    assert!(open <= 30.0, "{open} vitals connections");
+}
+
+#[test]
+fn an_unreachable_target_does_not_delay_the_others() {
+    let pg = Postgres::start();
+    // Accepts TCP connections but never answers: only connect_timeout ends the attempt.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_port = hung.local_addr().expect("addr").port();
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let targets = format!(
+        "{}      - name: hung\n        port: {hung_port}\n        connect_timeout: 1s\n        password: ${{VITALS_IT_PG_PW}}\n      - name: refused\n        port: {closed_port}\n        password: ${{VITALS_IT_PG_PW}}\n",
+        target_yaml("good", &pg, "")
+    );
+    let v = start_vitals(&targets);
+    for round in 0..2 {
+        let (status, body, took) = get_with_timeout(&v, "/metrics", 5.0);
+        assert_eq!(status, 200, "{body}");
+        let m = parse(&body);
+        assert_eq!(
+            value(&m, "pg_up", &[("target", "good")]),
+            Some(1.0),
+            "{body}"
+        );
+        assert_eq!(
+            value(&m, "pg_up", &[("target", "hung")]),
+            Some(0.0),
+            "{body}"
+        );
+        assert_eq!(
+            value(&m, "pg_up", &[("target", "refused")]),
+            Some(0.0),
+            "{body}"
+        );
+        let good =
+            value(&m, "pg_scrape_duration_seconds", &[("target", "good")]).expect("duration");
+        assert!(good < 0.9, "round {round}: the good target took {good}s");
+        assert!(
+            took < Duration::from_secs(4),
+            "round {round}: scrape took {took:?}"
+        );
+        assert!(
+            value(
+                &m,
+                "pg_stat_database_xact_commit_total",
+                &[("target", "good"), ("datname", "postgres")]
+            )
+            .is_some()
+        );
+        assert_eq!(
+            value(
+                &m,
+                "vitals_scrape_collector_success",
+                &[("collector", "postgres")]
+            ),
+            Some(1.0)
+        );
+    }
+    let m = parse(&v.metrics());
+    assert!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "refused"), ("reason", "connect")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "hung"), ("reason", "timeout")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // /probe?target= runs one target only.
+    let (status, body, took) = get_with_timeout(&v, "/probe?target=good", 5.0);
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let m = parse(&body);
+    assert_eq!(value(&m, "pg_up", &[("target", "good")]), Some(1.0));
+    assert!(
+        !body.contains("target=\"hung\"") && !body.contains("target=\"refused\""),
+        "{body}"
+    );
+    let (status, body, _) = get_with_timeout(&v, "/probe?target=refused", 5.0);
+    assert_eq!(status, 200);
+    assert_eq!(
+        value(&parse(&body), "pg_up", &[("target", "refused")]),
+        Some(0.0)
+    );
+
+    // The landing page lists the targets with their state and the error, without secrets.
+    let (_, html) = v.get("/");
+    assert!(html.contains("/probe?target=hung"), "{html}");
+    assert!(
+        html.contains("DOWN") && html.contains("postgres://postgres@127.0.0.1:"),
+        "{html}"
+    );
+    assert!(!html.contains(SUPERUSER_PASSWORD));
+    drop(hung);
+}
+
+#[test]
+fn a_thousand_overlapping_and_cancelled_scrapes_keep_connections_bounded() {
+    const LIMIT: usize = 6;
+    let pg = Postgres::start();
+    for i in 0..3 {
+        pg.psql(&format!("create database fan{i}"));
+    }
+    pg.psql("create table public.locked (id int)");
+    let v = Arc::new(start_vitals(&target_yaml(
+        "main",
+        &pg,
+        &format!(
+            "        max_connections: {LIMIT}\n        tables_top_n: 3\n        lock_timeout: 5s\n        statement_timeout: 10s\n"
+        ),
+    )));
+
+    // Watch pg_stat_activity the whole time.
+    let done = Arc::new(AtomicBool::new(false));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let samples = Arc::new(AtomicUsize::new(0));
+    let watcher =
+        {
+            let (done, max_seen, samples) = (done.clone(), max_seen.clone(), samples.clone());
+            let sock = pg.socket_dir().to_path_buf();
+            let port = pg.port();
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+                    .args(["-X", "-A", "-t", "-h"])
+                    .arg(&sock)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+                    .arg("select count(*) from pg_stat_activity where application_name = 'vitals'")
+                    .output()
+                    .expect("psql");
+                    if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse::<usize>() {
+                        max_seen.fetch_max(n, Ordering::Relaxed);
+                        samples.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+
+    // 1000 scrapes from 4 threads: every third one with a 20 ms timeout (cut mid-query).
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                let client = http_client();
+                let mut ok = 0;
+                for i in 0..250 {
+                    let mut req = client.get(format!("{}/metrics", v.base_url()));
+                    if (i + w) % 3 == 0 {
+                        req = req.header("X-Prometheus-Scrape-Timeout-Seconds", "0.02");
+                    }
+                    let r = req.send().expect("scrape");
+                    assert_eq!(r.status().as_u16(), 200);
+                    let body = r.text().expect("body");
+                    if body.contains("pg_up{target=\"main\"} 1") {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    let took = started.elapsed();
+    eprintln!("1000 scrapes took {took:?}");
+
+    // A lock makes the fan-out's table query wait; scrapes with a short deadline are cut
+    // while it waits, and must cancel it on the server.
+    let locker = {
+        let sock = pg.socket_dir().to_path_buf();
+        let port = pg.port();
+        std::thread::spawn(move || {
+            std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+                .args(["-X", "-q", "-h"])
+                .arg(&sock)
+                .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+                .args([
+                    "-c",
+                    "begin; lock table public.locked in access exclusive mode; select pg_sleep(2.5); commit;",
+                ])
+                .output()
+                .expect("psql lock")
+        })
+    };
+    let waited = poll_until(Duration::from_secs(5), || {
+        (int(&pg.psql(
+            "select count(*) from pg_locks where relation = 'public.locked'::regclass and granted",
+        )) > 0.0)
+            .then_some(())
+    });
+    assert!(waited.is_some(), "the lock was not taken");
+    for _ in 0..3 {
+        let (status, _, took) = get_with_timeout(&v, "/metrics", 0.6);
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+    }
+    let cancelled = poll_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(pg.log_path())
+            .ok()
+            .filter(|log| log.contains("canceling statement due to user request"))
+    });
+    locker.join().expect("locker");
+
+    // Afterwards no vitals query is left running and a normal scrape works.
+    let settled = poll_until(Duration::from_secs(10), || {
+        let active = int(&pg.psql(
+            "select count(*) from pg_stat_activity where application_name = 'vitals' and state <> 'idle'",
+        ));
+        (active == 0.0).then_some(())
+    });
+    done.store(true, Ordering::Relaxed);
+    watcher.join().expect("watcher");
+    let m = parse(&v.metrics());
+    assert_eq!(value(&m, "pg_up", &[("target", "main")]), Some(1.0));
+    let timeouts = value(
+        &m,
+        "pg_scrape_errors_total",
+        &[("target", "main"), ("reason", "timeout")],
+    );
+
+    let max_seen = max_seen.load(Ordering::Relaxed);
+    assert!(
+        samples.load(Ordering::Relaxed) > 20,
+        "too few activity samples"
+    );
+    assert!(
+        max_seen <= LIMIT,
+        "pg_stat_activity showed {max_seen} vitals connections, limit {LIMIT}"
+    );
+    assert!(
+        max_seen >= 2,
+        "the fan-out should have used several connections: {max_seen}"
+    );
+    assert!(
+        ok >= 500,
+        "only {ok} of 1000 scrapes had pg_up 1 (took {took:?})"
+    );
+    assert!(
+        timeouts.unwrap_or(0.0) >= 1.0,
+        "no scrape was cut: {timeouts:?}"
+    );
+    assert!(
+        cancelled.is_some(),
+        "no query was cancelled on the server\n{}",
+        crate::support::tail(pg.log_path(), 40)
+    );
+    assert!(
+        settled.is_some(),
+        "vitals queries kept running after their scrapes ended"
+    );
+    assert!(!v.logs().contains("panicked"), "{}", v.logs());
+}
+
+#[test]
+fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidden() {
+    let pg = Postgres::start();
+    pg.restart_with("shared_preload_libraries = 'pg_stat_statements'");
+    pg.psql("create extension pg_stat_statements");
+    pg.psql("select pg_create_physical_replication_slot('standby1', true)");
+    run_ok(
+        pg.pgbench().args(["-i", "-q", "-s", "1", "postgres"]),
+        "pgbench -i",
+    );
+    run_ok(pg.pgbench().args(["-n", "-t", "50", "postgres"]), "pgbench");
+    pg.psql("create sequence public.order_ids maxvalue 1000");
+    pg.psql("select nextval('public.order_ids') from generate_series(1, 250)");
+    // A role without pg_monitor: pg_ls_waldir() is denied to it, and pg_stat_statements is
+    // missing in its database.
+    pg.psql("create role limited login password 'limited-PW-31'");
+    pg.psql("create database limited_db owner limited");
+
+    let dir = temp_dir("pg-secret");
+    let pass = dir.path().join("limited.pass");
+    write_file(&pass, "limited-PW-31\n");
+    let targets = format!(
+        "{}      - name: limited\n        port: {}\n        user: limited\n        dbname: limited_db\n        password_file: {}\n        pg_stat_statements: true\n        sslmode: prefer\n        labels: {{env: test}}\n",
+        target_yaml(
+            "full",
+            &pg,
+            "        pg_stat_statements: true\n        statements_top_n: 20\n        labels: {env: test}\n"
+        ),
+        pg.port(),
+        pass.display()
+    ) + "      - name: wrongpw\n        port: PORT\n        password: not-the-password\n        sslmode: disable\n";
+    let targets = targets.replace("PORT", &pg.port().to_string());
+    let v = Vitals::builder()
+        .config(&format!("exporter:\n  postgres:\n    targets:\n{targets}"))
+        .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
+        .arg("--log.level=debug")
+        .start();
+    let _ = v.metrics();
+    let body = v.metrics();
+    let (ok, report) = promtool_check(&body);
+    assert!(
+        ok && report.trim().is_empty(),
+        "promtool check metrics: {report}\n{body}"
+    );
+    let m = parse(&body);
+    let full = names(
+        &m.iter()
+            .filter(|s| s.labels.get("target").map(String::as_str) == Some("full"))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    for family in [
+        "pg_up",
+        "pg_scrape_duration_seconds",
+        "pg_scrape_errors_total",
+        "pg_server_info",
+        "pg_postmaster_start_time_seconds",
+        "pg_replication_is_replica",
+        "pg_replication_lag_seconds",
+        "pg_wal_position_bytes",
+        "pg_stat_database_numbackends",
+        "pg_stat_database_xact_commit_total",
+        "pg_stat_database_blk_read_time_seconds_total",
+        "pg_stat_database_session_time_seconds_total",
+        "pg_database_frozen_xid_age",
+        "pg_database_size_bytes",
+        "pg_stat_activity_connections",
+        "pg_stat_activity_max_tx_duration_seconds",
+        "pg_locks",
+        "pg_replication_slot_slot_is_active",
+        "pg_replication_slot_retained_wal_bytes",
+        "pg_settings_shared_buffers_bytes",
+        "pg_settings_max_connections",
+        "pg_stat_bgwriter_checkpoints_timed_total",
+        "pg_stat_bgwriter_buffers_alloc_total",
+        "pg_stat_wal_bytes_total",
+        "pg_wal_segments",
+        "pg_wal_size_bytes",
+        "pg_stat_archiver_archived_total",
+        "pg_stat_user_tables_seq_scan_total",
+        "pg_stat_user_tables_n_live_tup",
+        "pg_stat_user_tables_total_size_bytes",
+        "pg_stat_user_indexes_idx_scan_total",
+        "pg_stat_user_indexes_size_bytes",
+        "pg_sequence_last_value",
+        "pg_sequence_used_ratio",
+        "pg_stat_statements_calls_total",
+        "pg_stat_statements_seconds_total",
+    ] {
+        assert!(
+            full.contains(family),
+            "{family} missing for the full target:\n{body}"
+        );
+    }
+    let used = value(
+        &m,
+        "pg_sequence_used_ratio",
+        &[("target", "full"), ("sequencename", "order_ids")],
+    );
+    assert!(
+        (used.unwrap_or(0.0) - 249.0 / 999.0).abs() < 1e-9,
+        "250 of 1..1000 used: {used:?}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_replication_slot_slot_is_active",
+            &[("target", "full"), ("slot_name", "standby1")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_settings_shared_buffers_bytes",
+            &[("target", "full")]
+        ),
+        Some(16.0 * 1024.0 * 1024.0)
+    );
+    let accounts =
+        int(&pg
+            .psql("select n_live_tup from pg_stat_user_tables where relname = 'pgbench_accounts'"));
+    assert_eq!(
+        value(
+            &m,
+            "pg_stat_user_tables_n_live_tup",
+            &[
+                ("target", "full"),
+                ("datname", "postgres"),
+                ("relname", "pgbench_accounts")
+            ]
+        ),
+        Some(accounts)
+    );
+    // pgbench ran each of its statements 50 times; those are among the top 20.
+    let most = m
+        .iter()
+        .filter(|s| s.name == "pg_stat_statements_calls_total" && s.labels["target"] == "full")
+        .map(|s| s.value)
+        .fold(0.0, f64::max);
+    assert!(most >= 50.0, "{most}");
+    let statements = m
+        .iter()
+        .filter(|s| s.name == "pg_stat_statements_calls_total" && s.labels["target"] == "full")
+        .count();
+    assert_eq!(statements, 20, "statements_top_n");
+    assert!(!body.contains("UPDATE pgbench"), "no query text in labels");
+
+    // Every family the compat rules read exists, but those that need a standby, archiving,
+    // data checksums or a past (auto)vacuum/analyze to have a value.
+    let may_be_absent = [
+        "pg_stat_database_checksum_failures_total",
+        "pg_stat_replication_replay_lag_bytes",
+        "pg_stat_archiver_last_archive_age_seconds",
+        "pg_stat_user_tables_last_autovacuum_seconds",
+        "pg_stat_user_tables_last_autoanalyze_seconds",
+        "pg_stat_user_tables_last_analyze_seconds",
+    ];
+    let all = names(&m);
+    for source in compat_rule_sources() {
+        assert!(
+            all.contains(&source) || may_be_absent.contains(&source.as_str()),
+            "compat rule source {source} is not a vitals family"
+        );
+    }
+
+    // The limited target is up and keeps every family it may read; the denied and the
+    // missing views are dropped and counted.
+    let lim = [("target", "limited"), ("env", "test")];
+    assert_eq!(value(&m, "pg_up", &lim), Some(1.0), "{body}");
+    assert!(
+        value(
+            &m,
+            "pg_stat_database_xact_commit_total",
+            &[("target", "limited"), ("datname", "limited_db")]
+        )
+        .is_some()
+    );
+    assert!(value(&m, "pg_stat_bgwriter_buffers_alloc_total", &lim).is_some());
+    assert!(
+        value(&m, "pg_wal_size_bytes", &lim).is_none(),
+        "pg_ls_waldir is denied"
+    );
+    assert!(
+        value(
+            &m,
+            "pg_stat_statements_calls_total",
+            &[("target", "limited")]
+        )
+        .is_none()
+    );
+    let perm = value(
+        &m,
+        "pg_scrape_errors_total",
+        &[("target", "limited"), ("reason", "permission")],
+    );
+    let missing = value(
+        &m,
+        "pg_scrape_errors_total",
+        &[("target", "limited"), ("reason", "missing")],
+    );
+    assert!(
+        perm.unwrap_or(0.0) >= 2.0,
+        "two scrapes, permission errors {perm:?}"
+    );
+    assert!(
+        missing.unwrap_or(0.0) >= 2.0,
+        "two scrapes, missing errors {missing:?}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "full"), ("reason", "permission")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "full"), ("reason", "missing")]
+        ),
+        Some(0.0)
+    );
+    let (_, html) = v.get("/");
+    assert!(html.contains("queries failed: "), "{html}");
+
+    // A wrong password is an auth error, and no password shows up anywhere.
+    assert_eq!(value(&m, "pg_up", &[("target", "wrongpw")]), Some(0.0));
+    assert!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "wrongpw"), ("reason", "auth")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{body}"
+    );
+    let logs = v.logs();
+    for text in [&body, &html, &logs] {
+        assert!(
+            !text.contains(SUPERUSER_PASSWORD),
+            "superuser password leaked"
+        );
+        assert!(!text.contains("limited-PW-31"), "file password leaked");
+    }
+    assert!(
+        logs.contains("pg_ls_waldir") || logs.contains("permission denied"),
+        "{logs}"
+    );
+}
+
+const COMPAT_RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/rules/compat/postgres_exporter.yml"
+);
+
+/// The metric names the compat rules read (the first identifier of each `expr`).
+fn compat_rule_sources() -> Vec<String> {
+    let text = std::fs::read_to_string(COMPAT_RULES).expect("read the compat rules");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .map(|e| {
+            let e = e.strip_prefix("label_replace(").unwrap_or(e);
+            e.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn compat_rules_pass_promtool() {
+    let promtool = crate::support::require_binary("/usr/bin/promtool", "prometheus");
+    let dir = std::path::Path::new(COMPAT_RULES)
+        .parent()
+        .expect("rules dir");
+    let out = run_ok(
+        std::process::Command::new(&promtool)
+            .current_dir(dir)
+            .args(["check", "rules", "postgres_exporter.yml"]),
+        "promtool check rules",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+    let out = run_ok(
+        std::process::Command::new(&promtool)
+            .current_dir(dir)
+            .args(["test", "rules", "postgres_exporter_test.yml"]),
+        "promtool test rules",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+    assert!(compat_rule_sources().len() > 40);
+}
