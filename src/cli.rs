@@ -47,6 +47,9 @@ pub enum Commands {
     CheckConfig(CheckConfigArgs),
     /// Run the anomaly detector over a CSV series offline.
     Backtest(BacktestArgs),
+    /// Offline tools of the log collector: pattern mining on files and streams.
+    #[command(subcommand)]
+    Logs(LogsCommand),
 }
 
 /// Flags of a serving role.
@@ -132,6 +135,40 @@ pub struct BacktestArgs {
     /// Score a whole NAB-layout folder.
     #[arg(long)]
     pub nab: Option<PathBuf>,
+}
+
+/// `vitals logs ...`: the log collector's pattern miner, offline.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LogsCommand {
+    /// Mine the patterns of a log file and print them, most frequent first, with their
+    /// count, id and template.
+    Patterns(LogsPatternsArgs),
+    /// Read messages on stdin and print one pattern id per line, in order.
+    Fingerprint(LogsFingerprintArgs),
+}
+
+/// Flags of `logs patterns`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsPatternsArgs {
+    /// The log file to read.
+    pub file: PathBuf,
+    /// How a line becomes a message (`raw`: the whole line).
+    #[arg(long, value_name = "PARSER", default_value = "raw")]
+    pub parser: String,
+    /// Most patterns kept while mining (least recently used forgotten beyond).
+    #[arg(long = "max-clusters", value_name = "N")]
+    pub max_clusters: Option<usize>,
+}
+
+/// Flags of `logs fingerprint`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsFingerprintArgs {
+    /// How a line becomes a message (`raw`: the whole line).
+    #[arg(long, value_name = "PARSER", default_value = "raw")]
+    pub parser: String,
+    /// Most patterns kept while mining (least recently used forgotten beyond).
+    #[arg(long = "max-clusters", value_name = "N")]
+    pub max_clusters: Option<usize>,
 }
 
 /// Log verbosity.

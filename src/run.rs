@@ -7,7 +7,7 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::cli::{Commands, LogArgs, LogFormat, LogLevel, Parsed, ServeArgs};
+use crate::cli::{Commands, LogArgs, LogFormat, LogLevel, LogsCommand, Parsed, ServeArgs};
 use crate::config::ConfigSource;
 use crate::exporter::{Exporter, Selection};
 use crate::sidecar::Sidecar;
@@ -76,6 +76,7 @@ pub fn main(parsed: Parsed) -> anyhow::Result<i32> {
             eprintln!("vitals backtest: not yet available in this version");
             Ok(2)
         }
+        Some(Commands::Logs(cmd)) => logs_command(cmd),
     }
 }
 
@@ -170,4 +171,107 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+// `vitals logs ...`: the log collector's pattern miner, offline. -----------------------------
+
+/// How `vitals logs` turns a line into a message. Only `raw` so far; the log collector's other
+/// parsers plug in here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageParser {
+    /// The whole line is the message.
+    Raw,
+}
+
+impl MessageParser {
+    fn from_name(name: &str) -> anyhow::Result<Self> {
+        match name {
+            "raw" => Ok(Self::Raw),
+            other => {
+                anyhow::bail!(
+                    "parser {other:?} not available for this command yet (available: raw)"
+                )
+            }
+        }
+    }
+
+    /// The message of a line, `None` when the line holds none.
+    fn message(self, line: &str) -> Option<&str> {
+        match self {
+            Self::Raw => Some(line),
+        }
+    }
+}
+
+fn miner_options(max_clusters: Option<usize>) -> crate::exporter::logs::fingerprint::MinerOptions {
+    let mut opts = crate::exporter::logs::fingerprint::MinerOptions::default();
+    if let Some(n) = max_clusters {
+        opts.max_clusters = n;
+    }
+    opts
+}
+
+/// Reads lines (any bytes; invalid UTF-8 replaced) without their line ending and calls `f` on
+/// each, holding one line at a time.
+fn for_each_line(
+    mut input: impl std::io::BufRead,
+    mut f: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        let mut end = buf.len();
+        while end > 0 && matches!(buf[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        f(&String::from_utf8_lossy(&buf[..end]))?;
+    }
+}
+
+fn logs_command(cmd: LogsCommand) -> anyhow::Result<i32> {
+    use crate::exporter::logs::fingerprint::Miner;
+    use std::io::Write;
+
+    match cmd {
+        LogsCommand::Patterns(args) => {
+            let parser = MessageParser::from_name(&args.parser)?;
+            let file = std::fs::File::open(&args.file)
+                .with_context(|| format!("opening {}", args.file.display()))?;
+            let mut miner = Miner::new(miner_options(args.max_clusters));
+            for_each_line(std::io::BufReader::new(file), |line| {
+                if let Some(m) = parser.message(line) {
+                    miner.observe(m);
+                }
+                Ok(())
+            })
+            .with_context(|| format!("reading {}", args.file.display()))?;
+            let mut patterns: Vec<_> = miner.patterns().collect();
+            patterns.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+            let width = patterns.first().map_or(1, |p| p.2.to_string().len());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (id, template, count) in patterns {
+                writeln!(out, "{count:>width$}  {id}  {template}")?;
+            }
+            out.flush()?;
+            Ok(0)
+        }
+        LogsCommand::Fingerprint(args) => {
+            let parser = MessageParser::from_name(&args.parser)?;
+            let mut miner = Miner::new(miner_options(args.max_clusters));
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for_each_line(std::io::stdin().lock(), |line| {
+                match parser.message(line) {
+                    Some(m) => writeln!(out, "{}", miner.observe(m))?,
+                    None => writeln!(out, "-")?,
+                }
+                Ok(())
+            })
+            .context("reading stdin")?;
+            out.flush()?;
+            Ok(0)
+        }
+    }
 }

@@ -1,1 +1,758 @@
 //! Log template mining: groups messages into patterns with stable ids.
+//!
+//! The [`Miner`] is an online miner in the Drain family (He et al., "Drain: An Online Log
+//! Parsing Approach with Fixed Depth Tree", ICWS 2017): each message is tokenised and masked,
+//! routed by its token count and its first tokens to a small set of candidate clusters, and
+//! joins the most similar one when the similarity reaches a threshold; otherwise it starts a
+//! new cluster. Joining generalises the cluster's template: positions where the message
+//! differs become `<*>`.
+//!
+//! Compared with plain Drain:
+//! - masking runs inside each token and keeps the constant parts around a variable
+//!   (`onExtend:<*>`, `/<*>`, `uid=<*>`), and a run of variables joined by punctuation
+//!   collapses to one `<*>` (an IP with a port, a date with a time);
+//! - quoted strings, paths, URLs and `key=value` values are masked as wholes;
+//! - a pattern's id is a hash of the first masked template of its cluster, so it is the same
+//!   across restarts for the same log and never changes while the cluster lives;
+//! - everything is bounded: tokens per message, bytes per message, clusters (least recently
+//!   used evicted), clusters compared per message, template length.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hasher;
+
+use rustc_hash::{FxBuildHasher, FxHasher};
+use sha2::{Digest, Sha256};
+
+/// The placeholder that stands for a variable part in a template.
+pub const WILDCARD: &str = "<*>";
+
+/// Bytes of one message that are looked at; the rest is ignored for mining, so that a
+/// hostile multi-megabyte line costs no more than a long one.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// How far a quoted string may extend (in bytes) to be masked as one value.
+const MAX_QUOTED_BYTES: usize = 256;
+
+/// Options of a [`Miner`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinerOptions {
+    /// Most clusters kept; when a new one is needed beyond this, the least recently used is
+    /// forgotten (its id may come back later for the same messages).
+    pub max_clusters: usize,
+    /// Share of a template's tokens (0..=1) that a message must match exactly to join it.
+    pub similarity: f64,
+    /// Depth of the prefix tree as in Drain: the root, the token count, then `depth - 2`
+    /// leading tokens route a message to its candidate clusters. At least 3.
+    pub depth: usize,
+    /// Characters kept in [`Miner::template`]; longer templates end with `...`.
+    pub max_template_len: usize,
+    /// Tokens of a message used for mining; the rest of a long message is ignored.
+    pub max_tokens: usize,
+    /// Most clusters under one leaf of the tree (same token count and leading tokens): this
+    /// bounds the work per message; the least recently used of the leaf gives way.
+    pub max_children: usize,
+}
+
+impl Default for MinerOptions {
+    fn default() -> Self {
+        Self {
+            max_clusters: 1000,
+            similarity: 0.4,
+            depth: 4,
+            max_template_len: 256,
+            max_tokens: 64,
+            max_children: 100,
+        }
+    }
+}
+
+/// Why [`MinerOptions`] are not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptionsError {
+    /// `similarity` is outside 0..=1 (or not a number).
+    #[error("similarity must be between 0 and 1, got {0}")]
+    Similarity(f64),
+    /// `depth` is below 3.
+    #[error("depth must be at least 3, got {0}")]
+    Depth(usize),
+    /// A bound is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+impl MinerOptions {
+    /// Checks the options, for config validation. [`Miner::new`] clamps instead of failing.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if !(0.0..=1.0).contains(&self.similarity) {
+            return Err(OptionsError::Similarity(self.similarity));
+        }
+        if self.depth < 3 {
+            return Err(OptionsError::Depth(self.depth));
+        }
+        for (name, v) in [
+            ("max_clusters", self.max_clusters),
+            ("max_template_len", self.max_template_len),
+            ("max_tokens", self.max_tokens),
+            ("max_children", self.max_children),
+        ] {
+            if v == 0 {
+                return Err(OptionsError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    fn clamped(mut self) -> Self {
+        self.similarity = if self.similarity.is_nan() {
+            Self::default().similarity
+        } else {
+            self.similarity.clamp(0.0, 1.0)
+        };
+        self.depth = self.depth.max(3);
+        self.max_clusters = self.max_clusters.max(1);
+        self.max_template_len = self.max_template_len.max(1);
+        self.max_tokens = self.max_tokens.max(1);
+        self.max_children = self.max_children.max(1);
+        self
+    }
+}
+
+/// Identifies a pattern. Derived from a hash of the first masked template of the pattern's
+/// cluster, so it is stable across restarts for the same log, and kept while the cluster
+/// lives even as its template generalises. Displays as 12 lowercase hex digits, for use as
+/// a Prometheus label value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct PatternId(u64);
+
+impl PatternId {
+    /// Bits of the id (48).
+    const BITS: u32 = 48;
+
+    /// The id as a number (below 2^48).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    fn of_template(tokens: &Masked, salt: u32) -> Self {
+        let mut h = Sha256::new();
+        for (i, t) in tokens.iter().enumerate() {
+            if i > 0 {
+                h.update(b" ");
+            }
+            h.update(t.as_bytes());
+        }
+        if salt > 0 {
+            h.update(salt.to_le_bytes());
+        }
+        let d = h.finalize();
+        let mut v = 0u64;
+        for b in d.iter().take((Self::BITS / 8) as usize) {
+            v = (v << 8) | u64::from(*b);
+        }
+        Self(v)
+    }
+}
+
+impl fmt::Display for PatternId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:012x}", self.0)
+    }
+}
+
+/// A message after tokenisation and masking: the token texts back to back in one buffer.
+#[derive(Debug, Default)]
+struct Masked {
+    text: String,
+    ends: Vec<usize>,
+    hashes: Vec<u64>,
+}
+
+fn hash_str(s: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(s.as_bytes());
+    h.write_u8(0xff);
+    h.finish()
+}
+
+/// Bytes that separate the parts of a token and are kept as they are: brackets, quotes,
+/// `=`, `,`, `;`, `|`. A part after `=` is a value and is masked.
+fn is_hard_sep(c: u8) -> bool {
+    matches!(
+        c,
+        b'=' | b','
+            | b';'
+            | b'('
+            | b')'
+            | b'['
+            | b']'
+            | b'{'
+            | b'}'
+            | b'<'
+            | b'>'
+            | b'|'
+            | b'"'
+            | b'\''
+            | b'`'
+    )
+}
+
+/// Bytes that separate the sub-words of a part (`host:port`, `a/b`, `user@host`). A run of
+/// variable sub-words joined only by these collapses into one `<*>`.
+fn is_soft_sep(c: u8) -> bool {
+    matches!(
+        c,
+        b':' | b'/' | b'\\' | b'@' | b'#' | b'+' | b'!' | b'?' | b'&' | b'*' | b'~' | b'$' | b'%'
+    )
+}
+
+/// Whether a quote at this position may open a quoted string (start of token or after one
+/// of these), so that apostrophes inside words are left alone.
+fn is_quote_lead(c: u8) -> bool {
+    matches!(c, b'=' | b':' | b'(' | b'[' | b'{' | b',')
+}
+
+/// The closing quote of a quoted string opened just before `from`: the next `q` followed by
+/// the end or a byte that is not alphanumeric, within [`MAX_QUOTED_BYTES`].
+fn find_close(b: &[u8], from: usize, end: usize, q: u8) -> Option<usize> {
+    let limit = end.min(from.saturating_add(MAX_QUOTED_BYTES));
+    let mut j = from;
+    while j < limit {
+        if b[j] == q {
+            let next = b.get(j + 1).copied();
+            if j + 1 >= end || !next.is_some_and(|n| n.is_ascii_alphanumeric()) {
+                return Some(j);
+            }
+        }
+        j += 1;
+    }
+    None
+}
+
+/// A whole part that is a value by its shape: file path, long hex run.
+fn is_variable_word(w: &str) -> bool {
+    let b = w.as_bytes();
+    // Paths: two slashes or more (`/var/log`, `a/b/c`), relative `./` `../` `~/`, Windows
+    // paths.
+    let slashes = b.iter().filter(|&&c| c == b'/').count();
+    let backslashes = b.iter().filter(|&&c| c == b'\\').count();
+    if slashes >= 2
+        || w.starts_with("./")
+        || w.starts_with("../")
+        || w.starts_with("~/")
+        || backslashes >= 2
+        || (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\')
+    {
+        return true;
+    }
+    b.len() >= 16 && b.iter().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Whether a sub-word is a value: it holds a digit (numbers, hex, versions, ids, durations
+/// and sizes with units, IPv4, UUIDs, timestamps).
+fn is_variable_subword(w: &[u8]) -> bool {
+    w.iter().any(|c| c.is_ascii_digit())
+}
+
+impl Masked {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.hashes.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Tokenises `msg` on whitespace and masks each token.
+    fn fill(&mut self, msg: &str, max_tokens: usize) {
+        self.clear();
+        let mut n = msg.len().min(MAX_MESSAGE_BYTES);
+        while !msg.is_char_boundary(n) {
+            n -= 1;
+        }
+        let b = msg.as_bytes();
+        let mut i = 0;
+        while i < n && self.ends.len() < max_tokens {
+            while i < n && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i >= n {
+                break;
+            }
+            let tok_start = i;
+            let mut piece = i;
+            while i < n && !b[i].is_ascii_whitespace() {
+                let c = b[i];
+                if matches!(c, b'"' | b'\'' | b'`')
+                    && (i == tok_start || is_quote_lead(b[i - 1]))
+                    && let Some(close) = find_close(b, i + 1, n, c)
+                {
+                    mask_piece(&msg[piece..i], &mut self.text);
+                    self.text.push(char::from(c));
+                    self.text.push_str(WILDCARD);
+                    self.text.push(char::from(c));
+                    i = close + 1;
+                    piece = i;
+                    continue;
+                }
+                i += 1;
+            }
+            mask_piece(&msg[piece..i], &mut self.text);
+            let start = self.ends.last().copied().unwrap_or(0);
+            self.hashes.push(hash_str(&self.text[start..]));
+            self.ends.push(self.text.len());
+        }
+    }
+}
+
+/// Masks one whitespace-free piece of a token into `out`; URLs in it become `<*>` whole.
+fn mask_piece(s: &str, out: &mut String) {
+    let mut rest = s;
+    while let Some(p) = rest.find("://") {
+        let b = rest.as_bytes();
+        let mut start = p;
+        while start > 0 && (b[start - 1].is_ascii_alphanumeric() || b"+.-".contains(&b[start - 1]))
+        {
+            start -= 1;
+        }
+        let end = b[p..]
+            .iter()
+            .position(|c| b"\"'`<>()[]{},".contains(c))
+            .map_or(b.len(), |e| p + e);
+        mask_parts(&rest[..start], out);
+        out.push_str(WILDCARD);
+        rest = &rest[end..];
+    }
+    mask_parts(rest, out);
+}
+
+/// Masks a piece without URLs: parts between hard separators, sub-words within parts.
+fn mask_parts(s: &str, out: &mut String) {
+    let b = s.as_bytes();
+    let mut prev_sep = 0u8;
+    let mut word = 0;
+    for (j, &c) in b.iter().enumerate() {
+        if is_hard_sep(c) {
+            mask_word(&s[word..j], prev_sep, out);
+            out.push(char::from(c));
+            prev_sep = c;
+            word = j + 1;
+        }
+    }
+    mask_word(&s[word..], prev_sep, out);
+}
+
+fn mask_word(w: &str, prev_sep: u8, out: &mut String) {
+    if w.is_empty() {
+        return;
+    }
+    if prev_sep == b'=' || is_variable_word(w) {
+        out.push_str(WILDCARD);
+        return;
+    }
+    let b = w.as_bytes();
+    // Position in `out` just after the last `<*>` pushed for this word, while only soft
+    // separators followed it.
+    let mut after_wild: Option<usize> = None;
+    let mut sub = 0;
+    let mut emit = |sub_start: usize, sub_end: usize, out: &mut String| {
+        let part = &w[sub_start..sub_end];
+        if part.is_empty() {
+            return;
+        }
+        if is_variable_subword(part.as_bytes()) {
+            match after_wild {
+                Some(p) if out[p..].bytes().all(is_soft_sep) => out.truncate(p),
+                _ => {
+                    out.push_str(WILDCARD);
+                    after_wild = Some(out.len());
+                }
+            }
+        } else {
+            out.push_str(part);
+            after_wild = None;
+        }
+    };
+    for (j, &c) in b.iter().enumerate() {
+        if is_soft_sep(c) {
+            emit(sub, j, out);
+            out.push(char::from(c));
+            sub = j + 1;
+        }
+    }
+    emit(sub, b.len(), out);
+}
+
+const NIL: usize = usize::MAX;
+
+#[derive(Debug)]
+struct Cluster {
+    id: PatternId,
+    /// Token hashes of the template; `<*>` positions hold the hash of [`WILDCARD`].
+    tokens: Vec<u64>,
+    /// Token texts of the template.
+    words: Vec<Box<str>>,
+    /// The template as text, bounded.
+    template: String,
+    count: u64,
+    leaf: u64,
+    last_used: u64,
+    prev: usize,
+    next: usize,
+}
+
+/// An online log template miner for one source. See the module documentation.
+#[derive(Debug)]
+pub struct Miner {
+    opts: MinerOptions,
+    wild: u64,
+    slots: Vec<Option<Cluster>>,
+    free: Vec<usize>,
+    live: usize,
+    /// Most recently used cluster.
+    head: usize,
+    /// Least recently used cluster.
+    tail: usize,
+    tick: u64,
+    leaves: HashMap<u64, Vec<usize>, FxBuildHasher>,
+    ids: HashMap<PatternId, usize, FxBuildHasher>,
+    scratch: Masked,
+}
+
+impl Miner {
+    /// A miner with these options (out-of-range values are clamped to the nearest usable).
+    pub fn new(opts: MinerOptions) -> Self {
+        Self {
+            opts: opts.clamped(),
+            wild: hash_str(WILDCARD),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            head: NIL,
+            tail: NIL,
+            tick: 0,
+            leaves: HashMap::default(),
+            ids: HashMap::default(),
+            scratch: Masked::default(),
+        }
+    }
+
+    /// The options in force (after clamping).
+    pub fn options(&self) -> &MinerOptions {
+        &self.opts
+    }
+
+    /// Assigns the message to a pattern, creating one when no existing pattern is similar
+    /// enough, and returns the pattern's id.
+    pub fn observe(&mut self, message: &str) -> PatternId {
+        let mut masked = std::mem::take(&mut self.scratch);
+        masked.fill(message, self.opts.max_tokens);
+        let id = self.assign(&masked);
+        self.scratch = masked;
+        id
+    }
+
+    /// The current template of a pattern, at most `max_template_len` characters; `None`
+    /// when no live cluster has this id (never seen, or evicted).
+    pub fn template(&self, id: PatternId) -> Option<&str> {
+        let slot = *self.ids.get(&id)?;
+        self.cluster(slot).map(|c| c.template.as_str())
+    }
+
+    /// How many messages a pattern has been assigned since its cluster was created.
+    pub fn count(&self, id: PatternId) -> Option<u64> {
+        let slot = *self.ids.get(&id)?;
+        self.cluster(slot).map(|c| c.count)
+    }
+
+    /// Number of live patterns.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no pattern is live.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Every live pattern: id, template and count of messages, in no particular order.
+    pub fn patterns(&self) -> impl Iterator<Item = (PatternId, &str, u64)> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|c| (c.id, c.template.as_str(), c.count))
+    }
+
+    fn cluster(&self, slot: usize) -> Option<&Cluster> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    fn leaf_key(&self, m: &Masked) -> u64 {
+        let mut h = FxHasher::default();
+        h.write_usize(m.len());
+        for t in m.hashes.iter().take(self.opts.depth - 2) {
+            h.write_u64(*t);
+        }
+        h.finish()
+    }
+
+    /// Similarity of a message to a template: among the positions that are not `<*>` in both,
+    /// the share where the template has a constant equal to the message's token. Unlike
+    /// Drain, a value masked in the message that meets a `<*>` of the template is left out
+    /// rather than counted as a mismatch, so messages made mostly of values still group.
+    /// Ties prefer the template with more `<*>`.
+    fn similarity(&self, template: &[u64], m: &[u64]) -> (f64, usize) {
+        let mut same = 0usize;
+        let mut params = 0usize;
+        let mut both = 0usize;
+        for (t, x) in template.iter().zip(m) {
+            if *t == self.wild {
+                params += 1;
+                if *x == self.wild {
+                    both += 1;
+                }
+            } else if t == x {
+                same += 1;
+            }
+        }
+        let den = template.len() - both;
+        if den == 0 {
+            return (1.0, params);
+        }
+        (same as f64 / den as f64, params)
+    }
+
+    fn assign(&mut self, m: &Masked) -> PatternId {
+        self.tick += 1;
+        let leaf = self.leaf_key(m);
+        let mut best: Option<(usize, f64, usize)> = None;
+        if let Some(cands) = self.leaves.get(&leaf) {
+            for &slot in cands {
+                let Some(c) = self.cluster(slot) else {
+                    continue;
+                };
+                if c.tokens.len() != m.len() {
+                    continue;
+                }
+                let (sim, params) = self.similarity(&c.tokens, &m.hashes);
+                let better = match best {
+                    None => true,
+                    Some((_, bs, bp)) => sim > bs || (sim == bs && params > bp),
+                };
+                if better {
+                    best = Some((slot, sim, params));
+                }
+            }
+        }
+        match best {
+            Some((slot, sim, _)) if sim >= self.opts.similarity => self.join(slot, m),
+            _ => self.create(leaf, m),
+        }
+    }
+
+    fn join(&mut self, slot: usize, m: &Masked) -> PatternId {
+        let wild = self.wild;
+        let max_len = self.opts.max_template_len;
+        let tick = self.tick;
+        let id = match self.slots.get_mut(slot).and_then(Option::as_mut) {
+            Some(c) => {
+                let mut changed = false;
+                for (i, t) in c.tokens.iter_mut().enumerate() {
+                    if *t != wild && *t != m.hashes[i] {
+                        *t = wild;
+                        c.words[i] = WILDCARD.into();
+                        changed = true;
+                    }
+                }
+                if changed {
+                    c.template = render(&c.words, max_len);
+                }
+                c.count += 1;
+                c.last_used = tick;
+                c.id
+            }
+            None => return self.create(self.leaf_key(m), m),
+        };
+        self.touch(slot);
+        id
+    }
+
+    fn create(&mut self, leaf: u64, m: &Masked) -> PatternId {
+        if self.live >= self.opts.max_clusters && self.tail != NIL {
+            self.evict(self.tail);
+        }
+        if let Some(cands) = self.leaves.get(&leaf)
+            && cands.len() >= self.opts.max_children
+        {
+            let oldest = cands
+                .iter()
+                .copied()
+                .min_by_key(|&s| self.cluster(s).map_or(0, |c| c.last_used));
+            if let Some(s) = oldest {
+                self.evict(s);
+            }
+        }
+        let mut salt = 0;
+        let mut id = PatternId::of_template(m, salt);
+        while self.ids.contains_key(&id) {
+            salt += 1;
+            id = PatternId::of_template(m, salt);
+        }
+        let words: Vec<Box<str>> = m.iter().map(Box::from).collect();
+        let cluster = Cluster {
+            id,
+            tokens: m.hashes.clone(),
+            template: render(&words, self.opts.max_template_len),
+            words,
+            count: 1,
+            leaf,
+            last_used: self.tick,
+            prev: NIL,
+            next: NIL,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = Some(cluster);
+                s
+            }
+            None => {
+                self.slots.push(Some(cluster));
+                self.slots.len() - 1
+            }
+        };
+        self.live += 1;
+        self.leaves.entry(leaf).or_default().push(slot);
+        self.ids.insert(id, slot);
+        self.link_front(slot);
+        id
+    }
+
+    fn evict(&mut self, slot: usize) {
+        self.unlink(slot);
+        let Some(c) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.live -= 1;
+        self.free.push(slot);
+        self.ids.remove(&c.id);
+        if let Some(v) = self.leaves.get_mut(&c.leaf) {
+            v.retain(|&s| s != slot);
+            if v.is_empty() {
+                self.leaves.remove(&c.leaf);
+            }
+        }
+    }
+
+    fn links(&mut self, slot: usize) -> Option<&mut Cluster> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn unlink(&mut self, slot: usize) {
+        let Some(c) = self.links(slot) else {
+            return;
+        };
+        let (prev, next) = (c.prev, c.next);
+        c.prev = NIL;
+        c.next = NIL;
+        match self.links(prev) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.links(next) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    fn link_front(&mut self, slot: usize) {
+        let old = self.head;
+        if let Some(c) = self.links(slot) {
+            c.prev = NIL;
+            c.next = old;
+        }
+        match self.links(old) {
+            Some(o) => o.prev = slot,
+            None => self.tail = slot,
+        }
+        self.head = slot;
+    }
+
+    fn touch(&mut self, slot: usize) {
+        if self.head != slot {
+            self.unlink(slot);
+            self.link_front(slot);
+        }
+    }
+}
+
+/// Joins template tokens with spaces, cut to `max` characters (ending in `...` when cut).
+fn render(words: &[Box<str>], max: usize) -> String {
+    let mut s = String::new();
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(w);
+    }
+    if s.chars().count() > max {
+        let keep = max.saturating_sub(3);
+        let cut = s.char_indices().nth(keep).map_or(s.len(), |(i, _)| i);
+        s.truncate(cut);
+        if max >= 3 {
+            s.push_str("...");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(s: &str) -> String {
+        let mut m = Masked::default();
+        m.fill(s, 64);
+        m.iter().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn masks_values() {
+        assert_eq!(mask("took 12ms size 1.5GB"), "took <*> size <*>");
+        assert_eq!(mask("from 10.1.2.3:8080 to 10.1.2.4"), "from <*> to <*>");
+        assert_eq!(mask("peer /10.10.34.11:45307"), "peer /<*>");
+        assert_eq!(mask("addr fe80::1ff:fe23:4567:890a port"), "addr <*> port");
+        assert_eq!(mask("addr [2001:db8::1]:443"), "addr [<*>]:<*>");
+        assert_eq!(mask("ptr 0x7fed806eb5d"), "ptr <*>");
+        assert_eq!(mask("sum deadbeefcafebabe0123"), "sum <*>");
+        assert_eq!(
+            mask("req 123e4567-e89b-12d3-a456-426614174000 done"),
+            "req <*> done"
+        );
+        assert_eq!(mask("open /var/lib/x/y.db failed"), "open <*> failed");
+        assert_eq!(mask(r"load C:\Windows\x.dll"), "load <*>");
+        assert_eq!(mask("get https://example.org/a?b=c"), "get <*>");
+        assert_eq!(mask(r#"tag="View Lock", name=x"#), r#"tag="<*>", name=<*>"#);
+        assert_eq!(mask("say 'hello world' now"), "say '<*>' now");
+        assert_eq!(mask("can't stop won't stop"), "can't stop won't stop");
+        assert_eq!(
+            mask("uid=0 euid=0 ruser= rhost=a.b"),
+            "uid=<*> euid=<*> ruser= rhost=<*>"
+        );
+        assert_eq!(mask("onExtend:1514038530000 14"), "onExtend:<*> <*>");
+        assert_eq!(mask("at 2016/9/27:20:30:31.455 ok"), "at <*> ok");
+        assert_eq!(mask("block blk_-6952295868487656571"), "block <*>");
+        assert_eq!(mask("retry in 30s, -5 left"), "retry in <*>, <*> left");
+        assert_eq!(mask("plain words only"), "plain words only");
+    }
+}
