@@ -40,7 +40,9 @@ pub struct MinerOptions {
     /// Most clusters kept; when a new one is needed beyond this, the least recently used is
     /// forgotten (its id may come back later for the same messages).
     pub max_clusters: usize,
-    /// Share of a template's tokens (0..=1) that a message must match exactly to join it.
+    /// Least similarity (0..=1) for a message to join a cluster: among the token positions
+    /// that are not `<*>` in both the template and the message, the share where they hold
+    /// the same constant.
     pub similarity: f64,
     /// Depth of the prefix tree as in Drain: the root, the token count, then `depth - 2`
     /// leading tokens route a message to its candidate clusters. At least 3.
@@ -58,7 +60,7 @@ impl Default for MinerOptions {
     fn default() -> Self {
         Self {
             max_clusters: 1000,
-            similarity: 0.4,
+            similarity: 0.7,
             depth: 4,
             max_template_len: 256,
             max_tokens: 64,
@@ -309,11 +311,103 @@ impl Masked {
                 i += 1;
             }
             mask_piece(&msg[piece..i], &mut self.text);
-            let start = self.ends.last().copied().unwrap_or(0);
-            self.hashes.push(hash_str(&self.text[start..]));
-            self.ends.push(self.text.len());
+            self.end_token();
+        }
+        self.mask_date_names();
+    }
+
+    /// Ends the token that `text` holds past the last end: records it, or drops it when it
+    /// is a bare `<*>` right after another (a list of values of any length is one `<*>`).
+    fn end_token(&mut self) {
+        let start = self.ends.last().copied().unwrap_or(0);
+        let tok = &self.text[start..];
+        if tok.is_empty() {
+            return;
+        }
+        if tok == WILDCARD && self.len() > 0 && self.get(self.len() - 1) == WILDCARD {
+            self.text.truncate(start);
+            return;
+        }
+        self.hashes.push(hash_str(tok));
+        self.ends.push(self.text.len());
+    }
+
+    /// Masks month and weekday names next to a value or to each other (`Fri Jul <*> <*>`):
+    /// they belong to a timestamp. A name on its own (`May`) is left alone.
+    fn mask_date_names(&mut self) {
+        let n = self.len();
+        let is_name = |m: &Self, i: usize| date_name_len(m.get(i)).is_some();
+        let is_value = |m: &Self, i: usize| m.get(i).starts_with(WILDCARD);
+        let mut marks: u128 = 0;
+        for i in 0..n.min(128) {
+            if !is_name(self, i) {
+                continue;
+            }
+            let near = |j: usize| is_name(self, j) || is_value(self, j);
+            if (i > 0 && near(i - 1)) || (i + 1 < n && near(i + 1)) {
+                marks |= 1 << i;
+            }
+        }
+        if marks == 0 {
+            return;
+        }
+        let old = std::mem::take(&mut self.text);
+        let old_ends = std::mem::take(&mut self.ends);
+        self.hashes.clear();
+        let mut start = 0;
+        for (i, &end) in old_ends.iter().enumerate() {
+            let tok = &old[start..end];
+            if i < 128 && marks & (1 << i) != 0 {
+                let keep = date_name_len(tok).unwrap_or(tok.len());
+                self.text.push_str(WILDCARD);
+                self.text.push_str(&tok[keep..]);
+            } else {
+                self.text.push_str(tok);
+            }
+            self.end_token();
+            start = end;
         }
     }
+}
+
+/// When the token is a month or weekday name (English, abbreviated or full, any case),
+/// possibly followed by `,` or `.`, the length of the name.
+fn date_name_len(tok: &str) -> Option<usize> {
+    const NAMES: [&str; 19] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "mon",
+        "tue", "wed", "thu", "fri", "sat", "sun",
+    ];
+    const FULL: [&str; 19] = [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let name = tok.trim_end_matches([',', '.']);
+    if name.len() < 3 || name.len() > 9 {
+        return None;
+    }
+    let hit = NAMES
+        .iter()
+        .chain(FULL.iter())
+        .chain(["sept"].iter())
+        .any(|n| name.eq_ignore_ascii_case(n));
+    hit.then_some(name.len())
 }
 
 /// Masks one whitespace-free piece of a token into `out`; URLs in it become `<*>` whole.
@@ -340,24 +434,55 @@ fn mask_piece(s: &str, out: &mut String) {
 /// Masks a piece without URLs: parts between hard separators, sub-words within parts.
 fn mask_parts(s: &str, out: &mut String) {
     let b = s.as_bytes();
-    let mut prev_sep = 0u8;
     let mut word = 0;
-    for (j, &c) in b.iter().enumerate() {
-        if is_hard_sep(c) {
-            mask_word(&s[word..j], prev_sep, out);
-            out.push(char::from(c));
-            prev_sep = c;
-            word = j + 1;
+    let mut j = 0;
+    while j < b.len() {
+        let c = b[j];
+        if !is_hard_sep(c) {
+            j += 1;
+            continue;
         }
+        mask_word(&s[word..j], out);
+        out.push(char::from(c));
+        j += 1;
+        if c == b'=' && b.get(j).is_some_and(|&n| n != b'=') && (j < 2 || b[j - 2] != b'=') {
+            // `key=value`: the value runs to `,` `;` or an unbalanced closing bracket.
+            let end = value_end(b, j);
+            if end > j {
+                out.push_str(WILDCARD);
+            }
+            j = end;
+        }
+        word = j;
     }
-    mask_word(&s[word..], prev_sep, out);
+    mask_word(&s[word..], out);
 }
 
-fn mask_word(w: &str, prev_sep: u8, out: &mut String) {
+/// End of a `key=value` value starting at `from`: the first `,` or `;` outside brackets, or
+/// a closing bracket without its opening one, or the end.
+fn value_end(b: &[u8], from: usize) -> usize {
+    let mut depth = 0usize;
+    for (k, &c) in b.iter().enumerate().skip(from) {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                if depth == 0 {
+                    return k;
+                }
+                depth -= 1;
+            }
+            b',' | b';' if depth == 0 => return k,
+            _ => {}
+        }
+    }
+    b.len()
+}
+
+fn mask_word(w: &str, out: &mut String) {
     if w.is_empty() {
         return;
     }
-    if prev_sep == b'=' || is_variable_word(w) {
+    if is_variable_word(w) {
         out.push_str(WILDCARD);
         return;
     }
@@ -726,6 +851,10 @@ mod tests {
         m.iter().collect::<Vec<_>>().join(" ")
     }
 
+    fn miner() -> Miner {
+        Miner::new(MinerOptions::default())
+    }
+
     #[test]
     fn masks_values() {
         assert_eq!(mask("took 12ms size 1.5GB"), "took <*> size <*>");
@@ -734,14 +863,30 @@ mod tests {
         assert_eq!(mask("addr fe80::1ff:fe23:4567:890a port"), "addr <*> port");
         assert_eq!(mask("addr [2001:db8::1]:443"), "addr [<*>]:<*>");
         assert_eq!(mask("ptr 0x7fed806eb5d"), "ptr <*>");
-        assert_eq!(mask("sum deadbeefcafebabe0123"), "sum <*>");
+        assert_eq!(mask("sum deadbeefcafebabedeadbeef ok"), "sum <*> ok");
         assert_eq!(
             mask("req 123e4567-e89b-12d3-a456-426614174000 done"),
             "req <*> done"
         );
         assert_eq!(mask("open /var/lib/x/y.db failed"), "open <*> failed");
         assert_eq!(mask(r"load C:\Windows\x.dll"), "load <*>");
-        assert_eq!(mask("get https://example.org/a?b=c"), "get <*>");
+        assert_eq!(mask("get https://example.org/a?b=c ok"), "get <*> ok");
+        assert_eq!(mask("(see http://x.org/a)."), "(see <*>).");
+        assert_eq!(mask("block blk_-6952295868487656571"), "block <*>");
+        assert_eq!(mask("retry in 30s, -5 left"), "retry in <*>, <*> left");
+        assert_eq!(mask("plain words only"), "plain words only");
+    }
+
+    #[test]
+    fn masks_inside_tokens_and_keeps_constant_parts() {
+        assert_eq!(mask("onExtend:1514038530000 14"), "onExtend:<*> <*>");
+        assert_eq!(mask("at 2016/9/27:20:30:31.455 ok"), "at <*> ok");
+        assert_eq!(mask("[ib_sm_sweep.c:1831]: x"), "[ib_sm_sweep.c:<*>]: x");
+        assert_eq!(mask("a=1,b=2"), "a=<*>,b=<*>");
+    }
+
+    #[test]
+    fn masks_quoted_strings_and_key_values() {
         assert_eq!(mask(r#"tag="View Lock", name=x"#), r#"tag="<*>", name=<*>"#);
         assert_eq!(mask("say 'hello world' now"), "say '<*>' now");
         assert_eq!(mask("can't stop won't stop"), "can't stop won't stop");
@@ -749,10 +894,216 @@ mod tests {
             mask("uid=0 euid=0 ruser= rhost=a.b"),
             "uid=<*> euid=<*> ruser= rhost=<*>"
         );
-        assert_eq!(mask("onExtend:1514038530000 14"), "onExtend:<*> <*>");
-        assert_eq!(mask("at 2016/9/27:20:30:31.455 ok"), "at <*> ok");
-        assert_eq!(mask("block blk_-6952295868487656571"), "block <*>");
-        assert_eq!(mask("retry in 30s, -5 left"), "retry in <*>, <*> left");
-        assert_eq!(mask("plain words only"), "plain words only");
+        assert_eq!(mask("by (uid=0)"), "by (uid=<*>)");
+        assert_eq!(mask("top=Info{a.b/c.D} x"), "top=<*> x");
+        assert_eq!(mask("x == null?true"), "x == null?true");
+        // An unclosed quote is left as it is.
+        assert_eq!(mask(r#"say "hello"#), r#"say "hello"#);
+    }
+
+    #[test]
+    fn masks_timestamps_with_names_and_collapses_value_lists() {
+        assert_eq!(mask("at Fri Jul  1 07:57:30 2005 done"), "at <*> done");
+        assert_eq!(mask("Mon, 3 Jan 2022"), "<*>, <*>");
+        assert_eq!(mask("May I help"), "May I help");
+        assert_eq!(mask("delete blk_1 blk_2 blk_3"), "delete <*>");
+    }
+
+    #[test]
+    fn empty_and_whitespace_lines_share_one_empty_pattern() {
+        let mut m = miner();
+        let a = m.observe("");
+        let b = m.observe("   \t  ");
+        assert_eq!(a, b);
+        assert_eq!(m.template(a), Some(""));
+        assert_eq!(m.count(a), Some(2));
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn groups_same_messages_and_separates_different_ones() {
+        let mut m = miner();
+        let a = m.observe("Failed password for root from 10.0.0.1 port 22 ssh2");
+        let b = m.observe("Failed password for admin from 10.0.0.2 port 4242 ssh2");
+        let c = m.observe("Accepted password for root from 10.0.0.3 port 22 ssh2");
+        let d = m.observe("Connection closed by 10.0.0.9 [preauth]");
+        let e = m.observe("Connection closed by 10.1.0.9 [preauth]");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(d, e);
+        assert_ne!(a, d);
+        assert_eq!(
+            m.template(a),
+            Some("Failed password for <*> from <*> port <*>")
+        );
+        assert_eq!(m.template(d), Some("Connection closed by <*> [preauth]"));
+        assert_eq!(m.len(), 3);
+        let mut counts: Vec<u64> = m.patterns().map(|p| p.2).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, vec![1, 2, 2]);
+    }
+
+    #[test]
+    fn ids_are_stable_across_miners_and_while_templates_generalise() {
+        let lines = [
+            "login ok for user alice from 10.0.0.1",
+            "disk /dev/sda1 is 91% full",
+            "login ok for user bob from 10.0.0.2",
+            "disk /dev/sdb1 is 97% full",
+            "login ok for user carol from 10.0.0.3",
+        ];
+        let mut m1 = miner();
+        let mut m2 = miner();
+        let ids1: Vec<_> = lines.iter().map(|l| m1.observe(l)).collect();
+        let ids2: Vec<_> = lines.iter().map(|l| m2.observe(l)).collect();
+        assert_eq!(ids1, ids2);
+        // The first template was "login ok for user alice from <*>"; it generalised and
+        // kept its id.
+        assert_eq!(ids1[0], ids1[2]);
+        assert_eq!(ids1[0], ids1[4]);
+        assert_eq!(m1.template(ids1[0]), Some("login ok for user <*> from <*>"));
+        // The id derives from the first masked template, not from arrival order.
+        let mut m3 = miner();
+        m3.observe("something else entirely");
+        assert_eq!(m3.observe(lines[1]), ids1[1]);
+    }
+
+    #[test]
+    fn id_displays_as_short_lowercase_hex() {
+        let mut m = miner();
+        let id = m.observe("hello world");
+        let s = id.to_string();
+        assert_eq!(s.len(), 12);
+        assert!(
+            s.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
+        assert_eq!(u64::from_str_radix(&s, 16).ok(), Some(id.as_u64()));
+    }
+
+    #[test]
+    fn evicts_least_recently_used_beyond_max_clusters() {
+        let mut m = Miner::new(MinerOptions {
+            max_clusters: 3,
+            ..MinerOptions::default()
+        });
+        let a = m.observe("alpha one");
+        let b = m.observe("beta two");
+        let c = m.observe("gamma three");
+        assert_eq!(m.observe("alpha one"), a); // a is now the most recent
+        let d = m.observe("delta four");
+        assert_eq!(m.len(), 3);
+        assert!(m.template(b).is_none(), "b was the least recently used");
+        assert!(m.template(a).is_some());
+        assert!(m.template(c).is_some());
+        assert!(m.template(d).is_some());
+        // b comes back with the same id, and its count starts again.
+        assert_eq!(m.observe("beta two"), b);
+        assert_eq!(m.count(b), Some(1));
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn bounds_clusters_per_leaf() {
+        let mut m = Miner::new(MinerOptions {
+            max_children: 2,
+            ..MinerOptions::default()
+        });
+        // Same token count and first two tokens: one leaf; all different after that.
+        let a = m.observe("job step alpha beta gamma");
+        m.observe("job step delta epsilon zeta");
+        m.observe("job step eta theta iota");
+        assert_eq!(m.len(), 2);
+        assert!(m.template(a).is_none());
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_distinct_messages() {
+        let mut m = Miner::new(MinerOptions {
+            max_clusters: 50,
+            ..MinerOptions::default()
+        });
+        for i in 0..20_000u32 {
+            // Letters only, so nothing is masked: every message is new.
+            let w: String = i
+                .to_string()
+                .bytes()
+                .map(|d| char::from(b'a' + (d - b'0')))
+                .collect();
+            let line = format!("{w} {w}{w} x{w} y{w} {}", "z".repeat((i % 7) as usize + 1));
+            m.observe(&line);
+            assert!(m.len() <= 50);
+        }
+        assert_eq!(m.len(), 50);
+        assert!(m.slots.len() <= 50);
+        assert!(m.ids.len() <= 50);
+        assert!(m.leaves.values().map(Vec::len).sum::<usize>() <= 50);
+        assert!(m.leaves.len() <= 50);
+    }
+
+    #[test]
+    fn long_lines_are_truncated_for_mining_and_templates_are_bounded() {
+        let opts = MinerOptions {
+            max_tokens: 8,
+            max_template_len: 20,
+            ..MinerOptions::default()
+        };
+        let mut m = Miner::new(opts);
+        let head = "a b c d e f g h";
+        let a = m.observe(&format!("{head} tail one {}", "x ".repeat(10_000)));
+        let b = m.observe(&format!("{head} another tail"));
+        assert_eq!(a, b, "only the first 8 tokens are mined");
+        let t = m.template(a).unwrap_or_default();
+        assert_eq!(t, "a b c d e f g h");
+        let long = "word ".repeat(30);
+        let c = m.observe(&long);
+        let t = m.template(c).unwrap_or_default();
+        assert!(t.chars().count() <= 20, "{t:?}");
+        assert!(t.ends_with("..."));
+        // A huge single token costs at most MAX_MESSAGE_BYTES of work.
+        let huge = "z".repeat(10 * MAX_MESSAGE_BYTES);
+        let d = m.observe(&huge);
+        assert_eq!(m.observe(&huge[..MAX_MESSAGE_BYTES]), d);
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_character_boundaries() {
+        let mut m = Miner::new(MinerOptions {
+            max_template_len: 5,
+            ..MinerOptions::default()
+        });
+        let id = m.observe("ééééééééé ünïcödé");
+        assert_eq!(m.template(id), Some("éé..."));
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        m.observe(&long);
+    }
+
+    #[test]
+    fn options_are_validated_and_clamped() {
+        assert!(MinerOptions::default().validate().is_ok());
+        let bad = MinerOptions {
+            similarity: 1.5,
+            ..MinerOptions::default()
+        };
+        assert_eq!(bad.validate(), Err(OptionsError::Similarity(1.5)));
+        let bad = MinerOptions {
+            depth: 2,
+            ..MinerOptions::default()
+        };
+        assert_eq!(bad.validate(), Err(OptionsError::Depth(2)));
+        let bad = MinerOptions {
+            max_clusters: 0,
+            ..MinerOptions::default()
+        };
+        assert_eq!(bad.validate(), Err(OptionsError::Zero("max_clusters")));
+        let m = Miner::new(MinerOptions {
+            similarity: f64::NAN,
+            depth: 0,
+            max_clusters: 0,
+            max_template_len: 0,
+            max_tokens: 0,
+            max_children: 0,
+        });
+        assert!(m.options().validate().is_ok());
     }
 }
