@@ -321,6 +321,27 @@ mod tests {
     }
 
     #[test]
+    fn logs_subcommands_parse() {
+        let p = parse_from(["vitals", "logs", "patterns", "x.log", "--parser", "raw"]);
+        match p.cli.command {
+            Some(Commands::Logs(LogsCommand::Patterns(a))) => {
+                assert_eq!(a.file, PathBuf::from("x.log"));
+                assert_eq!(a.parser, "raw");
+                assert_eq!(a.max_clusters, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let p = parse_from(["vitals", "logs", "fingerprint", "--max-clusters=10"]);
+        match p.cli.command {
+            Some(Commands::Logs(LogsCommand::Fingerprint(a))) => {
+                assert_eq!(a.parser, "raw");
+                assert_eq!(a.max_clusters, Some(10));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn exporter_subcommand_takes_collector_flags() {
         let p = parse_from([
             "vitals",

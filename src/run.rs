@@ -275,3 +275,36 @@ fn logs_command(cmd: LogsCommand) -> anyhow::Result<i32> {
         }
     }
 }
+
+#[cfg(test)]
+mod logs_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_raw_parser_is_available_for_now() {
+        assert_eq!(
+            MessageParser::from_name("raw").ok(),
+            Some(MessageParser::Raw)
+        );
+        let err = MessageParser::from_name("syslog")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            "parser \"syslog\" not available for this command yet (available: raw)"
+        );
+    }
+
+    #[test]
+    fn lines_are_read_without_endings_and_invalid_utf8_is_replaced() {
+        let input: &[u8] = b"one\r\ntwo\n\xffthree";
+        let mut seen = Vec::new();
+        for_each_line(input, |l| {
+            seen.push(l.to_string());
+            Ok(())
+        })
+        .ok();
+        assert_eq!(seen, vec!["one", "two", "\u{fffd}three"]);
+    }
+}

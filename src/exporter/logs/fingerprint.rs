@@ -168,6 +168,9 @@ struct Masked {
     text: String,
     ends: Vec<usize>,
     hashes: Vec<u64>,
+    /// Buffers kept for rewriting tokens, so that a rewrite does not allocate.
+    spare_text: String,
+    spare_ends: Vec<usize>,
 }
 
 fn hash_str(s: &str) -> u64 {
@@ -229,25 +232,6 @@ fn find_close(b: &[u8], from: usize, end: usize, q: u8) -> Option<usize> {
         j += 1;
     }
     None
-}
-
-/// A whole part that is a value by its shape: file path, long hex run.
-fn is_variable_word(w: &str) -> bool {
-    let b = w.as_bytes();
-    // Paths: two slashes or more (`/var/log`, `a/b/c`), relative `./` `../` `~/`, Windows
-    // paths.
-    let slashes = b.iter().filter(|&&c| c == b'/').count();
-    let backslashes = b.iter().filter(|&&c| c == b'\\').count();
-    if slashes >= 2
-        || w.starts_with("./")
-        || w.starts_with("../")
-        || w.starts_with("~/")
-        || backslashes >= 2
-        || (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\')
-    {
-        return true;
-    }
-    b.len() >= 16 && b.iter().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Whether a sub-word is a value: it holds a digit (numbers, hex, versions, ids, durations
@@ -351,8 +335,14 @@ impl Masked {
         if marks == 0 {
             return;
         }
-        let old = std::mem::take(&mut self.text);
-        let old_ends = std::mem::take(&mut self.ends);
+        std::mem::swap(&mut self.text, &mut self.spare_text);
+        std::mem::swap(&mut self.ends, &mut self.spare_ends);
+        let (old, old_ends) = (
+            std::mem::take(&mut self.spare_text),
+            std::mem::take(&mut self.spare_ends),
+        );
+        self.text.clear();
+        self.ends.clear();
         self.hashes.clear();
         let mut start = 0;
         for (i, &end) in old_ends.iter().enumerate() {
@@ -367,53 +357,50 @@ impl Masked {
             self.end_token();
             start = end;
         }
+        self.spare_text = old;
+        self.spare_ends = old_ends;
     }
 }
 
 /// When the token is a month or weekday name (English, abbreviated or full, any case),
 /// possibly followed by `,` or `.`, the length of the name.
 fn date_name_len(tok: &str) -> Option<usize> {
-    const NAMES: [&str; 19] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "mon",
-        "tue", "wed", "thu", "fri", "sat", "sun",
-    ];
-    const FULL: [&str; 19] = [
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ];
-    let name = tok.trim_end_matches([',', '.']);
+    let name = tok.trim_end_matches([',', '.']).as_bytes();
     if name.len() < 3 || name.len() > 9 {
         return None;
     }
-    let hit = NAMES
-        .iter()
-        .chain(FULL.iter())
-        .chain(["sept"].iter())
-        .any(|n| name.eq_ignore_ascii_case(n));
+    let low = |i: usize| name[i].to_ascii_lowercase();
+    let full: &[u8] = match [low(0), low(1), low(2)] {
+        [b'j', b'a', b'n'] => b"january",
+        [b'f', b'e', b'b'] => b"february",
+        [b'm', b'a', b'r'] => b"march",
+        [b'a', b'p', b'r'] => b"april",
+        [b'm', b'a', b'y'] => b"may",
+        [b'j', b'u', b'n'] => b"june",
+        [b'j', b'u', b'l'] => b"july",
+        [b'a', b'u', b'g'] => b"august",
+        [b's', b'e', b'p'] => b"september",
+        [b'o', b'c', b't'] => b"october",
+        [b'n', b'o', b'v'] => b"november",
+        [b'd', b'e', b'c'] => b"december",
+        [b'm', b'o', b'n'] => b"monday",
+        [b't', b'u', b'e'] => b"tuesday",
+        [b'w', b'e', b'd'] => b"wednesday",
+        [b't', b'h', b'u'] => b"thursday",
+        [b'f', b'r', b'i'] => b"friday",
+        [b's', b'a', b't'] => b"saturday",
+        [b's', b'u', b'n'] => b"sunday",
+        _ => return None,
+    };
+    let hit =
+        name.len() == 3 || name.eq_ignore_ascii_case(full) || name.eq_ignore_ascii_case(b"sept");
     hit.then_some(name.len())
 }
 
 /// Masks one whitespace-free piece of a token into `out`; URLs in it become `<*>` whole.
 fn mask_piece(s: &str, out: &mut String) {
     let mut rest = s;
-    while let Some(p) = rest.find("://") {
+    while let Some(p) = rest.as_bytes().windows(3).position(|w| w == b"://") {
         let b = rest.as_bytes();
         let mut start = p;
         while start > 0 && (b[start - 1].is_ascii_alphanumeric() || b"+.-".contains(&b[start - 1]))
@@ -479,14 +466,37 @@ fn value_end(b: &[u8], from: usize) -> usize {
 }
 
 fn mask_word(w: &str, out: &mut String) {
-    if w.is_empty() {
+    let b = w.as_bytes();
+    if b.is_empty() {
         return;
     }
-    if is_variable_word(w) {
+    let (mut slashes, mut backslashes, mut digits, mut hex) = (0usize, 0usize, false, true);
+    for &c in b {
+        match c {
+            b'/' => slashes += 1,
+            b'\\' => backslashes += 1,
+            b'0'..=b'9' => digits = true,
+            _ => {}
+        }
+        hex &= c.is_ascii_hexdigit();
+    }
+    // Whole values by shape: paths with two slashes or more (`/var/log`, `a/b/c`), relative
+    // paths (`./` `../` `~/`), Windows paths, long hex runs.
+    if slashes >= 2
+        || backslashes >= 2
+        || w.starts_with("./")
+        || w.starts_with("../")
+        || w.starts_with("~/")
+        || (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\')
+        || (hex && b.len() >= 16)
+    {
         out.push_str(WILDCARD);
         return;
     }
-    let b = w.as_bytes();
+    if !digits {
+        out.push_str(w);
+        return;
+    }
     // Position in `out` just after the last `<*>` pushed for this word, while only soft
     // separators followed it.
     let mut after_wild: Option<usize> = None;
@@ -521,6 +531,9 @@ fn mask_word(w: &str, out: &mut String) {
 
 const NIL: usize = usize::MAX;
 
+/// Entries of the exact-match cache (at least; four per cluster when more).
+const SEEN_CAPACITY: usize = 4096;
+
 #[derive(Debug)]
 struct Cluster {
     id: PatternId,
@@ -553,6 +566,9 @@ pub struct Miner {
     leaves: HashMap<u64, Vec<usize>, FxBuildHasher>,
     ids: HashMap<PatternId, usize, FxBuildHasher>,
     scratch: Masked,
+    /// Exact-match cache: hash of a whole masked message to the cluster it went to, so that
+    /// a message seen before skips the candidate search. Cleared when full.
+    seen: HashMap<u64, (usize, PatternId), FxBuildHasher>,
 }
 
 impl Miner {
@@ -570,6 +586,7 @@ impl Miner {
             leaves: HashMap::default(),
             ids: HashMap::default(),
             scratch: Masked::default(),
+            seen: HashMap::default(),
         }
     }
 
@@ -660,6 +677,40 @@ impl Miner {
 
     fn assign(&mut self, m: &Masked) -> PatternId {
         self.tick += 1;
+        let mut h = FxHasher::default();
+        h.write_usize(m.len());
+        for t in &m.hashes {
+            h.write_u64(*t);
+        }
+        let key = h.finish();
+        if let Some(&(slot, id)) = self.seen.get(&key)
+            && let Some(c) = self.slots.get_mut(slot).and_then(Option::as_mut)
+            && c.id == id
+            && c.tokens.len() == m.len()
+            && c.tokens
+                .iter()
+                .zip(&m.hashes)
+                .all(|(t, x)| *t == self.wild || t == x)
+        {
+            // Seen before and still covered by its cluster's template: nothing to change.
+            c.count += 1;
+            c.last_used = self.tick;
+            self.touch(slot);
+            return id;
+        }
+        let id = self.search(m);
+        if self.seen.len() >= SEEN_CAPACITY.max(4 * self.opts.max_clusters) {
+            self.seen.clear();
+        }
+        if let Some(&slot) = self.ids.get(&id) {
+            self.seen.insert(key, (slot, id));
+        }
+        id
+    }
+
+    /// Drain's search: candidates of the message's leaf, the most similar joined when similar
+    /// enough, else a new cluster.
+    fn search(&mut self, m: &Masked) -> PatternId {
         let leaf = self.leaf_key(m);
         let mut best: Option<(usize, f64, usize)> = None;
         if let Some(cands) = self.leaves.get(&leaf) {
@@ -906,6 +957,9 @@ mod tests {
         assert_eq!(mask("at Fri Jul  1 07:57:30 2005 done"), "at <*> done");
         assert_eq!(mask("Mon, 3 Jan 2022"), "<*>, <*>");
         assert_eq!(mask("May I help"), "May I help");
+        assert_eq!(mask("on Wednesday, September 7"), "on <*>, <*>");
+        assert_eq!(mask("Sept 7 monday."), "<*> <*>.");
+        assert_eq!(mask("Monkey Julia"), "Monkey Julia");
         assert_eq!(mask("delete blk_1 blk_2 blk_3"), "delete <*>");
     }
 
@@ -1039,6 +1093,19 @@ mod tests {
         assert!(m.ids.len() <= 50);
         assert!(m.leaves.values().map(Vec::len).sum::<usize>() <= 50);
         assert!(m.leaves.len() <= 50);
+        assert!(m.seen.len() <= SEEN_CAPACITY);
+    }
+
+    #[test]
+    fn repeated_messages_take_the_fast_path_to_the_same_pattern() {
+        let mut m = miner();
+        let a = m.observe("cache hit for key 42 in 3ms");
+        for i in 0..10 {
+            assert_eq!(m.observe(&format!("cache hit for key {i} in {i}ms")), a);
+        }
+        assert_eq!(m.count(a), Some(11));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.template(a), Some("cache hit for key <*> in <*>"));
     }
 
     #[test]
