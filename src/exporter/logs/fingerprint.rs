@@ -8,14 +8,24 @@
 //! differs become `<*>`.
 //!
 //! Compared with plain Drain:
-//! - masking runs inside each token and keeps the constant parts around a variable
-//!   (`onExtend:<*>`, `/<*>`, `uid=<*>`), and a run of variables joined by punctuation
-//!   collapses to one `<*>` (an IP with a port, a date with a time);
-//! - quoted strings, paths, URLs and `key=value` values are masked as wholes;
+//! - masking runs inside each token and keeps the constant parts around a value
+//!   (`onExtend:<*>`, `/<*>`, `HTTP/<*>`); a run of values joined by punctuation collapses to
+//!   one `<*>` (an IP with its port, a date with its time), and so does a run of `<*>` tokens
+//!   (a list of ids of any length);
+//! - values are recognised by shape: anything with a digit (numbers, hex, IPv4/IPv6 with
+//!   port, UUIDs, durations and sizes with units, versions, ids), paths, URLs, long hex runs,
+//!   dotted names joined to a value (`host.example.org:443`), month and weekday names next
+//!   to a value, `key=value` values (up to `,` `;` or the closing bracket), quoted values
+//!   (`key="..."`); other quoted text is one token, masked inside (`"GET <*> HTTP/<*>"`);
+//! - similarity leaves out the positions that are `<*>` in both the template and the message,
+//!   so messages made mostly of values still group, and the default threshold is higher
+//!   than Drain's (0.7) since masking has already taken the values out;
 //! - a pattern's id is a hash of the first masked template of its cluster, so it is the same
 //!   across restarts for the same log and never changes while the cluster lives;
-//! - everything is bounded: tokens per message, bytes per message, clusters (least recently
-//!   used evicted), clusters compared per message, template length.
+//! - a message seen before (same masked tokens) goes straight to its cluster through a
+//!   bounded exact-match cache;
+//! - everything is bounded: bytes and tokens per message, clusters (least recently used
+//!   evicted), clusters per leaf (the work per message), template length, cache size.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -240,6 +250,13 @@ fn is_variable_subword(w: &[u8]) -> bool {
     w.iter().any(|c| c.is_ascii_digit())
 }
 
+/// Whether a sub-word is a dotted name (`host.example.org`, `Main.java`): in a word that also
+/// holds a value (`host.example.org:8080`, `Main.java:42`) it is part of an address, and is
+/// masked with it.
+fn is_dotted_name(w: &[u8]) -> bool {
+    w.contains(&b'.') && w.iter().any(|c| c.is_ascii_alphanumeric())
+}
+
 impl Masked {
     fn clear(&mut self) {
         self.text.clear();
@@ -286,7 +303,18 @@ impl Masked {
                 {
                     mask_piece(&msg[piece..i], &mut self.text);
                     self.text.push(char::from(c));
-                    self.text.push_str(WILDCARD);
+                    if i > 0 && b[i - 1] == b'=' {
+                        // `key="value"`: the value is masked whole.
+                        self.text.push_str(WILDCARD);
+                    } else {
+                        // Free text in quotes is one token, masked inside (`"GET <*> <*>"`).
+                        for (k, w) in msg[i + 1..close].split_ascii_whitespace().enumerate() {
+                            if k > 0 {
+                                self.text.push(' ');
+                            }
+                            mask_piece(w, &mut self.text);
+                        }
+                    }
                     self.text.push(char::from(c));
                     i = close + 1;
                     piece = i;
@@ -506,7 +534,7 @@ fn mask_word(w: &str, out: &mut String) {
         if part.is_empty() {
             return;
         }
-        if is_variable_subword(part.as_bytes()) {
+        if is_variable_subword(part.as_bytes()) || is_dotted_name(part.as_bytes()) {
             match after_wild {
                 Some(p) if out[p..].bytes().all(is_soft_sep) => out.truncate(p),
                 _ => {
@@ -902,6 +930,12 @@ mod tests {
         m.iter().collect::<Vec<_>>().join(" ")
     }
 
+    fn tokens(s: &str) -> usize {
+        let mut m = Masked::default();
+        m.fill(s, 64);
+        m.len()
+    }
+
     fn miner() -> Miner {
         Miner::new(MinerOptions::default())
     }
@@ -932,14 +966,23 @@ mod tests {
     fn masks_inside_tokens_and_keeps_constant_parts() {
         assert_eq!(mask("onExtend:1514038530000 14"), "onExtend:<*> <*>");
         assert_eq!(mask("at 2016/9/27:20:30:31.455 ok"), "at <*> ok");
-        assert_eq!(mask("[ib_sm_sweep.c:1831]: x"), "[ib_sm_sweep.c:<*>]: x");
+        assert_eq!(mask("[sweep:1831]: x"), "[sweep:<*>]: x");
         assert_eq!(mask("a=1,b=2"), "a=<*>,b=<*>");
+        // A dotted name joined to a value is an address: masked with it.
+        assert_eq!(mask("to www.example.org:443 ok"), "to <*> ok");
+        assert_eq!(mask("at Main.java:42 and a.b.c"), "at <*> and a.b.c");
     }
 
     #[test]
     fn masks_quoted_strings_and_key_values() {
         assert_eq!(mask(r#"tag="View Lock", name=x"#), r#"tag="<*>", name=<*>"#);
-        assert_eq!(mask("say 'hello world' now"), "say '<*>' now");
+        // Free text in quotes is one token, masked inside; a quoted value is masked whole.
+        assert_eq!(mask("say 'hello  world' now"), "say 'hello world' now");
+        assert_eq!(tokens("say 'hello  world' now"), 3);
+        assert_eq!(
+            mask(r#"ip "GET /v2/1f/servers/detail HTTP/1.1" status: 200"#),
+            r#"ip "GET <*> HTTP/<*>" status: <*>"#
+        );
         assert_eq!(mask("can't stop won't stop"), "can't stop won't stop");
         assert_eq!(
             mask("uid=0 euid=0 ruser= rhost=a.b"),
