@@ -453,6 +453,19 @@ fn mask_parts(s: &str, out: &mut String) {
     let mut j = 0;
     while j < b.len() {
         let c = b[j];
+        if j == word && (c == b'/' || s[j..].starts_with("./") || s[j..].starts_with("~/")) {
+            // A path keeps its query (`/a/b?x=1`) and ends at a bracket, quote, `,` or `;`.
+            let end = b[j..]
+                .iter()
+                .position(|&c| is_hard_sep(c) && c != b'=')
+                .map_or(b.len(), |e| j + e);
+            if b[j..end].iter().filter(|&&c| c == b'/').count() >= 2 {
+                out.push_str(WILDCARD);
+                j = end;
+                word = end;
+                continue;
+            }
+        }
         if !is_hard_sep(c) {
             j += 1;
             continue;
@@ -954,6 +967,9 @@ mod tests {
             "req <*> done"
         );
         assert_eq!(mask("open /var/lib/x/y.db failed"), "open <*> failed");
+        assert_eq!(mask("GET /v2/x/detail?all=1&b=c ok"), "GET <*> ok");
+        assert_eq!(mask("chdir(/p/gb2/x) failed"), "chdir(<*>) failed");
+        assert_eq!(mask("in ./a/b, ~/c/d;"), "in <*>, <*>;");
         assert_eq!(mask(r"load C:\Windows\x.dll"), "load <*>");
         assert_eq!(mask("get https://example.org/a?b=c ok"), "get <*> ok");
         assert_eq!(mask("(see http://x.org/a)."), "(see <*>).");
