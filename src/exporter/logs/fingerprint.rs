@@ -580,7 +580,8 @@ struct Cluster {
     id: PatternId,
     /// Token hashes of the template; `<*>` positions hold the hash of [`WILDCARD`].
     tokens: Vec<u64>,
-    /// Token texts of the template.
+    /// Token texts of the template, cut to what `template` can show (memory stays bounded
+    /// whatever the message length).
     words: Vec<Box<str>>,
     /// The template as text, bounded.
     template: String,
@@ -826,7 +827,19 @@ impl Miner {
             salt += 1;
             id = PatternId::of_template(m, salt);
         }
-        let words: Vec<Box<str>> = m.iter().map(Box::from).collect();
+        // Only as much text as the bounded template can show is kept.
+        let mut budget = self.opts.max_template_len.saturating_mul(4);
+        let words: Vec<Box<str>> = m
+            .iter()
+            .map(|w| {
+                let mut cut = w.len().min(budget);
+                while !w.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                budget = budget.saturating_sub(cut + 1);
+                Box::from(&w[..cut])
+            })
+            .collect();
         let cluster = Cluster {
             id,
             tokens: m.hashes.clone(),
@@ -1190,6 +1203,16 @@ mod tests {
         let huge = "z".repeat(10 * MAX_MESSAGE_BYTES);
         let d = m.observe(&huge);
         assert_eq!(m.observe(&huge[..MAX_MESSAGE_BYTES]), d);
+        assert_eq!(m.template(d).map(|t| t.chars().count()), Some(20));
+        // The cluster keeps no more text than its template can show.
+        let kept: usize = m
+            .slots
+            .iter()
+            .flatten()
+            .flat_map(|c| c.words.iter())
+            .map(|w| w.len())
+            .sum();
+        assert!(kept <= 4 * 4 * 20, "{kept}");
     }
 
     #[test]
