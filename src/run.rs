@@ -76,7 +76,7 @@ pub fn main(parsed: Parsed) -> anyhow::Result<i32> {
             eprintln!("vitals backtest: not yet available in this version");
             Ok(2)
         }
-        Some(Commands::Logs(cmd)) => logs_command(cmd),
+        Some(Commands::Logs(cmd)) => quiet_on_broken_pipe(logs_command(cmd)),
     }
 }
 
@@ -228,6 +228,22 @@ fn for_each_line(
             end -= 1;
         }
         f(&String::from_utf8_lossy(&buf[..end]))?;
+    }
+}
+
+/// A reader that went away (`vitals logs ... | head`) ends the command quietly, as for other
+/// command-line tools.
+fn quiet_on_broken_pipe(r: anyhow::Result<i32>) -> anyhow::Result<i32> {
+    match r {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(0)
+        }
+        other => other,
     }
 }
 
