@@ -47,6 +47,9 @@ pub enum Commands {
     CheckConfig(CheckConfigArgs),
     /// Run the anomaly detector over a CSV series offline.
     Backtest(BacktestArgs),
+    /// Offline tools of the log collector: pattern mining on files and streams.
+    #[command(subcommand)]
+    Logs(LogsCommand),
 }
 
 /// Flags of a serving role.
@@ -132,6 +135,61 @@ pub struct BacktestArgs {
     /// Score a whole NAB-layout folder.
     #[arg(long)]
     pub nab: Option<PathBuf>,
+}
+
+/// `vitals logs ...`: the log collector's pattern miner, offline.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LogsCommand {
+    /// Mine the patterns of a log file and print them, most frequent first, with their
+    /// count, id and template.
+    Patterns(LogsPatternsArgs),
+    /// Read messages on stdin and print one pattern id per line, in order.
+    Fingerprint(LogsFingerprintArgs),
+    /// Run a log file through the collector's pipeline (parser, levels, patterns, security
+    /// events) and print the counts as JSON.
+    Check(LogsCheckArgs),
+}
+
+/// Flags of `logs check`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsCheckArgs {
+    /// The log file to read.
+    pub file: PathBuf,
+    /// Parser name, as in a source's `parser:`.
+    #[arg(long, value_name = "PARSER", default_value = "raw")]
+    pub parser: String,
+    /// With `--parser regex`: the regex (named capture `message`, optional `level`, `program`).
+    #[arg(long, value_name = "REGEX")]
+    pub regex: Option<String>,
+    /// Source addresses counted separately in ssh_auth_failures_by_ip (the rest as `other`).
+    #[arg(long = "ip-budget", value_name = "N", default_value_t = 100)]
+    pub ip_budget: usize,
+}
+
+/// Flags of `logs patterns`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsPatternsArgs {
+    /// The log file to read.
+    pub file: PathBuf,
+    /// How a line becomes a message: `raw` (the whole line) or any log parser (`syslog`,
+    /// `postgresql`, ...).
+    #[arg(long, value_name = "PARSER", default_value = "raw")]
+    pub parser: String,
+    /// Most patterns kept while mining (least recently used forgotten beyond).
+    #[arg(long = "max-clusters", value_name = "N")]
+    pub max_clusters: Option<usize>,
+}
+
+/// Flags of `logs fingerprint`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsFingerprintArgs {
+    /// How a line becomes a message: `raw` (the whole line) or any log parser (`syslog`,
+    /// `postgresql`, ...).
+    #[arg(long, value_name = "PARSER", default_value = "raw")]
+    pub parser: String,
+    /// Most patterns kept while mining (least recently used forgotten beyond).
+    #[arg(long = "max-clusters", value_name = "N")]
+    pub max_clusters: Option<usize>,
 }
 
 /// Log verbosity.
@@ -281,6 +339,27 @@ mod tests {
             .find(|s| s.name == "vitals")
             .expect("vitals collector");
         assert!(!p.selection.enabled(spec));
+    }
+
+    #[test]
+    fn logs_subcommands_parse() {
+        let p = parse_from(["vitals", "logs", "patterns", "x.log", "--parser", "raw"]);
+        match p.cli.command {
+            Some(Commands::Logs(LogsCommand::Patterns(a))) => {
+                assert_eq!(a.file, PathBuf::from("x.log"));
+                assert_eq!(a.parser, "raw");
+                assert_eq!(a.max_clusters, None);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let p = parse_from(["vitals", "logs", "fingerprint", "--max-clusters=10"]);
+        match p.cli.command {
+            Some(Commands::Logs(LogsCommand::Fingerprint(a))) => {
+                assert_eq!(a.parser, "raw");
+                assert_eq!(a.max_clusters, Some(10));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

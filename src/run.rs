@@ -7,7 +7,7 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::cli::{Commands, LogArgs, LogFormat, LogLevel, Parsed, ServeArgs};
+use crate::cli::{Commands, LogArgs, LogFormat, LogLevel, LogsCommand, Parsed, ServeArgs};
 use crate::config::ConfigSource;
 use crate::exporter::{Exporter, Selection};
 use crate::sidecar::Sidecar;
@@ -76,6 +76,7 @@ pub fn main(parsed: Parsed) -> anyhow::Result<i32> {
             eprintln!("vitals backtest: not yet available in this version");
             Ok(2)
         }
+        Some(Commands::Logs(cmd)) => quiet_on_broken_pipe(logs_command(cmd)),
     }
 }
 
@@ -172,4 +173,165 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+// `vitals logs ...`: the log collector's pattern miner, offline. -----------------------------
+
+/// Turns log lines into messages with one of the log collector's parsers.
+struct MessageParser(Box<dyn crate::exporter::logs::parsers::LineParser>);
+
+impl MessageParser {
+    fn from_name(name: &str) -> anyhow::Result<Self> {
+        use crate::exporter::logs::parsers::ParserKind;
+        match ParserKind::from_name(name) {
+            Some(kind) => Ok(Self(kind.build())),
+            None => anyhow::bail!(
+                "unknown parser {name:?} (one of {}; `regex` needs a config file)",
+                ParserKind::NAMES.join(", ")
+            ),
+        }
+    }
+
+    /// The message of a line, `None` when the line holds none (continuation or no format).
+    fn message(&mut self, line: &str) -> Option<String> {
+        match self.0.parse(line) {
+            crate::exporter::logs::parsers::Parsed::Record(r) => Some(r.message.into_owned()),
+            _ => None,
+        }
+    }
+}
+
+fn miner_options(max_clusters: Option<usize>) -> crate::exporter::logs::fingerprint::MinerOptions {
+    let mut opts = crate::exporter::logs::fingerprint::MinerOptions::default();
+    if let Some(n) = max_clusters {
+        opts.max_clusters = n;
+    }
+    opts
+}
+
+/// Reads lines (any bytes; invalid UTF-8 replaced) without their line ending and calls `f` on
+/// each, holding one line at a time.
+fn for_each_line(
+    mut input: impl std::io::BufRead,
+    mut f: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        let mut end = buf.len();
+        while end > 0 && matches!(buf[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        f(&String::from_utf8_lossy(&buf[..end]))?;
+    }
+}
+
+/// A reader that went away (`vitals logs ... | head`) ends the command quietly, as for other
+/// command-line tools.
+fn quiet_on_broken_pipe(r: anyhow::Result<i32>) -> anyhow::Result<i32> {
+    match r {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(0)
+        }
+        other => other,
+    }
+}
+
+fn logs_command(cmd: LogsCommand) -> anyhow::Result<i32> {
+    use crate::exporter::logs::fingerprint::Miner;
+    use std::io::Write;
+
+    match cmd {
+        LogsCommand::Patterns(args) => {
+            let mut parser = MessageParser::from_name(&args.parser)?;
+            let file = std::fs::File::open(&args.file)
+                .with_context(|| format!("opening {}", args.file.display()))?;
+            let mut miner = Miner::new(miner_options(args.max_clusters));
+            for_each_line(std::io::BufReader::new(file), |line| {
+                if let Some(m) = parser.message(line) {
+                    miner.observe(&m);
+                }
+                Ok(())
+            })
+            .with_context(|| format!("reading {}", args.file.display()))?;
+            let mut patterns: Vec<_> = miner.patterns().collect();
+            patterns.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+            let width = patterns.first().map_or(1, |p| p.2.to_string().len());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (id, template, count) in patterns {
+                writeln!(out, "{count:>width$}  {id}  {template}")?;
+            }
+            out.flush()?;
+            Ok(0)
+        }
+        LogsCommand::Check(args) => {
+            let summary = crate::exporter::logs::analyze(
+                &args.file,
+                &args.parser,
+                args.regex.as_deref(),
+                args.ip_budget,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &summary)?;
+            writeln!(out)?;
+            out.flush()?;
+            Ok(0)
+        }
+        LogsCommand::Fingerprint(args) => {
+            let mut parser = MessageParser::from_name(&args.parser)?;
+            let mut miner = Miner::new(miner_options(args.max_clusters));
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for_each_line(std::io::stdin().lock(), |line| {
+                match parser.message(line) {
+                    Some(m) => writeln!(out, "{}", miner.observe(&m))?,
+                    None => writeln!(out, "-")?,
+                }
+                Ok(())
+            })
+            .context("reading stdin")?;
+            out.flush()?;
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod logs_tests {
+    use super::*;
+
+    #[test]
+    fn parsers_are_looked_up_by_name() {
+        let mut p = MessageParser::from_name("syslog").expect("syslog exists");
+        assert_eq!(
+            p.message("Jan  5 10:00:00 h sshd[1]: hello").as_deref(),
+            Some("hello")
+        );
+        assert_eq!(p.message("no header"), None);
+        let err = MessageParser::from_name("nope")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("unknown parser \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn lines_are_read_without_endings_and_invalid_utf8_is_replaced() {
+        let input: &[u8] = b"one\r\ntwo\n\xffthree";
+        let mut seen = Vec::new();
+        for_each_line(input, |l| {
+            seen.push(l.to_string());
+            Ok(())
+        })
+        .ok();
+        assert_eq!(seen, vec!["one", "two", "\u{fffd}three"]);
+    }
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope};
 use crate::config::{Config, LogSource, LogsConfig};
-use fingerprint::{Miner, MinerOptions};
+use fingerprint::{Miner, MinerOptions, PatternId};
 use parsers::{Level, LineParser, Parsed, ParserKind, Record, RegexParser};
 use security::Event;
 use tail::{Line, Saved, Tailer};
@@ -71,8 +71,8 @@ fn bump(map: &mut BTreeMap<String, u64>, key: impl Into<String>, n: u64) {
 struct SourceState {
     counters: Counters,
     miner: Miner,
-    /// pattern id -> (template, last seen).
-    live_patterns: BTreeMap<String, (String, Instant)>,
+    /// Live pattern ids (label value) -> (id, last seen).
+    live_patterns: BTreeMap<String, (PatternId, Instant)>,
     backlog_bytes: u64,
     size_bytes: u64,
     files: u64,
@@ -100,12 +100,13 @@ impl Source {
             c.last_timestamp = Some(c.last_timestamp.map_or(t, |o: f64| o.max(t)));
         }
         if rec.level.is_problem() {
-            let id = st.miner.observe(&rec.message).to_string();
-            let key = if st.live_patterns.contains_key(&id)
-                || st.live_patterns.len() < self.limits.pattern_budget
-            {
-                let template = st.miner.template_of(&id);
-                st.live_patterns.insert(id.clone(), (template, now));
+            let pid = st.miner.observe(&rec.message);
+            let id = pid.to_string();
+            let key = if let Some(entry) = st.live_patterns.get_mut(&id) {
+                entry.1 = now;
+                id
+            } else if st.live_patterns.len() < self.limits.pattern_budget {
+                st.live_patterns.insert(id.clone(), (pid, now));
                 id
             } else {
                 "other".to_string()
@@ -162,16 +163,6 @@ impl Source {
                 .patterns
                 .retain(|k, _| k.split_once(SEP).is_none_or(|(_, p)| p != id));
         }
-    }
-}
-
-impl Miner {
-    /// The current template of a pattern id in its display form.
-    fn template_of(&self, id: &str) -> String {
-        self.patterns()
-            .find(|(p, _, _)| p.to_string() == id)
-            .map(|(_, t, _)| t.to_string())
-            .unwrap_or_default()
     }
 }
 
@@ -597,9 +588,11 @@ impl LogsCollector {
                         .inc_by(*n as f64);
                 }
             }
-            for (id, (template, _)) in &st.live_patterns {
-                info.get_or_create(&with(&[("pattern", id), ("template", template)]))
-                    .set(1.0);
+            for (id, (pid, _)) in &st.live_patterns {
+                if let Some(template) = st.miner.template(*pid) {
+                    info.get_or_create(&with(&[("pattern", id), ("template", template)]))
+                        .set(1.0);
+                }
             }
             for (reason, n) in &c.ssh_failures {
                 ssh_fail
