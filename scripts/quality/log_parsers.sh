@@ -32,7 +32,7 @@ expected = Counter()
 with open(sys.argv[1], newline="") as f:
     for row in csv.DictReader(f):
         content = row["Content"]
-        m = re.match(r"(?:message repeated (\d+) times: \[ )?Failed \S+ for (?:invalid user )?\S+ from (\S+) port", content)
+        m = re.match(r"(?:message repeated (\d+) times: \[ )?Failed \S+ for .*? from (\S+) port", content)
         if m:
             expected[m.group(2)] += int(m.group(1) or 1)
 got = json.load(open(sys.argv[2]))["ssh_auth_failures_by_ip"]
