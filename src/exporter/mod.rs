@@ -4,6 +4,7 @@
 pub mod collector;
 pub mod process;
 pub mod procfs;
+pub mod ssh_disk;
 pub mod vitals;
 
 use std::collections::BTreeMap;

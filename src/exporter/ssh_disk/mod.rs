@@ -1,0 +1,3 @@
+//! The `ssh_disk` collector: disk usage of remote hosts, read with `df` over SSH.
+
+pub mod df;
