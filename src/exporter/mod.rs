@@ -40,6 +40,7 @@ pub struct CollectorSpec {
 pub static COLLECTORS: &[CollectorSpec] = &[
     vitals::SPEC, //
     process::SPEC,
+    ssh_disk::SPEC,
 ];
 
 /// Which collectors run, after `--collector.NAME` / `--no-collector.NAME` flags.
@@ -356,7 +357,6 @@ fn warn_unimplemented(config: &Config) {
     let e = &config.exporter;
     let pending = [
         ("exporter.postgres", !e.postgres.targets.is_empty()),
-        ("exporter.ssh_disk", !e.ssh_disk.targets.is_empty()),
         (
             "exporter.process",
             !e.process.groups.is_empty() || !e.process.watch.is_empty(),
