@@ -9,7 +9,7 @@ use crate::support::vitals::{BINARY, Vitals};
 use crate::support::{SETUP_HINT, http_client, poll_until, require_binary, temp_dir, write_file};
 
 /// Runs `promtool check metrics` on an exposition; returns its combined output and status.
-fn promtool_check(exposition: &str) -> (bool, String) {
+pub(crate) fn promtool_check(exposition: &str) -> (bool, String) {
     let promtool = require_binary("/usr/bin/promtool", "prometheus");
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])

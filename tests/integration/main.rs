@@ -6,4 +6,5 @@ mod support;
 mod exporter;
 mod harness;
 mod process;
+mod ssh_disk;
 mod web;
