@@ -691,3 +691,121 @@ fn silent_servers_time_out_scrapes_stay_fast_and_stale_data_is_dropped() {
         "the last success time stays"
     );
 }
+
+/// When each connection was accepted, and when the client hung up (if it did).
+type Spans = std::sync::Arc<std::sync::Mutex<Vec<(Instant, Option<Instant>)>>>;
+
+/// A listener that accepts and never speaks, recording when each connection was open.
+struct SilentServer {
+    port: u16,
+    spans: Spans,
+}
+
+impl SilentServer {
+    fn start() -> SilentServer {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let spans = Spans::default();
+        let recorder = spans.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let index = {
+                    let mut spans = recorder.lock().expect("spans");
+                    spans.push((Instant::now(), None));
+                    spans.len() - 1
+                };
+                let recorder = recorder.clone();
+                // Reads (the client's banner) until the client hangs up.
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 256];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                    recorder.lock().expect("spans")[index].1 = Some(Instant::now());
+                });
+            }
+        });
+        SilentServer { port, spans }
+    }
+
+    fn spans(&self) -> Vec<(Instant, Instant)> {
+        let now = Instant::now();
+        self.spans
+            .lock()
+            .expect("spans")
+            .iter()
+            .map(|(a, b)| (*a, b.unwrap_or(now)))
+            .collect()
+    }
+}
+
+/// The most connections open at one moment, over several servers. A connection's end is
+/// moved 50 ms earlier: the server notices a hang-up and the next connect in two threads,
+/// in either order, within microseconds.
+fn most_at_once(servers: &[&SilentServer]) -> usize {
+    let grace = Duration::from_millis(50);
+    let spans: Vec<(Instant, Instant)> = servers.iter().flat_map(|s| s.spans()).collect();
+    spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(a, b)| a <= start && b.checked_sub(grace).is_some_and(|e| e > *start))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_refresh_per_target_and_the_global_limit_hold() {
+    let dir = temp_dir("ssh-limit");
+    let key = dir.path().join("id");
+    ssh_keygen("ed25519", &key, "limit");
+    let kh = dir.path().join("known_hosts");
+    write_file(&kh, "");
+    let slow = SilentServer::start();
+    let many = SilentServer::start();
+    let silent = |name: &str, port: u16, timeout: &str| {
+        format!(
+            "      - name: {name}\n        host: 127.0.0.1\n        port: {port}\n        user: x\n        interval: 1s\n        connect_timeout: {timeout}\n        key_file: '{}'\n        known_hosts: '{}'\n",
+            path(&key),
+            path(&kh)
+        )
+    };
+    // `slow` hangs for 3 s per refresh with a 1 s interval: its refreshes must not overlap.
+    // Four targets, two permits: never more than two connections at once.
+    let targets = [
+        silent("slow", slow.port, "3s"),
+        silent("many1", many.port, "1s"),
+        silent("many2", many.port, "1s"),
+        silent("many3", many.port, "1s"),
+    ];
+    let v = Vitals::start(&config(&targets, "    concurrency: 2\n"));
+    let started = Instant::now();
+    let s = wait_for(&v, "two timeouts of the slow target", |s| {
+        failures(s, "slow", "timeout") >= 2.0
+    });
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(5),
+        "two 3 s timeouts in a row cannot end after {elapsed:?}"
+    );
+    assert_eq!(
+        most_at_once(&[&slow]),
+        1,
+        "refreshes of one target overlapped"
+    );
+    assert_eq!(
+        most_at_once(&[&slow, &many]),
+        2,
+        "the concurrency limit of 2 was not used or exceeded"
+    );
+    let many_timeouts: f64 = ["many1", "many2", "many3"]
+        .iter()
+        .map(|t| failures(&s, t, "timeout"))
+        .sum();
+    assert!(
+        many_timeouts >= 3.0,
+        "every target got its turn: {many_timeouts}"
+    );
+}

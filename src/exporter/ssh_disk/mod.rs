@@ -392,3 +392,19 @@ pub const SPEC: super::CollectorSpec = super::CollectorSpec {
     default_enabled: true,
     build: SshDiskCollector::build,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_forced_command_is_the_one_vitals_runs() {
+        let doc = include_str!("../../../docs/ssh_disk.md");
+        assert!(doc.contains(df::REMOTE_COMMAND), "plain command");
+        let escaped = df::REMOTE_COMMAND.replace('"', "\\\"");
+        assert!(
+            doc.contains(&format!("restrict,command=\"{escaped}\" ssh-ed25519")),
+            "authorized_keys line"
+        );
+    }
+}
