@@ -809,3 +809,35 @@ fn one_refresh_per_target_and_the_global_limit_hold() {
         "every target got its turn: {many_timeouts}"
     );
 }
+
+#[test]
+fn a_reload_stops_the_old_refreshers() {
+    let dir = temp_dir("ssh-reload");
+    let key = dir.path().join("id");
+    ssh_keygen("ed25519", &key, "reload");
+    let kh = dir.path().join("known_hosts");
+    write_file(&kh, "");
+    let server = SilentServer::start();
+    let target = format!(
+        "      - name: silent\n        host: 127.0.0.1\n        port: {}\n        user: x\n        interval: 1s\n        connect_timeout: 1s\n        key_file: '{}'\n        known_hosts: '{}'\n",
+        server.port,
+        path(&key),
+        path(&kh)
+    );
+    let mut v = Vitals::start(&config(&[target], ""));
+    wait_for(&v, "a first timeout", |s| {
+        failures(s, "silent", "timeout") >= 1.0
+    });
+    v.write_config("{}\n");
+    v.sighup();
+    wait_for(&v, "the reload", |s| up(s, "silent").is_none());
+    let connections = server.spans().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        server.spans().len(),
+        connections,
+        "the old config's refresher still connects after the reload"
+    );
+    assert!(v.has_exited().is_none(), "vitals died: {}", v.logs());
+    assert_eq!(v.get("/-/healthy").0, 200);
+}

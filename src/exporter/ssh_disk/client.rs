@@ -11,7 +11,7 @@ use std::time::Duration;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, client};
 
-use super::known_hosts::{Accepted, HostKeyError, Policy, fingerprint};
+use super::known_hosts::{Accepted, HostKeyError, KnownHosts, Policy, fingerprint};
 use crate::config::{Secret, SshTarget};
 
 /// Most bytes of standard output kept; `df` on a host with thousands of mounts stays far below.
@@ -168,6 +168,7 @@ type Outcome = Arc<Mutex<Option<Result<Accepted, HostKeyError>>>>;
 
 struct Handler {
     policy: Policy,
+    known: Option<KnownHosts>,
     outcome: Outcome,
 }
 
@@ -179,7 +180,9 @@ impl client::Handler for Handler {
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         let result = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => self.policy.verify(key),
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                self.policy.verify(self.known.as_ref(), key)
+            }
             PublicKeyOrCertificate::Certificate(_) => Err(HostKeyError::Certificate),
         };
         if let (Ok(Accepted::Learned), PublicKeyOrCertificate::PublicKey { key, .. }) =
@@ -237,8 +240,12 @@ async fn connect(ep: &Endpoint) -> Result<client::Handle<Handler>, Failure> {
         .await
         .map_err(|e| Failure::new(Reason::Connect, format!("{}:{}: {e}", ep.host, ep.port)))?;
     let _ = stream.set_nodelay(true);
+    let known = ep
+        .policy
+        .load()
+        .map_err(|e| Failure::new(Reason::Hostkey, e.to_string()))?;
     let mut preferred = russh::Preferred::default();
-    let algorithms = ep.policy.preferred_algorithms();
+    let algorithms = ep.policy.preferred_algorithms(known.as_ref());
     if !algorithms.is_empty() {
         // Ask for a key type known_hosts can verify, as OpenSSH does.
         preferred.key = Cow::Owned(algorithms);
@@ -251,6 +258,7 @@ async fn connect(ep: &Endpoint) -> Result<client::Handle<Handler>, Failure> {
     let outcome: Outcome = Arc::new(Mutex::new(None));
     let handler = Handler {
         policy: ep.policy.clone(),
+        known,
         outcome: outcome.clone(),
     };
     let connected = client::connect_stream(config, stream, handler).await;

@@ -308,18 +308,31 @@ pub enum Accepted {
 static APPEND_LOCK: Mutex<()> = Mutex::new(());
 
 impl Policy {
-    /// Host key algorithms to ask for, most preferred first; empty means russh's defaults.
-    pub fn preferred_algorithms(&self) -> Vec<Algorithm> {
-        match &self.known_hosts {
-            Some(path) => KnownHosts::read(path)
-                .map(|k| k.algorithms_for(&self.host, self.port))
-                .unwrap_or_default(),
-            None => Vec::new(),
-        }
+    /// Reads the known_hosts file, once per connection; `None` when none is configured.
+    pub fn load(&self) -> Result<Option<KnownHosts>, HostKeyError> {
+        self.known_hosts
+            .as_deref()
+            .map(|path| {
+                KnownHosts::read(path).map_err(|e| HostKeyError::Io {
+                    file: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
-    /// Verifies a presented host key: the pin first, then known_hosts.
-    pub fn verify(&self, key: &PublicKey) -> Result<Accepted, HostKeyError> {
+    /// Host key algorithms to ask for, most preferred first; empty means russh's defaults.
+    pub fn preferred_algorithms(&self, known: Option<&KnownHosts>) -> Vec<Algorithm> {
+        known.map_or_else(Vec::new, |k| k.algorithms_for(&self.host, self.port))
+    }
+
+    /// Verifies a presented host key: the pin first, then `known` (as [`Policy::load`]
+    /// read it).
+    pub fn verify(
+        &self,
+        known: Option<&KnownHosts>,
+        key: &PublicKey,
+    ) -> Result<Accepted, HostKeyError> {
         let got = fingerprint(key);
         if let Some(want) = &self.fingerprint
             && *want != got
@@ -332,12 +345,10 @@ impl Policy {
         let Some(path) = &self.known_hosts else {
             return Ok(Accepted::Known);
         };
+        // A configured file that was not passed in trusts nothing.
+        let empty = KnownHosts::default();
+        let known = known.unwrap_or(&empty);
         let file = path.display().to_string();
-        let io = |e: std::io::Error| HostKeyError::Io {
-            file: file.clone(),
-            reason: e.to_string(),
-        };
-        let known = KnownHosts::read(path).map_err(io)?;
         match known.check(&self.host, self.port, key) {
             Verdict::Trusted { .. } => Ok(Accepted::Known),
             Verdict::Revoked { line } => Err(HostKeyError::Revoked {
@@ -352,7 +363,10 @@ impl Policy {
             }),
             Verdict::NotListed { host_known } => {
                 if self.trust_on_first_use && !host_known {
-                    append(path, &self.host, self.port, key).map_err(io)?;
+                    append(path, &self.host, self.port, key).map_err(|e| HostKeyError::Io {
+                        file,
+                        reason: e.to_string(),
+                    })?;
                     Ok(Accepted::Learned)
                 } else {
                     Err(HostKeyError::Unknown {
@@ -563,6 +577,11 @@ mod tests {
         );
     }
 
+    fn verify(policy: &Policy, key: &PublicKey) -> Result<Accepted, HostKeyError> {
+        let known = policy.load()?;
+        policy.verify(known.as_ref(), key)
+    }
+
     #[test]
     fn policy_pins_tofu_and_refusals() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -576,7 +595,7 @@ mod tests {
         };
         let a = key(ED_A);
         assert!(matches!(
-            policy.verify(&a),
+            verify(&policy, &a),
             Err(HostKeyError::Unknown { .. })
         ));
         assert!(
@@ -585,12 +604,12 @@ mod tests {
         );
 
         policy.trust_on_first_use = true;
-        assert_eq!(policy.verify(&a), Ok(Accepted::Learned));
+        assert_eq!(verify(&policy, &a), Ok(Accepted::Learned));
         let text = std::fs::read_to_string(&path).expect("learned file");
         assert_eq!(text, format!("[db1]:2222 {}\n", body(ED_A)));
-        assert_eq!(policy.verify(&a), Ok(Accepted::Known));
+        assert_eq!(verify(&policy, &a), Ok(Accepted::Known));
         // A different key afterwards is a change, refused and not written.
-        let err = policy.verify(&key(ED_B)).expect_err("changed key");
+        let err = verify(&policy, &key(ED_B)).expect_err("changed key");
         assert!(
             matches!(err, HostKeyError::Changed { line: 1, .. }),
             "{err}"
@@ -598,7 +617,7 @@ mod tests {
         assert!(err.to_string().contains(&fingerprint(&key(ED_B))));
         // A host known with another key type is not learned either.
         assert!(matches!(
-            policy.verify(&key(EC_A)),
+            verify(&policy, &key(EC_A)),
             Err(HostKeyError::Unknown { .. })
         ));
         assert_eq!(std::fs::read_to_string(&path).expect("file"), text);
@@ -610,9 +629,9 @@ mod tests {
             trust_on_first_use: false,
             ..policy.clone()
         };
-        assert_eq!(pinned.verify(&a), Ok(Accepted::Known));
+        assert_eq!(verify(&pinned, &a), Ok(Accepted::Known));
         assert!(matches!(
-            pinned.verify(&key(ED_B)),
+            verify(&pinned, &key(ED_B)),
             Err(HostKeyError::FingerprintMismatch { .. })
         ));
         assert_eq!(

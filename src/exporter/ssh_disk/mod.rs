@@ -6,6 +6,10 @@
 //! runs [`df::REMOTE_COMMAND`] every `interval` (one refresh in flight per target, at most
 //! `concurrency` over all targets) and stores the result; a scrape encodes the stored results.
 //! Data older than the target's `max_age` is dropped rather than shown as current.
+//!
+//! The refreshers run on a runtime of their own, on one thread at a lower CPU priority
+//! ([`REFRESH_NICE`]), so that SSH handshakes and parsing never hold a worker thread of the
+//! runtime that answers scrapes, and lose to it when the CPU is short.
 
 pub mod client;
 pub mod df;
@@ -20,7 +24,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
 
 use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope, TargetReport};
 use crate::config::{Config, SshTarget};
@@ -29,6 +32,9 @@ use df::{Exclude, Filesystem};
 use known_hosts::Policy;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// The nice value of the refresher thread (0 is normal, 19 the lowest priority).
+pub const REFRESH_NICE: i32 = 10;
 
 /// The last successful refresh of a target.
 #[derive(Debug, Clone)]
@@ -130,6 +136,9 @@ impl Target {
         let mut state = self.state();
         match result {
             Ok(out) => {
+                if state.last.as_ref().is_some_and(|a| a.failure.is_some()) {
+                    tracing::info!(target = %self.name, "ssh_disk target answers again");
+                }
                 if out.blocks_exit.unwrap_or(0) != 0 || out.unparsed_lines > 0 {
                     tracing::debug!(
                         target = %self.name,
@@ -155,7 +164,17 @@ impl Target {
                 });
             }
             Err(failure) => {
-                tracing::warn!(target = %self.name, reason = %failure.reason, error = %failure.message, "ssh_disk refresh failed");
+                // Warn when a target goes down or fails differently; repeats go to debug.
+                let repeated = state
+                    .last
+                    .as_ref()
+                    .and_then(|a| a.failure.as_ref())
+                    .is_some_and(|f| f.reason == failure.reason);
+                if repeated {
+                    tracing::debug!(target = %self.name, reason = %failure.reason, error = %failure.message, "ssh_disk refresh failed again");
+                } else {
+                    tracing::warn!(target = %self.name, reason = %failure.reason, error = %failure.message, "ssh_disk refresh failed");
+                }
                 if let Some(i) = Reason::ALL.iter().position(|r| *r == failure.reason)
                     && let Some(n) = state.failures.get_mut(i)
                 {
@@ -186,20 +205,37 @@ async fn refresher(target: Arc<Target>, limit: Arc<Semaphore>) {
 /// Disk usage of remote hosts over SSH, refreshed in the background.
 pub struct SshDiskCollector {
     targets: Vec<Arc<Target>>,
-    tasks: Vec<AbortHandle>,
+    /// The refreshers' runtime; shut down (without waiting) when the collector goes.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// A one-thread runtime whose thread runs at [`REFRESH_NICE`].
+fn refresh_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .thread_name("vitals-ssh")
+        .on_thread_start(|| {
+            // On Linux a thread id names one thread of the process.
+            let tid = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(tid), REFRESH_NICE) {
+                tracing::debug!(error = %e, "could not lower the SSH refresher's priority");
+            }
+        })
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the SSH refresher runtime: {e}"))
 }
 
 impl SshDiskCollector {
-    /// Builds the collector and starts one refresher per target on the current tokio
-    /// runtime; `Ok(None)` when no target is configured. Keys and passwords are read here,
-    /// so a wrong passphrase stops the (re)load with the target's name.
+    /// Builds the collector and starts one refresher per target on its own runtime;
+    /// `Ok(None)` when no target is configured. Keys and passwords are read here, so a
+    /// wrong passphrase stops the (re)load with the target's name.
     pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
         let cfg = &config.exporter.ssh_disk;
         if cfg.targets.is_empty() {
             return Ok(None);
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "the SSH refreshers need a tokio runtime".to_string())?;
         let exclude = Arc::new(Exclude::new(
             &cfg.mount_points_exclude,
             &cfg.fs_types_exclude,
@@ -215,15 +251,14 @@ impl SshDiskCollector {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let limit = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-        let tasks = targets
-            .iter()
-            .map(|t| {
-                runtime
-                    .spawn(refresher(t.clone(), limit.clone()))
-                    .abort_handle()
-            })
-            .collect();
-        Ok(Some(Self { targets, tasks }))
+        let runtime = refresh_runtime()?;
+        for t in &targets {
+            runtime.spawn(refresher(t.clone(), limit.clone()));
+        }
+        Ok(Some(Self {
+            targets,
+            runtime: Some(runtime),
+        }))
     }
 
     fn build(config: &Config) -> Result<Option<Arc<dyn Collector>>, String> {
@@ -365,8 +400,10 @@ impl SshDiskCollector {
 
 impl Drop for SshDiskCollector {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        // Cancels the refreshers and their connections; allowed inside async code, where
+        // the last reference may be dropped after a reload.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
