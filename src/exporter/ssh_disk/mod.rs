@@ -131,7 +131,11 @@ impl Target {
     /// One refresh: fetch, then store the result.
     async fn refresh(&self) {
         let started = Instant::now();
-        let result = self.fetch().await;
+        // Filtering happens before the lock, which scrapes take too.
+        let result = self.fetch().await.map(|mut out| {
+            out.filesystems.retain(|f| !self.exclude.excludes(f));
+            out
+        });
         let duration = started.elapsed();
         let mut state = self.state();
         match result {
@@ -147,15 +151,10 @@ impl Target {
                         "df output was partial; kept what it listed"
                     );
                 }
-                let filesystems: Vec<Filesystem> = out
-                    .filesystems
-                    .into_iter()
-                    .filter(|f| !self.exclude.excludes(f))
-                    .collect();
                 state.snapshot = Some(Snapshot {
                     at: Instant::now(),
                     wall: SystemTime::now(),
-                    filesystems: Arc::new(filesystems),
+                    filesystems: Arc::new(out.filesystems),
                     unparsed_lines: out.unparsed_lines,
                 });
                 state.last = Some(Attempt {
