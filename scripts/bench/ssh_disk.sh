@@ -137,6 +137,6 @@ during = [float(t) for c, t in rows if int(c) > 0]
 idle = [float(t) for c, t in rows if int(c) == 0]
 print(f"scrapes during refresh (sshd had connections): {stats(during)}")
 print(f"scrapes between rounds: {stats(idle)}")
-print(f"most SSH connections seen at once: {max(int(c) for c, _ in rows)}")
+print(f"most established sshd connections seen at once (closing ones included): {max(int(c) for c, _ in rows)}")
 PY
 grep -i "error" "$work/vitals.log" | head -5 || true
