@@ -9,7 +9,7 @@ PACKAGES=(
   openssh-server openssh-client sshpass
   prometheus prometheus-alertmanager
   # tools the tests call
-  curl openssl ca-certificates procps util-linux passwd time
+  curl openssl ca-certificates procps util-linux mount passwd iproute2 python3 time
   # peers for side-by-side benchmarks (scripts/bench/)
   prometheus-postgres-exporter prometheus-process-exporter prometheus-node-exporter mtail wrk
 )

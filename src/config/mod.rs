@@ -228,11 +228,65 @@ fn default_pg_statements_top_n() -> u32 {
 }
 
 /// SSH disk targets.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SshDiskConfig {
+    /// How many targets may be refreshed at the same time, over all targets. Default 16.
+    pub concurrency: usize,
+    /// Mount points left out (regex, anchored by the user as node_exporter's
+    /// `--collector.filesystem.mount-points-exclude`). Default: node_exporter's.
+    #[serde(deserialize_with = "regex_string")]
+    pub mount_points_exclude: String,
+    /// Filesystem types left out (regex, as node_exporter's
+    /// `--collector.filesystem.fs-types-exclude`). Default: node_exporter's.
+    #[serde(deserialize_with = "regex_string")]
+    pub fs_types_exclude: String,
     /// Hosts whose filesystems are read over SSH.
     pub targets: Vec<SshTarget>,
+}
+
+/// node_exporter's default `--collector.filesystem.mount-points-exclude` (Linux).
+pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+
+/// node_exporter's default `--collector.filesystem.fs-types-exclude` (Linux).
+pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|erofs|sysfs|tracefs)$";
+
+impl Default for SshDiskConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            mount_points_exclude: DEFAULT_MOUNT_POINTS_EXCLUDE.into(),
+            fs_types_exclude: DEFAULT_FS_TYPES_EXCLUDE.into(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+/// A string that must compile as a regular expression; checked while parsing so that a bad
+/// pattern is reported with its position.
+fn regex_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    regex::Regex::new(&s).map_err(|e| serde::de::Error::custom(format!("invalid regex: {e}")))?;
+    Ok(s)
+}
+
+/// A host key fingerprint as `ssh-keygen -l` prints it: `SHA256:` and 43 base64 characters;
+/// checked while parsing.
+fn sha256_fingerprint<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = s.strip_prefix("SHA256:").is_some_and(|b64| {
+        b64.len() == 43
+            && b64
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    });
+    if !ok {
+        return Err(serde::de::Error::custom(
+            "expected SHA256: followed by 43 base64 characters, as `ssh-keygen -l -f KEY` prints",
+        ));
+    }
+    Ok(Some(s))
 }
 
 /// One host reached over SSH.
@@ -257,10 +311,52 @@ pub struct SshTarget {
     /// OpenSSH known_hosts file used to verify the host key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<PathBuf>,
+    /// File holding the passphrase of an encrypted `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The host key's SHA-256 fingerprint (`SHA256:...`); the key must match it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "sha256_fingerprint"
+    )]
+    pub host_key_fingerprint: Option<String>,
+    /// When the host has no entry in `known_hosts`, accept its key and append it there.
+    /// Default false: an unknown host is refused.
+    #[serde(default)]
+    pub trust_on_first_use: bool,
+    /// Time between two refreshes. Default `30s`.
+    #[serde(default = "default_ssh_interval")]
+    pub interval: PromDuration,
+    /// Time allowed for TCP connect, SSH handshake and authentication. Default `5s`.
+    #[serde(default = "default_ssh_connect_timeout")]
+    pub connect_timeout: PromDuration,
+    /// Time allowed for running the remote command. Default `10s`.
+    #[serde(default = "default_ssh_command_timeout")]
+    pub command_timeout: PromDuration,
+    /// Data older than this is no longer exported. Default: three times `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<PromDuration>,
+}
+
+impl SshTarget {
+    /// `max_age`, or its default of three intervals.
+    pub fn effective_max_age(&self) -> std::time::Duration {
+        self.max_age.map_or(self.interval.0 * 3, |d| d.0)
+    }
 }
 
 fn default_ssh_port() -> Port {
     Port(22)
+}
+fn default_ssh_interval() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(30))
+}
+fn default_ssh_connect_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(5))
+}
+fn default_ssh_command_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(10))
 }
 
 /// Process groups.
@@ -518,6 +614,7 @@ impl Config {
             fix(&mut t.key_file);
             fix(&mut t.password_file);
             fix(&mut t.known_hosts);
+            fix(&mut t.passphrase_file);
         }
     }
 
@@ -619,6 +716,13 @@ impl Config {
                 t.password_file.as_deref(),
                 &mut problems,
             );
+            ssh_target_problems(&key, t, &mut problems);
+        }
+        if e.ssh_disk.concurrency == 0 {
+            problems.push(Problem::new(
+                "exporter.ssh_disk.concurrency",
+                "must be at least 1",
+            ));
         }
         for (i, g) in e.process.groups.iter().enumerate() {
             if g.comm.is_empty() && g.exe.is_empty() && g.cmdline.is_empty() {
@@ -704,6 +808,58 @@ impl Config {
             problems.push(Problem::new("sidecar.interval", "must be at least 1s"));
         }
         problems
+    }
+}
+
+/// Cross-field checks of one SSH target: host keys are always verified, and the timing keys
+/// must make sense together.
+fn ssh_target_problems(key: &str, t: &SshTarget, problems: &mut Vec<Problem>) {
+    let mut push = |field: &str, reason: &str| {
+        problems.push(Problem::new(format!("{key}.{field}"), reason));
+    };
+    if t.known_hosts.is_none() && t.host_key_fingerprint.is_none() {
+        push(
+            "known_hosts",
+            "set known_hosts or host_key_fingerprint: host keys are always verified",
+        );
+    }
+    if t.trust_on_first_use && t.known_hosts.is_none() {
+        push(
+            "trust_on_first_use",
+            "needs known_hosts to write the learned key to",
+        );
+    }
+    if t.passphrase_file.is_some() && t.key_file.is_none() {
+        push("passphrase_file", "only used with key_file");
+    }
+    if let Some(p) = t.passphrase_file.as_deref()
+        && let Err(reason) = types::check_readable(p)
+    {
+        push("passphrase_file", &reason);
+    }
+    if let Some(p) = t.known_hosts.as_deref() {
+        // With trust on first use the file may not exist yet; its directory must.
+        let missing_ok = t.trust_on_first_use && !p.exists();
+        if missing_ok {
+            if !p.parent().is_some_and(Path::is_dir) {
+                push("known_hosts", "its directory does not exist");
+            }
+        } else if let Err(reason) = types::check_readable(p) {
+            push("known_hosts", &reason);
+        }
+    }
+    let second = std::time::Duration::from_secs(1);
+    if t.interval.0 < second {
+        push("interval", "must be at least 1s");
+    }
+    if t.connect_timeout.0.is_zero() {
+        push("connect_timeout", "must be more than 0s");
+    }
+    if t.command_timeout.0.is_zero() {
+        push("command_timeout", "must be more than 0s");
+    }
+    if t.max_age.is_some_and(|m| m < t.interval) {
+        push("max_age", "must be at least interval");
     }
 }
 
@@ -833,6 +989,79 @@ mod tests {
     }
 
     #[test]
+    fn ssh_target_keys_are_checked() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
+        let key = dir.join("id");
+        std::fs::write(&key, "k").expect("write key");
+        let kh = dir.join("known_hosts");
+        std::fs::write(&kh, "").expect("write known_hosts");
+        let target = |extra: &str| {
+            format!(
+                "exporter:\n  ssh_disk:\n    targets:\n      - name: a\n        host: h\n        user: u\n        key_file: {}\n{extra}",
+                key.display()
+            )
+        };
+        let msg = err(&target(""));
+        assert!(
+            msg.contains("targets[0].known_hosts: set known_hosts or host_key_fingerprint"),
+            "{msg}"
+        );
+        let msg = err(&target("        host_key_fingerprint: MD5:ab:cd\n"));
+        assert!(msg.starts_with("vitals.yml:4:"), "position: {msg}");
+        assert!(
+            msg.contains("host_key_fingerprint: expected SHA256:"),
+            "{msg}"
+        );
+        let fp = "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8";
+        let ok = Config::parse(
+            &target(&format!("        host_key_fingerprint: {fp}\n")),
+            "vitals.yml",
+            None,
+        )
+        .expect("a pinned fingerprint is enough");
+        let t = &ok.exporter.ssh_disk.targets[0];
+        assert_eq!(t.interval.0, std::time::Duration::from_secs(30));
+        assert_eq!(t.effective_max_age(), std::time::Duration::from_secs(90));
+        assert_eq!(ok.exporter.ssh_disk.concurrency, 16);
+        let msg = err(&target(&format!(
+            "        host_key_fingerprint: {fp}\n        trust_on_first_use: true\n"
+        )));
+        assert!(
+            msg.contains("trust_on_first_use: needs known_hosts"),
+            "{msg}"
+        );
+        let msg = err(&target(&format!(
+            "        known_hosts: {}\n        interval: 10s\n        max_age: 5s\n",
+            kh.display()
+        )));
+        assert!(msg.contains("max_age: must be at least interval"), "{msg}");
+        let msg = err(&target(&format!(
+            "        known_hosts: {}\n        passphrase_file: /nonexistent/pp\n",
+            kh.display()
+        )));
+        assert!(
+            msg.contains("passphrase_file: cannot read /nonexistent/pp"),
+            "{msg}"
+        );
+        // A known_hosts file that does not exist yet is fine with trust on first use.
+        Config::parse(
+            &target(&format!(
+                "        known_hosts: {}\n        trust_on_first_use: true\n",
+                dir.join("new_known_hosts").display()
+            )),
+            "vitals.yml",
+            None,
+        )
+        .expect("known_hosts is created on first use");
+        let msg = err("exporter:\n  ssh_disk:\n    fs_types_exclude: '(('\n");
+        assert!(msg.starts_with("vitals.yml:3:"), "position: {msg}");
+        assert!(msg.contains("fs_types_exclude: invalid regex"), "{msg}");
+        let msg = err("exporter:\n  ssh_disk:\n    concurrency: 0\n");
+        assert!(msg.contains("concurrency: must be at least 1"), "{msg}");
+    }
+
+    #[test]
     fn missing_secret_file_is_named_without_content() {
         let msg = err(
             "exporter:\n  postgres:\n    targets:\n      - name: a\n        password_file: /nonexistent/pg.pass\n",
@@ -908,6 +1137,13 @@ mod doc_tests {
             key_file: Some("k".into()),
             password_file: Some("p".into()),
             known_hosts: Some("kh".into()),
+            passphrase_file: Some("pp".into()),
+            host_key_fingerprint: Some("SHA256:x".into()),
+            trust_on_first_use: true,
+            interval: default_ssh_interval(),
+            connect_timeout: default_ssh_connect_timeout(),
+            command_timeout: default_ssh_command_timeout(),
+            max_age: Some(default_ssh_interval()),
         });
         c.exporter.process.groups.push(ProcessGroup {
             name: "{comm}".into(),

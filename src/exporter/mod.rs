@@ -6,6 +6,7 @@ pub mod logs;
 pub mod postgres;
 pub mod process;
 pub mod procfs;
+pub mod ssh_disk;
 pub mod vitals;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,7 @@ pub static COLLECTORS: &[CollectorSpec] = &[
     postgres::SPEC,
     process::SPEC,
     logs::SPEC,
+    ssh_disk::SPEC,
 ];
 
 /// Which collectors run, after `--collector.NAME` / `--no-collector.NAME` flags.
@@ -372,7 +374,6 @@ fn warn_unimplemented(config: &Config) {
     let e = &config.exporter;
     let pending = [
         ("exporter.postgres", !e.postgres.targets.is_empty()),
-        ("exporter.ssh_disk", !e.ssh_disk.targets.is_empty()),
         (
             "exporter.process",
             !e.process.groups.is_empty() || !e.process.watch.is_empty(),

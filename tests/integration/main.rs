@@ -8,4 +8,5 @@ mod harness;
 mod logs;
 mod postgres;
 mod process;
+mod ssh_disk;
 mod web;

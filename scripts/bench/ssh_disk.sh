@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# SSH disk collector benchmark: one private sshd on a free loopback port, configured in vitals
+# as TARGETS targets (default 50) with the default concurrency. Prints
+#   - how long the first refresh round of all targets took (from vitals' start to the last
+#     target's first success, from vitals' own metrics), and the per-refresh durations;
+#   - scrape latency (curl's time_total) while refreshes are in flight, counted as scrapes
+#     during which sshd had established connections.
+# Needs root (sshd, and a test user it creates like the test harness does).
+#
+# sshd stands in for TARGETS remote hosts, but its sessions and df processes run on this
+# machine's cores; SSHD_NICE=19 runs them at the lowest CPU priority, closer to production
+# where that work happens on the remote hosts.
+#
+#   [SSHD_NICE=19] scripts/bench/ssh_disk.sh [TARGETS] [SECONDS]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+TARGETS=${1:-50}
+SECONDS_OF_SCRAPES=${2:-12}
+USER_NAME=vitalstest
+SSHD=/usr/sbin/sshd
+for bin in "$SSHD" /usr/bin/ssh-keygen /usr/bin/ss /usr/bin/curl /usr/bin/python3; do
+  [ -x "$bin" ] || { echo "bench: $bin missing: run scripts/setup-test-deps.sh" >&2; exit 1; }
+done
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (sshd)" >&2; exit 1; }
+VITALS=$(vitals_bin)
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+id -u "$USER_NAME" >/dev/null 2>&1 || useradd -m -s /bin/sh "$USER_NAME"
+mkdir -p /run/sshd
+ssh-keygen -q -t ed25519 -N "" -C bench-host -f "$work/host_ed25519"
+ssh-keygen -q -t ed25519 -N "" -C bench-client -f "$work/id_ed25519"
+cp "$work/id_ed25519.pub" "$work/authorized_keys"
+chmod 644 "$work/authorized_keys"
+
+port=$(free_port)
+cat > "$work/sshd_config" <<CFG
+Port $port
+ListenAddress 127.0.0.1
+HostKey $work/host_ed25519
+PidFile $work/sshd.pid
+AuthorizedKeysFile $work/authorized_keys
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowUsers $USER_NAME
+PrintMotd no
+UseDNS no
+MaxStartups 200:30:400
+LogLevel ERROR
+CFG
+SSHD_NICE=${SSHD_NICE:-0}
+nice -n "$SSHD_NICE" "$SSHD" -D -e -f "$work/sshd_config" 2>"$work/sshd.log" & pids+=($!)
+echo "bench: $TARGETS targets on one sshd (nice $SSHD_NICE), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg)"
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$work/host_ed25519.pub")" > "$work/known_hosts"
+
+{
+  echo "exporter:"
+  echo "  ssh_disk:"
+  echo "    targets:"
+  for i in $(seq -w "$TARGETS"); do
+    cat <<T
+      - name: t$i
+        host: 127.0.0.1
+        port: $port
+        user: $USER_NAME
+        key_file: $work/id_ed25519
+        known_hosts: $work/known_hosts
+        interval: 5s
+T
+  done
+} > "$work/vitals.yml"
+
+vp=$(free_port)
+url="http://127.0.0.1:$vp/metrics"
+"$VITALS" exporter --config.file="$work/vitals.yml" --web.listen-address=127.0.0.1:$vp \
+  --collector.disable-defaults --collector.ssh_disk --collector.vitals --log.level=warn \
+  2>"$work/vitals.log" & pids+=($!)
+wait_http "$url"
+
+# First round: wait until every target has succeeded once (30 s at most).
+for _ in $(seq 300); do
+  up=$(curl -fsS "$url" | awk '/^ssh_target_up\{/ && $2 == 1 { n++ } END { print n + 0 }')
+  [ "$up" -ge "$TARGETS" ] && break
+  sleep 0.1
+done
+curl -fsS "$url" > "$work/first.txt"
+python3 - "$work/first.txt" "$TARGETS" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+want = int(sys.argv[2])
+def values(name):
+    return [float(m.group(1)) for m in re.finditer(r"^" + name + r"\{[^}]*\} (\S+)$", text, re.M)]
+start = values("process_start_time_seconds") or [float(m) for m in re.findall(r"^process_start_time_seconds (\S+)$", text, re.M)]
+succ = values("ssh_target_last_success_timestamp_seconds")
+durs = sorted(values("ssh_target_refresh_duration_seconds"))
+up = sum(1 for v in values("ssh_target_up") if v == 1)
+if up < want or not start:
+    sys.exit(f"bench: only {up}/{want} targets up")
+print(f"first round: {up}/{want} targets up, last first success {max(succ) - start[0]:.3f} s after vitals started")
+print(f"refresh duration per target: p50 {durs[len(durs)//2]:.3f} s, max {durs[-1]:.3f} s")
+PY
+
+# Scrapes while refreshes run (interval 5s: a new round starts every 5 s).
+end=$(( $(date +%s) + SECONDS_OF_SCRAPES ))
+: > "$work/scrapes.txt"
+while [ "$(date +%s)" -lt "$end" ]; do
+  conns=$(ss -Htn state established "( sport = :$port )" | wc -l)
+  t=$(curl -fsS -o /dev/null -w '%{time_total}' "$url")
+  echo "$conns $t" >> "$work/scrapes.txt"
+done
+python3 - "$work/scrapes.txt" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def stats(ts):
+    ts = sorted(ts)
+    if not ts:
+        return "none"
+    pick = lambda q: ts[min(len(ts) - 1, int(q * len(ts)))]
+    return f"n={len(ts)} p50 {pick(0.5)*1000:.2f} ms, p95 {pick(0.95)*1000:.2f} ms, max {ts[-1]*1000:.2f} ms"
+during = [float(t) for c, t in rows if int(c) > 0]
+idle = [float(t) for c, t in rows if int(c) == 0]
+print(f"scrapes during refresh (sshd had connections): {stats(during)}")
+print(f"scrapes between rounds: {stats(idle)}")
+print(f"most established sshd connections seen at once (closing ones included): {max(int(c) for c, _ in rows)}")
+PY
+grep -i "error" "$work/vitals.log" | head -5 || true
