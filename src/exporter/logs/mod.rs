@@ -35,14 +35,16 @@ use tail::{Line, Saved, Tailer};
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(default)]
 struct Counters {
-    lines: BTreeMap<String, u64>,
+    /// Entries by level, in the order of [`Level::ALL`].
+    lines: [u64; 6],
     bytes: u64,
     parse_failures: u64,
     dropped: BTreeMap<String, u64>,
     rotations: BTreeMap<String, u64>,
     read_errors: u64,
-    /// "level\u{1f}pattern" -> lines.
-    patterns: BTreeMap<String, u64>,
+    /// (level index, pattern id or [`OTHER`]) -> lines.
+    #[serde(with = "pattern_counts")]
+    patterns: std::collections::HashMap<(u8, u64), u64>,
     ssh_failures: BTreeMap<String, u64>,
     ssh_by_ip: BTreeMap<String, u64>,
     ssh_logins: BTreeMap<String, u64>,
@@ -63,16 +65,51 @@ struct Checkpoint {
 
 const SEP: char = '\u{1f}';
 
-fn bump(map: &mut BTreeMap<String, u64>, key: impl Into<String>, n: u64) {
-    *map.entry(key.into()).or_insert(0) += n;
+/// Pattern key for lines beyond the pattern budget.
+const OTHER: u64 = u64::MAX;
+
+/// Pattern counters are saved as a list of `[level, pattern, count]` (JSON maps need string
+/// keys).
+mod pattern_counts {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &HashMap<(u8, u64), u64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(u8, u64, u64)> = map.iter().map(|((l, p), n)| (*l, *p, *n)).collect();
+        v.sort_unstable();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<(u8, u64), u64>, D::Error> {
+        let v: Vec<(u8, u64, u64)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(l, p, n)| ((l, p), n)).collect())
+    }
+}
+
+fn level_index(level: Level) -> usize {
+    Level::ALL.iter().position(|l| *l == level).unwrap_or(0)
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: impl AsRef<str> + Into<String>, n: u64) {
+    match map.get_mut(key.as_ref()) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(key.into(), n);
+        }
+    }
 }
 
 /// Live state of a source, shared between its thread and scrapes.
 struct SourceState {
     counters: Counters,
     miner: Miner,
-    /// Live pattern ids (label value) -> (id, last seen).
-    live_patterns: BTreeMap<String, (PatternId, Instant)>,
+    /// Live patterns -> (id, last seen).
+    live_patterns: std::collections::HashMap<u64, (PatternId, Instant)>,
     backlog_bytes: u64,
     size_bytes: u64,
     files: u64,
@@ -95,27 +132,26 @@ struct Limits {
 impl Source {
     fn process(&self, st: &mut SourceState, rec: &Record<'_>, now: Instant) {
         let c = &mut st.counters;
-        bump(&mut c.lines, rec.level.as_str(), rec.count);
+        c.lines[level_index(rec.level)] += rec.count;
         if let Some(t) = rec.timestamp {
             c.last_timestamp = Some(c.last_timestamp.map_or(t, |o: f64| o.max(t)));
         }
         if rec.level.is_problem() {
             let pid = st.miner.observe(&rec.message);
-            let id = pid.to_string();
+            let id = pid.as_u64();
             let key = if let Some(entry) = st.live_patterns.get_mut(&id) {
                 entry.1 = now;
                 id
             } else if st.live_patterns.len() < self.limits.pattern_budget {
-                st.live_patterns.insert(id.clone(), (pid, now));
+                st.live_patterns.insert(id, (pid, now));
                 id
             } else {
-                "other".to_string()
+                OTHER
             };
-            bump(
-                &mut st.counters.patterns,
-                format!("{}{SEP}{key}", rec.level.as_str()),
-                rec.count,
-            );
+            *st.counters
+                .patterns
+                .entry((level_index(rec.level) as u8, key))
+                .or_insert(0) += rec.count;
         }
         let c = &mut st.counters;
         match security::classify(rec) {
@@ -151,17 +187,14 @@ impl Source {
 
     fn expire_patterns(&self, st: &mut SourceState, now: Instant) {
         let idle = self.limits.pattern_idle;
-        let expired: Vec<String> = st
-            .live_patterns
-            .iter()
-            .filter(|(_, (_, seen))| now.duration_since(*seen) > idle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            st.live_patterns.remove(&id);
+        let before = st.live_patterns.len();
+        st.live_patterns
+            .retain(|_, (_, seen)| now.duration_since(*seen) <= idle);
+        if st.live_patterns.len() != before {
+            let live = &st.live_patterns;
             st.counters
                 .patterns
-                .retain(|k, _| k.split_once(SEP).is_none_or(|(_, p)| p != id));
+                .retain(|(_, p), _| *p == OTHER || live.contains_key(p));
         }
     }
 }
@@ -313,7 +346,7 @@ pub fn analyze(
         state: Mutex::new(SourceState {
             counters: Counters::default(),
             miner: Miner::new(MinerOptions::default()),
-            live_patterns: BTreeMap::new(),
+            live_patterns: std::collections::HashMap::new(),
             backlog_bytes: 0,
             size_bytes: 0,
             files: 0,
@@ -350,7 +383,12 @@ pub fn analyze(
     }
     let c = &st.counters;
     Ok(Summary {
-        lines: c.lines.clone(),
+        lines: Level::ALL
+            .iter()
+            .zip(c.lines)
+            .filter(|(_, n)| *n > 0)
+            .map(|(l, n)| (l.as_str().to_string(), n))
+            .collect(),
         bytes: c.bytes,
         parse_failures: c.parse_failures,
         dropped: c.dropped.clone(),
@@ -431,7 +469,7 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
                 }
             }
             if read_any || report.renamed > 0 || report.truncated > 0 {
-                tracing::debug!(source = %source.cfg.name, lines = st.counters.lines.values().sum::<u64>(), renamed = report.renamed, truncated = report.truncated, "poll");
+                tracing::debug!(source = %source.cfg.name, lines = st.counters.lines.iter().sum::<u64>(), renamed = report.renamed, truncated = report.truncated, "poll");
             }
             let (backlog, size) = tailer.backlog();
             st.backlog_bytes = backlog;
@@ -488,7 +526,7 @@ impl LogsCollector {
                 state: Mutex::new(SourceState {
                     counters: Counters::default(),
                     miner: Miner::new(MinerOptions::default()),
-                    live_patterns: BTreeMap::new(),
+                    live_patterns: std::collections::HashMap::new(),
                     backlog_bytes: 0,
                     size_bytes: 0,
                     files: 0,
@@ -554,7 +592,7 @@ impl LogsCollector {
             };
             let c = &st.counters;
             for level in Level::ALL {
-                let n = c.lines.get(level.as_str()).copied().unwrap_or(0);
+                let n = c.lines[level_index(level)];
                 lines
                     .get_or_create(&with(&[("level", level.as_str())]))
                     .inc_by(n as f64);
@@ -581,16 +619,23 @@ impl LogsCollector {
             cp_err
                 .get_or_create(&base)
                 .inc_by(st.checkpoint_errors as f64);
-            for (k, n) in &c.patterns {
-                if let Some((level, pattern)) = k.split_once(SEP) {
-                    patterns
-                        .get_or_create(&with(&[("level", level), ("pattern", pattern)]))
-                        .inc_by(*n as f64);
-                }
+            for ((level, pattern), n) in &c.patterns {
+                let level = Level::ALL
+                    .get(usize::from(*level))
+                    .map_or("info", |l| l.as_str());
+                let pattern = if *pattern == OTHER {
+                    "other".to_string()
+                } else {
+                    format!("{pattern:012x}")
+                };
+                patterns
+                    .get_or_create(&with(&[("level", level), ("pattern", &pattern)]))
+                    .inc_by(*n as f64);
             }
-            for (id, (pid, _)) in &st.live_patterns {
+            for (pid, _) in st.live_patterns.values() {
                 if let Some(template) = st.miner.template(*pid) {
-                    info.get_or_create(&with(&[("pattern", id), ("template", template)]))
+                    let id = pid.to_string();
+                    info.get_or_create(&with(&[("pattern", &id), ("template", template)]))
                         .set(1.0);
                 }
             }

@@ -48,6 +48,18 @@ pub enum Event {
     },
 }
 
+/// Substring search without the set-up cost of `str::find` for short texts.
+fn find(hay: &str, needle: &str) -> Option<usize> {
+    let n = needle.as_bytes();
+    let first = *n.first()?;
+    hay.as_bytes()
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == first)
+        .map(|(i, _)| i)
+        .find(|&i| hay.as_bytes().get(i..i + n.len()) == Some(n))
+}
+
 fn word_after<'a>(s: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
     let rest = s.strip_prefix(prefix)?;
     Some(rest.split_once(' ').unwrap_or((rest, "")))
@@ -66,7 +78,7 @@ fn ssh(msg: &str) -> Option<Event> {
             Some(r) => (true, r),
             None => (false, rest),
         };
-        let from = rest.find(" from ")?;
+        let from = find(rest, " from ")?;
         let ip = address(rest[from + 6..].split(' ').next()?)?;
         let reason = if invalid {
             "invalid_user".to_string()
@@ -77,7 +89,7 @@ fn ssh(msg: &str) -> Option<Event> {
     }
     if let Some((method, rest)) = word_after(msg, "Accepted ") {
         rest.strip_prefix("for ")?;
-        rest.find(" from ")?;
+        find(rest, " from ")?;
         return Some(Event::SshLogin {
             method: method.replace('-', "_"),
         });
@@ -105,8 +117,8 @@ fn fail2ban(msg: &str) -> Option<Event> {
 }
 
 fn firewall(msg: &str) -> Option<Event> {
-    let src = msg.find(" SRC=")?;
-    let proto_at = msg.find(" PROTO=")?;
+    let src = find(msg, " SRC=")?;
+    let proto_at = find(msg, " PROTO=")?;
     let proto = msg[proto_at + 7..]
         .split(' ')
         .next()

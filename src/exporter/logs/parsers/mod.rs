@@ -86,50 +86,66 @@ impl Level {
         })
     }
 
-    /// Guesses a level from message text, for formats that carry none (plain syslog files).
+    /// Guesses a level from message text, for formats that carry none (plain syslog files):
+    /// the most severe level word found as a whole word, case-insensitively, in one pass.
     pub fn infer(message: &str) -> Level {
         let bytes = message.as_bytes();
-        let has = |word: &str| contains_word_ci(bytes, word.as_bytes());
-        if has("panic") || has("fatal") || has("emerg") || has("critical") {
-            Level::Critical
-        } else if has("error") || has("failed") || has("failure") || has("fail") || has("err") {
-            Level::Error
-        } else if has("warning") || has("warn") {
-            Level::Warning
-        } else {
-            Level::Info
+        let mut best = Level::Info;
+        let mut i = 0;
+        while i < bytes.len() {
+            if !bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            if let Some(level) = level_word(&bytes[start..i])
+                && level < best
+            {
+                best = level;
+                if best == Level::Critical {
+                    break;
+                }
+            }
         }
+        best
     }
+}
+
+/// The level a single word names, for [`Level::infer`].
+fn level_word(word: &[u8]) -> Option<Level> {
+    if word.len() < 3 || word.len() > 8 {
+        return None;
+    }
+    let first = word[0].to_ascii_lowercase();
+    if !matches!(first, b'p' | b'f' | b'e' | b'c' | b'w') {
+        return None;
+    }
+    const WORDS: [(&[u8], Level); 11] = [
+        (b"panic", Level::Critical),
+        (b"fatal", Level::Critical),
+        (b"emerg", Level::Critical),
+        (b"critical", Level::Critical),
+        (b"error", Level::Error),
+        (b"failed", Level::Error),
+        (b"failure", Level::Error),
+        (b"fail", Level::Error),
+        (b"err", Level::Error),
+        (b"warning", Level::Warning),
+        (b"warn", Level::Warning),
+    ];
+    WORDS
+        .iter()
+        .find(|(w, _)| w.len() == word.len() && w.eq_ignore_ascii_case(word))
+        .map(|(_, l)| *l)
 }
 
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Case-insensitive search for `word` delimited by non-alphanumeric bytes.
-fn contains_word_ci(hay: &[u8], word: &[u8]) -> bool {
-    if word.is_empty() || hay.len() < word.len() {
-        return false;
-    }
-    let first = word[0].to_ascii_lowercase();
-    for i in 0..=hay.len() - word.len() {
-        if hay[i].to_ascii_lowercase() != first {
-            continue;
-        }
-        if !hay[i..i + word.len()].eq_ignore_ascii_case(word) {
-            continue;
-        }
-        let before = i == 0 || !hay[i - 1].is_ascii_alphanumeric();
-        let after = hay
-            .get(i + word.len())
-            .is_none_or(|b| !b.is_ascii_alphanumeric());
-        if before && after {
-            return true;
-        }
-    }
-    false
 }
 
 /// One logical log entry.

@@ -16,10 +16,14 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// Parser state: the previous entry, for `last message repeated N times`.
+/// Parser state: the previous entry, for `last message repeated N times` (kept in reused
+/// buffers), and a cache of the local time of the current hour.
 #[derive(Default)]
 pub struct Syslog {
-    last: Option<Record<'static>>,
+    last_level: Option<Level>,
+    last_program: Option<String>,
+    last_message: String,
+    last_timestamp: Option<f64>,
 }
 
 impl LineParser for Syslog {
@@ -28,12 +32,16 @@ impl LineParser for Syslog {
             return Parsed::Failure;
         };
         if let Some(n) = repeated_last(&rec.message)
-            && let Some(prev) = &self.last
+            && let Some(level) = self.last_level
         {
-            let mut r = prev.clone();
-            r.count = n;
-            r.timestamp = rec.timestamp.or(r.timestamp);
-            return Parsed::Record(r);
+            return Parsed::Record(Record {
+                level,
+                timestamp: rec.timestamp.or(self.last_timestamp),
+                program: self.last_program.as_deref().map(Cow::Borrowed),
+                message: Cow::Borrowed(&self.last_message),
+                count: n,
+                sqlstate: None,
+            });
         }
         if let Some((n, inner)) = repeated_inline(&rec.message) {
             let inner = inner.to_string();
@@ -43,7 +51,17 @@ impl LineParser for Syslog {
             }
             rec.message = Cow::Owned(inner);
         }
-        self.last = Some(rec.clone().into_owned());
+        self.last_level = Some(rec.level);
+        self.last_timestamp = rec.timestamp;
+        self.last_message.clear();
+        self.last_message.push_str(&rec.message);
+        match (&mut self.last_program, rec.program.as_deref()) {
+            (Some(p), Some(new)) => {
+                p.clear();
+                p.push_str(new);
+            }
+            (slot, new) => *slot = new.map(str::to_string),
+        }
         Parsed::Record(rec)
     }
 }
@@ -224,9 +242,42 @@ pub(super) fn parse_3164_time(s: &str) -> Option<(Option<f64>, &str)> {
     Some((ts, &s[j..]))
 }
 
+/// Cached (key, epoch of the local hour, when computed).
+type HourEntry = ((Option<i32>, u32, u32, u32), f64, std::time::Instant);
+
+thread_local! {
+    /// (year, month, day, hour) -> epoch of that local hour; refreshed every 10 minutes so
+    /// a missing year follows the clock. Hours are where DST changes, so this is exact.
+    static HOUR_CACHE: std::cell::RefCell<Option<HourEntry>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Local time to epoch seconds; a missing year is the one that puts the date not in the
 /// future (logs from December read in January belong to last year).
 fn local_timestamp(year: Option<i32>, month: u32, day: u32, h: u32, m: u32, s: u32) -> Option<f64> {
+    if m > 59 || s > 60 {
+        return None;
+    }
+    let key = (year, month, day, h);
+    let cached = HOUR_CACHE.with(|c| {
+        c.borrow().and_then(|(k, base, at)| {
+            (k == key && at.elapsed() < std::time::Duration::from_secs(600)).then_some(base)
+        })
+    });
+    let base = match cached {
+        Some(b) => b,
+        None => {
+            let b = local_hour(year, month, day, h)?;
+            HOUR_CACHE.with(|c| *c.borrow_mut() = Some((key, b, std::time::Instant::now())));
+            b
+        }
+    };
+    Some(base + f64::from(m * 60 + s))
+}
+
+/// Epoch seconds of the start of a local hour.
+fn local_hour(year: Option<i32>, month: u32, day: u32, h: u32) -> Option<f64> {
+    let (m, s) = (0, 0);
     let now = Local::now();
     let build = |y: i32| {
         NaiveDate::from_ymd_opt(y, month, day)
