@@ -42,7 +42,7 @@ pub enum Commands {
     /// Serve /metrics for Prometheus (the default).
     Exporter(ServeArgs),
     /// Read series back from Prometheus, analyse them and re-export the results.
-    Sidecar(SidecarArgs),
+    Sidecar(ServeArgs),
     /// Validate a config file and exit 0 (valid) or 1 (invalid).
     CheckConfig(CheckConfigArgs),
     /// Run the anomaly detector over a CSV series offline.
@@ -51,6 +51,11 @@ pub enum Commands {
     #[command(subcommand)]
     Logs(LogsCommand),
 }
+
+/// Default listen address of the exporter.
+pub const EXPORTER_ADDRESS: &str = ":9830";
+/// Default listen address of the sidecar.
+pub const SIDECAR_ADDRESS: &str = ":9831";
 
 /// Flags of a serving role.
 #[derive(Debug, Clone, Args)]
@@ -75,42 +80,6 @@ pub struct ServeArgs {
     /// exporter-toolkit web config file (TLS, basic auth).
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
-}
-
-/// Flags of the sidecar.
-#[derive(Debug, Clone, Args)]
-pub struct SidecarArgs {
-    /// YAML config file; the embedded default is used when absent.
-    #[arg(long = "config.file", value_name = "FILE")]
-    pub config_file: Option<PathBuf>,
-    /// Address to listen on; repeat for several.
-    #[arg(
-        long = "web.listen-address",
-        value_name = "ADDR",
-        default_value = ":9831"
-    )]
-    pub listen: Vec<String>,
-    /// Path under which metrics are served.
-    #[arg(
-        long = "web.telemetry-path",
-        value_name = "PATH",
-        default_value = "/metrics"
-    )]
-    pub telemetry_path: String,
-    /// exporter-toolkit web config file (TLS, basic auth).
-    #[arg(long = "web.config.file", value_name = "FILE")]
-    pub web_config_file: Option<PathBuf>,
-}
-
-impl From<SidecarArgs> for ServeArgs {
-    fn from(a: SidecarArgs) -> Self {
-        Self {
-            config_file: a.config_file,
-            listen: a.listen,
-            telemetry_path: a.telemetry_path,
-            web_config_file: a.web_config_file,
-        }
-    }
 }
 
 /// Flags of `check-config`.

@@ -51,7 +51,7 @@ pub fn main(parsed: Parsed) -> anyhow::Result<i32> {
     match parsed.cli.command {
         None => serve_exporter(parsed.cli.exporter, parsed.selection),
         Some(Commands::Exporter(args)) => serve_exporter(args, parsed.selection),
-        Some(Commands::Sidecar(args)) => serve_sidecar(args.into()),
+        Some(Commands::Sidecar(args)) => serve_sidecar(args),
         Some(Commands::CheckConfig(args)) => {
             let mut ok = true;
             match ConfigSource::File(args.file.clone()).load() {
@@ -121,8 +121,16 @@ fn serve_sidecar(args: ServeArgs) -> anyhow::Result<i32> {
 async fn serve_role(
     role: Arc<dyn Role>,
     telemetry: Arc<Telemetry>,
-    args: ServeArgs,
+    mut args: ServeArgs,
 ) -> anyhow::Result<()> {
+    if args.listen.is_empty() {
+        let default = if role.role_name() == "sidecar" {
+            crate::cli::SIDECAR_ADDRESS
+        } else {
+            crate::cli::EXPORTER_ADDRESS
+        };
+        args.listen.push(default.to_string());
+    }
     let web_config = match &args.web_config_file {
         Some(p) => Some(Arc::new(
             WebConfigHandle::load(p).context("loading --web.config.file")?,

@@ -100,22 +100,8 @@ struct Runtime {
     collectors: Vec<Arc<dyn Collector>>,
 }
 
-/// The last known state of a collector or target, for the landing page.
-#[derive(Debug, Clone)]
-pub struct TargetState {
-    /// Collector name.
-    pub collector: String,
-    /// Target name, or empty for collectors without targets.
-    pub target: String,
-    /// Whether the last collection succeeded.
-    pub up: bool,
-    /// When it last ran.
-    pub last_scrape: SystemTime,
-    /// How long it took.
-    pub duration: Duration,
-    /// The last error, if any.
-    pub error: Option<String>,
-}
+/// The last known state of a collector or target, shown on the landing page.
+pub use crate::web::TargetRow as TargetState;
 
 /// The exporter: holds the collectors built from the current config and answers scrapes.
 pub struct Exporter {
@@ -434,18 +420,7 @@ impl crate::web::Role for Exporter {
                 .iter()
                 .flat_map(|c| c.targets())
                 .collect(),
-            rows: self
-                .states()
-                .into_iter()
-                .map(|s| crate::web::TargetRow {
-                    collector: s.collector,
-                    target: s.target,
-                    up: s.up,
-                    last_scrape: s.last_scrape,
-                    duration: s.duration,
-                    error: s.error,
-                })
-                .collect(),
+            rows: self.states(),
             notes: vec![],
         }
     }

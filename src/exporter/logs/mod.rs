@@ -116,6 +116,20 @@ struct SourceState {
     checkpoint_errors: u64,
 }
 
+impl SourceState {
+    fn new() -> Self {
+        Self {
+            counters: Counters::default(),
+            miner: Miner::new(MinerOptions::default()),
+            live_patterns: std::collections::HashMap::new(),
+            backlog_bytes: 0,
+            size_bytes: 0,
+            files: 0,
+            checkpoint_errors: 0,
+        }
+    }
+}
+
 struct Source {
     cfg: LogSource,
     limits: Limits,
@@ -343,15 +357,7 @@ pub fn analyze(
             pattern_idle: Duration::from_secs(3600),
             ip_budget,
         },
-        state: Mutex::new(SourceState {
-            counters: Counters::default(),
-            miner: Miner::new(MinerOptions::default()),
-            live_patterns: std::collections::HashMap::new(),
-            backlog_bytes: 0,
-            size_bytes: 0,
-            files: 0,
-            checkpoint_errors: 0,
-        }),
+        state: Mutex::new(SourceState::new()),
     };
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
@@ -523,15 +529,7 @@ impl LogsCollector {
             let source = Arc::new(Source {
                 cfg: cfg.clone(),
                 limits,
-                state: Mutex::new(SourceState {
-                    counters: Counters::default(),
-                    miner: Miner::new(MinerOptions::default()),
-                    live_patterns: std::collections::HashMap::new(),
-                    backlog_bytes: 0,
-                    size_bytes: 0,
-                    files: 0,
-                    checkpoint_errors: 0,
-                }),
+                state: Mutex::new(SourceState::new()),
             });
             let (s, l, st) = (source.clone(), logs.clone(), stop.clone());
             let handle = std::thread::Builder::new()
