@@ -120,11 +120,11 @@ mod tests {
 
     struct Row([(&'static str, &'static str); 3]);
     impl TextRow for Row {
-        fn cell(&self, column: &str) -> Option<Option<&str>> {
-            self.0
-                .iter()
-                .find(|(c, _)| *c == column)
-                .map(|(_, v)| Some(*v))
+        fn position(&self, column: &str) -> Option<usize> {
+            self.0.iter().position(|(c, _)| *c == column)
+        }
+        fn at(&self, index: usize) -> Option<&str> {
+            self.0.get(index).map(|(_, v)| *v)
         }
     }
 
