@@ -642,25 +642,35 @@ impl Conn {
         self.inner.as_ref().map(|i| i.db.as_str()).unwrap_or("")
     }
 
-    /// Runs one statement with the simple query protocol and returns its rows. Several
-    /// calls polled together are pipelined on the connection.
-    pub async fn query(&self, sql: &str) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
+    /// Runs one statement with the simple query protocol and hands each row to `each` as it
+    /// arrives, without collecting the rows. Several calls polled together are pipelined on
+    /// the connection.
+    pub async fn for_each_row(
+        &self,
+        sql: &str,
+        mut each: impl FnMut(&SimpleQueryRow),
+    ) -> Result<(), tokio_postgres::Error> {
         let Some(inner) = self.inner.as_ref() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let guard = InFlight {
             flag: &self.interrupted,
             armed: true,
         };
-        let result = inner.client.simple_query(sql).await;
+        let result = async {
+            let stream = inner.client.simple_query_raw(sql).await?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(message) = futures_util::StreamExt::next(&mut stream).await {
+                if let SimpleQueryMessage::Row(row) = message? {
+                    each(&row);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        // Finished, with or without an error from the server: the session is idle again.
         guard.disarm();
-        Ok(result?
-            .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
-            .collect())
+        result
     }
 }
 

@@ -160,55 +160,77 @@ pub struct Block {
     rows: Vec<Row>,
 }
 
-impl Block {
-    /// Turns result rows into a block; rows whose label values repeat an earlier row's are
-    /// dropped, so that every series is exposed once.
-    pub fn from_rows<R: TextRow>(query: Arc<Query>, extra: Labels, rows: &[R]) -> Block {
-        Block::from_rows_where(query, extra, rows, |_| true)
-    }
+/// Positions of a query's label and value columns in its result.
+type Positions = (Vec<Option<usize>>, Vec<Option<usize>>);
 
-    /// As [`Block::from_rows`], for the rows that `keep` accepts (the parts of a merged
-    /// statement).
-    pub fn from_rows_where<R: TextRow>(
-        query: Arc<Query>,
-        extra: Labels,
-        rows: &[R],
-        keep: impl Fn(&R) -> bool,
-    ) -> Block {
-        let mut out = Vec::new();
-        if let Some(first) = rows.first() {
-            // One result set, one column layout: look the columns up once.
-            let labels: Vec<Option<usize>> =
-                query.labels.iter().map(|l| first.position(l)).collect();
-            let columns: Vec<(Option<usize>, f64)> = query
-                .columns
-                .iter()
-                .map(|c| (first.position(c.name), c.scale))
-                .collect();
-            out.reserve(rows.len());
-            for row in rows.iter().filter(|r| keep(r)) {
-                let labels = labels
-                    .iter()
-                    .map(|p| Box::<str>::from(p.and_then(|i| row.at(i)).unwrap_or("")))
-                    .collect();
-                let values = columns
-                    .iter()
-                    .map(|(p, scale)| {
-                        p.and_then(|i| row.at(i))
-                            .and_then(parse_number)
-                            .map_or(f64::NAN, |v| v * scale)
-                    })
-                    .collect();
-                out.push(Row { labels, values });
-            }
-        }
-        dedup(&mut out);
-        out.shrink_to_fit();
-        Block {
+/// Builds a [`Block`] from rows as they arrive, so that a result is never held twice.
+#[derive(Debug)]
+pub struct BlockBuilder {
+    query: Arc<Query>,
+    extra: Labels,
+    /// Positions of the label and value columns, looked up on the first row (one result
+    /// set, one column layout).
+    positions: Option<Positions>,
+    rows: Vec<Row>,
+}
+
+impl BlockBuilder {
+    /// An empty block of `query`'s rows, with `extra` labels on every row.
+    pub fn new(query: Arc<Query>, extra: Labels) -> BlockBuilder {
+        BlockBuilder {
             query,
             extra,
-            rows: out,
+            positions: None,
+            rows: Vec::new(),
         }
+    }
+
+    /// Adds one result row.
+    pub fn push<R: TextRow>(&mut self, row: &R) {
+        let query = &self.query;
+        let (labels, values) = self.positions.get_or_insert_with(|| {
+            (
+                query.labels.iter().map(|l| row.position(l)).collect(),
+                query.columns.iter().map(|c| row.position(c.name)).collect(),
+            )
+        });
+        let labels = labels
+            .iter()
+            .map(|p| Box::<str>::from(p.and_then(|i| row.at(i)).unwrap_or("")))
+            .collect();
+        let values = values
+            .iter()
+            .zip(&query.columns)
+            .map(|(p, c)| {
+                p.and_then(|i| row.at(i))
+                    .and_then(parse_number)
+                    .map_or(f64::NAN, |v| v * c.scale)
+            })
+            .collect();
+        self.rows.push(Row { labels, values });
+    }
+
+    /// The block; rows whose label values repeat an earlier row's are dropped, so that
+    /// every series is exposed once.
+    pub fn finish(mut self) -> Block {
+        dedup(&mut self.rows);
+        self.rows.shrink_to_fit();
+        Block {
+            query: self.query,
+            extra: self.extra,
+            rows: self.rows,
+        }
+    }
+}
+
+impl Block {
+    /// Turns result rows into a block (see [`BlockBuilder`]).
+    pub fn from_rows<R: TextRow>(query: Arc<Query>, extra: Labels, rows: &[R]) -> Block {
+        let mut b = BlockBuilder::new(query, extra);
+        for row in rows {
+            b.push(row);
+        }
+        b.finish()
     }
 
     /// The query the rows came from.

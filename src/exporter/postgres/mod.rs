@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope, TargetReport};
 use crate::config::{Config, PostgresTarget};
 use conn::{ConnError, MAIN_DB_CONNECTIONS, Pool, query_reason};
-use metrics::{Block, Desc, Exposition, Labels, Samples, TargetOutput};
+use metrics::{Block, BlockBuilder, Desc, Exposition, Labels, Samples, TargetOutput};
 use queries::{Area, PerDatabase};
 use snapshot::Snapshot;
 
@@ -354,36 +354,59 @@ impl Target {
             .then_some(self.cfg.statements_top_n);
         let queries = queries::server_queries(version, statements);
         let settings_query = settings::query(version);
-        let (results, settings_rows) = futures_util::future::join(
-            futures_util::future::join_all(queries.iter().map(|q| conn.query(&q.sql))),
-            conn.query(&settings_query.sql),
-        )
-        .await;
+        // Pipelined on the one connection; each result becomes its block as its rows arrive.
+        let runs = queries.into_iter().map(|q| {
+            let conn = &conn;
+            async move {
+                let q = Arc::new(q);
+                let mut block = BlockBuilder::new(q.clone(), Labels::new());
+                let mut list = (q.area == Area::Database).then(Vec::new);
+                let result = conn
+                    .for_each_row(&q.sql, |row| {
+                        block.push(row);
+                        if let (Some(list), Some(db)) = (list.as_mut(), self.fan_out_database(row))
+                        {
+                            list.push(db);
+                        }
+                    })
+                    .await;
+                (q.area, result.map(|()| (block.finish(), list)))
+            }
+        });
+        let settings_run = async {
+            let mut samples = Samples::default();
+            let result = conn
+                .for_each_row(&settings_query.sql, |row| {
+                    if let Some((desc, value)) = settings::sample(row) {
+                        samples.push(desc, vec![], value);
+                    }
+                })
+                .await;
+            result.map(|()| samples)
+        };
+        let (results, settings) =
+            futures_util::future::join(futures_util::future::join_all(runs), settings_run).await;
         drop(conn);
         let mut fan_out = None;
-        for (q, r) in queries.into_iter().zip(results) {
+        for (area, r) in results {
             match r {
-                Ok(rows) => {
-                    self.area_result(q.area, None, None);
-                    if q.area == Area::Database {
-                        fan_out = Some(self.fan_out_databases(&rows));
+                Ok((block, list)) => {
+                    self.area_result(area, None, None);
+                    if let Some(list) = list {
+                        fan_out = Some(Arc::new(list));
                     }
-                    p.blocks.push(Arc::new(Block::from_rows(
-                        Arc::new(q),
-                        Labels::new(),
-                        &rows,
-                    )));
+                    p.blocks.push(Arc::new(block));
                 }
                 Err(e) => {
-                    self.area_result(q.area, None, Some(&e));
-                    p.failed_areas.insert(q.area.name());
+                    self.area_result(area, None, Some(&e));
+                    p.failed_areas.insert(area.name());
                 }
             }
         }
-        match settings_rows {
-            Ok(rows) => {
+        match settings {
+            Ok(samples) => {
                 self.area_result(Area::Settings, None, None);
-                p.samples.extend(settings::samples(&rows));
+                p.samples.extend(samples);
             }
             Err(e) => {
                 self.area_result(Area::Settings, None, Some(&e));
@@ -413,20 +436,17 @@ impl Target {
         Ok(())
     }
 
-    /// Databases to fan out to, from the database query's rows.
-    fn fan_out_databases<R: queries::TextRow>(&self, rows: &[R]) -> Arc<Vec<String>> {
+    /// The database of a row of the database query, if it is one to fan out to.
+    fn fan_out_database<R: queries::TextRow>(&self, row: &R) -> Option<String> {
+        if row.cell("allow_conn").flatten() != Some("t")
+            || row.cell("is_template").flatten() != Some("f")
+        {
+            return None;
+        }
+        let db = row.cell("datname").flatten()?;
         let all = self.cfg.databases.iter().any(|d| d == "all");
-        Arc::new(
-            rows.iter()
-                .filter(|r| {
-                    r.cell("allow_conn").flatten() == Some("t")
-                        && r.cell("is_template").flatten() == Some("f")
-                })
-                .filter_map(|r| r.cell("datname").flatten().map(str::to_string))
-                .filter(|d| all || self.cfg.databases.contains(d))
-                .filter(|d| !self.cfg.exclude.contains(d))
-                .collect(),
-        )
+        let wanted = all || self.cfg.databases.iter().any(|d| d == db);
+        (wanted && !self.cfg.exclude.iter().any(|d| d == db)).then(|| db.to_string())
     }
 
     /// Adds the per-database families to a scrape: gathered now when
@@ -583,9 +603,28 @@ impl Target {
         if !keep {
             conn.close_when_done();
         }
-        let rows = match tokio::time::timeout_at(deadline.into(), conn.query(&statement.sql)).await
-        {
-            Ok(Ok(rows)) => rows,
+        let extra = vec![("datname".to_string(), db.to_string())];
+        let mut parts: Vec<BlockBuilder> = statement
+            .parts
+            .iter()
+            .map(|(_, q)| BlockBuilder::new(q.clone(), extra.clone()))
+            .collect();
+        let mut part_column = None;
+        let rows = conn.for_each_row(&statement.sql, |row| {
+            let i = *part_column
+                .get_or_insert_with(|| queries::TextRow::position(row, queries::PART_COLUMN));
+            let tag = i.and_then(|i| queries::TextRow::at(row, i));
+            if let Some(b) = statement
+                .parts
+                .iter()
+                .position(|(t, _)| Some(*t) == tag)
+                .and_then(|b| parts.get_mut(b))
+            {
+                b.push(row);
+            }
+        });
+        match tokio::time::timeout_at(deadline.into(), rows).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 self.area_result(Area::PerDatabase, Some(db), Some(&e));
                 return Err(Area::PerDatabase.name());
@@ -599,21 +638,11 @@ impl Target {
         };
         drop(conn);
         let taken = Instant::now();
-        let part = rows
-            .first()
-            .and_then(|r| queries::TextRow::position(r, queries::PART_COLUMN));
-        let blocks = statement
-            .parts
-            .iter()
-            .map(|(tag, q)| {
-                Arc::new(Block::from_rows_where(
-                    q.clone(),
-                    vec![("datname".to_string(), db.to_string())],
-                    &rows,
-                    |r| part.and_then(|i| queries::TextRow::at(r, i)) == Some(*tag),
-                ))
-            })
+        let blocks = parts
+            .into_iter()
+            .map(BlockBuilder::finish)
             .filter(|b| b.rows() > 0)
+            .map(Arc::new)
             .collect();
         Ok(DatabaseData {
             db: db.to_string(),
@@ -644,18 +673,16 @@ impl Target {
         let deadline = Instant::now() + budget + Duration::from_secs(1);
         let result = async {
             let conn = self.pool.get(&self.cfg.dbname, deadline).await?;
-            let q = queries::database_size(conn.version());
-            let rows = conn.query(&q.sql).await;
-            Ok::<_, ConnError>((q, rows))
+            let query = queries::database_size(conn.version());
+            let sql = query.sql.clone();
+            let mut block = BlockBuilder::new(Arc::new(query), Labels::new());
+            let rows = conn.for_each_row(&sql, |row| block.push(row)).await;
+            Ok::<_, ConnError>((block, rows))
         };
         match tokio::time::timeout_at(deadline.into(), result).await {
-            Ok(Ok((q, Ok(rows)))) => {
+            Ok(Ok((block, Ok(())))) => {
                 self.area_result(Area::DatabaseSize, None, None);
-                Some(Arc::new(Block::from_rows(
-                    Arc::new(q),
-                    Labels::new(),
-                    &rows,
-                )))
+                Some(Arc::new(block.finish()))
             }
             Ok(Ok((_, Err(e)))) => {
                 self.area_result(Area::DatabaseSize, None, Some(&e));
@@ -703,7 +730,7 @@ mod tests {
 
     #[test]
     fn fan_out_follows_databases_and_exclude() {
-        let rows = vec![
+        let rows = [
             db("postgres", "t", "f"),
             db("app", "t", "f"),
             db("old", "t", "f"),
@@ -713,11 +740,14 @@ mod tests {
         let t = target(
             "exporter:\n  postgres:\n    targets:\n      - name: a\n        exclude: [old]\n",
         );
-        assert_eq!(*t.fan_out_databases(&rows), vec!["postgres", "app"]);
+        let fan_out = |t: &Target| -> Vec<String> {
+            rows.iter().filter_map(|r| t.fan_out_database(r)).collect()
+        };
+        assert_eq!(fan_out(&t), vec!["postgres", "app"]);
         let t = target(
             "exporter:\n  postgres:\n    targets:\n      - name: a\n        databases: [app, template1]\n",
         );
-        assert_eq!(*t.fan_out_databases(&rows), vec!["app"]);
+        assert_eq!(fan_out(&t), vec!["app"]);
     }
 
     #[tokio::test]
