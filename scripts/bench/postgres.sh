@@ -145,7 +145,7 @@ bench() {
   # vitals says how old its per-database data is and what its last background refresh took.
   grep -E '^vitals_postgres_fanout_(age_seconds|refresh_duration_seconds)' "$WORK/$name.body" \
     | sed 's/^/                   /' || true
-  eval "R_${name//[^a-z]/_}=\"$p50 $p95 $rss $per_scrape\""
+  eval "R_${name//[^a-z0-9]/_}=\"$p50 $p95 $rss $per_scrape\""
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }

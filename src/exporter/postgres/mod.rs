@@ -196,6 +196,8 @@ struct Target {
     fan_out: Snapshot<FanOut>,
     /// Turns true when the collector is shut down: ends the refreshers.
     stop: watch::Sender<bool>,
+    /// Whether the last per-database refresh took longer than its interval (logged once).
+    refresh_slow: AtomicBool,
 }
 
 /// What a scrape of one target has gathered so far (kept when the deadline cuts it off).
@@ -228,6 +230,7 @@ impl Target {
             sizes: Snapshot::new(sizes, sizes * MAX_AGE_INTERVALS),
             fan_out: Snapshot::new(tables, tables * MAX_AGE_INTERVALS),
             stop: watch::channel(false).0,
+            refresh_slow: AtomicBool::new(false),
         })
     }
 
@@ -540,6 +543,21 @@ impl Target {
             duration = ?fresh.duration,
             "per-database families refreshed"
         );
+        // Data older than three intervals is dropped: say so before it happens.
+        let slow = fresh.duration > self.cfg.tables_refresh_interval.0;
+        if slow != self.refresh_slow.swap(slow, Ordering::Relaxed) {
+            if slow {
+                tracing::warn!(
+                    target_name = %self.cfg.name,
+                    databases = list.len(),
+                    duration = ?fresh.duration,
+                    interval = %self.cfg.tables_refresh_interval,
+                    "refreshing the per-database families takes longer than tables_refresh_interval; raise it (or max_connections)"
+                );
+            } else {
+                tracing::info!(target_name = %self.cfg.name, "per-database refresh fits its interval again");
+            }
+        }
         Some(fresh)
     }
 
