@@ -77,6 +77,9 @@ pub const FANOUT_REFRESH_DURATION: Desc = Desc::gauge(
 )
 .seconds();
 
+/// Most databases a background refresh works on at once.
+pub const BACKGROUND_CONCURRENCY: usize = 2;
+
 /// A snapshot older than this many refresh intervals is dropped rather than served.
 pub const MAX_AGE_INTERVALS: u32 = 3;
 
@@ -576,7 +579,12 @@ impl Target {
         let statement = Arc::new(queries::per_database(version, self.cfg.tables_top_n));
         let limit = self.pool.limit();
         let keep = list.len() + MAIN_DB_CONNECTIONS <= limit;
-        let concurrency = limit.saturating_sub(MAIN_DB_CONNECTIONS).max(1);
+        let mut concurrency = limit.saturating_sub(MAIN_DB_CONNECTIONS).max(1);
+        if deadline.is_none() {
+            // In the background nothing waits for the refresh: go gently on the server (and
+            // on scrapes running meanwhile) rather than fast.
+            concurrency = concurrency.min(BACKGROUND_CONCURRENCY);
+        }
         let budget =
             self.cfg.connect_timeout.0 + self.cfg.statement_timeout.0 + Duration::from_secs(1);
         let mut out = FanOut::default();
