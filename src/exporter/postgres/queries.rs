@@ -1060,62 +1060,109 @@ pub mod tables {
     .ratio();
 }
 
+/// The user relations of pg_stat_user_tables and pg_stat_user_indexes: what their views
+/// select, without the views (see [`tables`]).
+const USER_SCHEMA: &str = "n.nspname not in ('pg_catalog', 'information_schema') \
+     and n.nspname !~ '^pg_toast'";
+
 /// The `top_n` largest user tables of the connected database (by pages).
+///
+/// The columns of pg_stat_user_tables, read with the `pg_stat_get_*` functions its view
+/// calls, from pg_class: planning the view (a grouped join with pg_index) costs more than
+/// running it, and the fan-out runs this on every database; the index sums are taken for
+/// the `top_n` rows only.
 pub fn tables(version: u32, top_n: u32) -> Query {
     use tables::*;
+    let f = |name: &str| format!("pg_stat_get_{name}(c.oid)");
+    let index_sum = |name: &str| {
+        format!(
+            "(select sum(pg_stat_get_{name}(i.indexrelid)) from pg_index i where i.indrelid = c.oid)::bigint"
+        )
+    };
     let mut columns = vec![
-        col("seq_scan", SEQ_SCAN),
-        col("seq_tup_read", SEQ_TUP_READ),
-        col("idx_scan", IDX_SCAN),
-        col("idx_tup_fetch", IDX_TUP_FETCH),
-        col("n_tup_ins", N_TUP_INS),
-        col("n_tup_upd", N_TUP_UPD),
-        col("n_tup_del", N_TUP_DEL),
-        col("n_tup_hot_upd", N_TUP_HOT_UPD),
-        col("n_live_tup", N_LIVE_TUP),
-        col("n_dead_tup", N_DEAD_TUP),
-        col("n_mod_since_analyze", N_MOD_SINCE_ANALYZE),
-        col("vacuum_count", VACUUM_COUNT),
-        col("autovacuum_count", AUTOVACUUM_COUNT),
-        col("analyze_count", ANALYZE_COUNT),
-        col("autoanalyze_count", AUTOANALYZE_COUNT),
+        (col("seq_scan", SEQ_SCAN), f("numscans")),
+        (col("seq_tup_read", SEQ_TUP_READ), f("tuples_returned")),
+        (col("idx_scan", IDX_SCAN), index_sum("numscans")),
+        (
+            col("idx_tup_fetch", IDX_TUP_FETCH),
+            format!(
+                "({} + {})",
+                index_sum("tuples_fetched"),
+                f("tuples_fetched")
+            ),
+        ),
+        (col("n_tup_ins", N_TUP_INS), f("tuples_inserted")),
+        (col("n_tup_upd", N_TUP_UPD), f("tuples_updated")),
+        (col("n_tup_del", N_TUP_DEL), f("tuples_deleted")),
+        (col("n_tup_hot_upd", N_TUP_HOT_UPD), f("tuples_hot_updated")),
+        (col("n_live_tup", N_LIVE_TUP), f("live_tuples")),
+        (col("n_dead_tup", N_DEAD_TUP), f("dead_tuples")),
+        (
+            col("n_mod_since_analyze", N_MOD_SINCE_ANALYZE),
+            f("mod_since_analyze"),
+        ),
+        (col("vacuum_count", VACUUM_COUNT), f("vacuum_count")),
+        (
+            col("autovacuum_count", AUTOVACUUM_COUNT),
+            f("autovacuum_count"),
+        ),
+        (col("analyze_count", ANALYZE_COUNT), f("analyze_count")),
+        (
+            col("autoanalyze_count", AUTOANALYZE_COUNT),
+            f("autoanalyze_count"),
+        ),
     ];
     if version >= 130000 {
-        columns.push(col("n_ins_since_vacuum", N_INS_SINCE_VACUUM));
+        columns.push((
+            col("n_ins_since_vacuum", N_INS_SINCE_VACUUM),
+            f("ins_since_vacuum"),
+        ));
     }
-    let mut names: Vec<String> = columns.iter().map(|c| format!("s.{}", c.name)).collect();
     for (c, desc) in [
         ("last_vacuum", LAST_VACUUM),
         ("last_autovacuum", LAST_AUTOVACUUM),
         ("last_analyze", LAST_ANALYZE),
         ("last_autoanalyze", LAST_AUTOANALYZE),
     ] {
-        names.push(format!("extract(epoch from s.{c}) as {c}"));
-        columns.push(col(c, desc));
+        let time = f(&format!("{c}_time"));
+        columns.push((col(c, desc), format!("extract(epoch from {time})")));
     }
-    names.push("pg_total_relation_size(s.relid) as total_size".into());
-    columns.push(col("total_size", TOTAL_SIZE));
+    columns.push((
+        col("total_size", TOTAL_SIZE),
+        "pg_total_relation_size(c.oid)".into(),
+    ));
+    let select: Vec<String> = columns
+        .iter()
+        .map(|(c, expr)| format!("{expr} as {}", c.name))
+        .collect();
     Query {
         area: Area::Tables,
         sql: format!(
-            "select s.schemaname, s.relname, {} from pg_stat_user_tables s \
-             join pg_class c on c.oid = s.relid order by c.relpages desc, s.relid limit {top_n}",
-            names.join(", ")
+            "select n.nspname as schemaname, c.relname, {} from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 't', 'm', 'p') and {USER_SCHEMA} \
+             order by c.relpages desc, c.oid limit {top_n}",
+            select.join(", ")
         ),
         labels: &["schemaname", "relname"],
-        columns,
+        columns: columns.into_iter().map(|(c, _)| c).collect(),
     }
 }
 
-/// The `top_n` largest user indexes of the connected database.
+/// The `top_n` largest user indexes of the connected database: pg_stat_user_indexes'
+/// columns, read as its view does (see [`tables`]).
 pub fn indexes(_version: u32, top_n: u32) -> Query {
     use tables::*;
     Query {
         area: Area::Indexes,
         sql: format!(
-            "select s.schemaname, s.relname, s.indexrelname, s.idx_scan, s.idx_tup_read, \
-             s.idx_tup_fetch, pg_relation_size(s.indexrelid) as size from pg_stat_user_indexes s \
-             join pg_class c on c.oid = s.indexrelid order by c.relpages desc, s.indexrelid limit {top_n}"
+            "select n.nspname as schemaname, t.relname, c.relname as indexrelname, \
+             pg_stat_get_numscans(c.oid) as idx_scan, pg_stat_get_tuples_returned(c.oid) as idx_tup_read, \
+             pg_stat_get_tuples_fetched(c.oid) as idx_tup_fetch, pg_relation_size(c.oid) as size \
+             from pg_index x join pg_class c on c.oid = x.indexrelid \
+             join pg_class t on t.oid = x.indrelid join pg_namespace n on n.oid = t.relnamespace \
+             where t.relkind in ('r', 't', 'm') and {USER_SCHEMA} \
+             order by c.relpages desc, c.oid limit {top_n}"
         ),
         labels: &["schemaname", "relname", "indexrelname"],
         columns: vec![
