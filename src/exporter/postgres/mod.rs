@@ -494,11 +494,13 @@ impl Target {
             return;
         };
         let max_age = self.fan_out.max_age();
+        // Only databases this scrape still found (one dropped since the refresh is gone).
+        let current: std::collections::HashSet<&str> = list.iter().map(String::as_str).collect();
         let mut served = 0;
         let mut oldest = Duration::ZERO;
         for d in &snapshot.value.databases {
             let age = d.taken.elapsed();
-            if age > max_age {
+            if age > max_age || !current.contains(d.db.as_str()) {
                 continue;
             }
             served += 1;
