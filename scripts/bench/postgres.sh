@@ -66,7 +66,8 @@ runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w star
 
 psql() { "$PGBIN/psql" -X -q -A -t -h "$WORK" -p "$PGPORT" -U postgres "$@"; }
 psql -d postgres -c "create extension pg_stat_statements"
-for role in vitals_bench peer_bench; do
+# One role per exporter run, so that statements and connections are counted per run.
+for role in vitals_bench vitals_1s_bench vitals_live_bench vitals_nofan_bench peer_bench; do
   psql -d postgres -c "create role $role login password '$PW' in role pg_monitor"
 done
 psql -d postgres -c "create database bench_tpl"
@@ -80,10 +81,14 @@ psql -d postgres -c "alter database bench_tpl with allow_connections false"
 "$PGBIN/pgbench" -h "$WORK" -p "$PGPORT" -U postgres -n -c 4 -T 3 app001 >/dev/null 2>&1
 
 printf '%s\n' "$PW" > "$WORK/vitals.pass"
-# vitals three times: with its defaults (at most 10 connections, so the fan-out to $DBS
-# databases reconnects at every scrape); allowed as many connections as postgres_exporter
-# holds (vitals_conn); and without the per-table fan-out (vitals_nofan, tables_top_n: 0),
-# closest to what postgres_exporter collects by default.
+# vitals four times, one after the other (each exporter runs only during its own
+# measurement): with its defaults (the per-database families come from a snapshot refreshed
+# in the background every minute, at most 10 connections); vitals_1s, the same with a
+# refresh every second, so that refreshes (of all databases, reconnecting) overlap the
+# measured scrapes; vitals_live, every family read by every scrape
+# (tables_refresh_interval: 0s) with as many connections as postgres_exporter holds; and
+# vitals_nofan, without the per-table families (tables_top_n: 0), closest to what
+# postgres_exporter collects by default.
 start_vitals() { # NAME EXTRA_YAML -> sets PORT_<NAME>, PID_<NAME>
   local port
   port=$(free_port)
@@ -94,7 +99,7 @@ exporter:
       - name: bench
         host: 127.0.0.1
         port: $PGPORT
-        user: vitals_bench
+        user: $1_bench
         password_file: $WORK/vitals.pass
         sslmode: disable
 $2
@@ -104,24 +109,18 @@ EOF
   PIDS+=("$!")
   eval "PORT_$1=$port PID_$1=$!"
 }
-start_vitals vitals ""
-start_vitals vitals_conn "        max_connections: $((DBS + 3))"
-start_vitals vitals_nofan "        tables_top_n: 0"
-
-PPORT=$(free_port)
-DATA_SOURCE_NAME="postgresql://peer_bench:$PW@127.0.0.1:$PGPORT/postgres?sslmode=disable" \
-  "$PEER" --web.listen-address="127.0.0.1:$PPORT" --auto-discover-databases \
-  --exclude-databases=template0,template1,bench_tpl --log.level=error 2>"$WORK/peer.log" &
-PPID_=$!
-PIDS+=("$PPID_")
+start_peer() {
+  PPORT=$(free_port)
+  DATA_SOURCE_NAME="postgresql://peer_bench:$PW@127.0.0.1:$PGPORT/postgres?sslmode=disable" \
+    "$PEER" --web.listen-address="127.0.0.1:$PPORT" --auto-discover-databases \
+    --exclude-databases=template0,template1,bench_tpl --log.level=error 2>"$WORK/peer.log" &
+  PPID_=$!
+  PIDS+=("$PPID_")
+}
 
 wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "bench: $1 did not answer" >&2; exit 1; }
-wait_up "http://127.0.0.1:$PORT_vitals/-/ready"
-wait_up "http://127.0.0.1:$PORT_vitals_conn/-/ready"
-wait_up "http://127.0.0.1:$PORT_vitals_nofan/-/ready"
-wait_up "http://127.0.0.1:$PPORT/"
 
-# bench NAME URL PID ROLE -> prints a result line and sets R_<field>
+# bench NAME URL PID ROLE -> prints a result line, sets R_<field> and stops the exporter
 bench() {
   local name=$1 url=$2 pid=$3 role=$4
   for _ in 1 2 3; do curl -sf -o /dev/null -H 'X-Prometheus-Scrape-Timeout-Seconds: 30' "$url"; done   # warm-up
@@ -143,18 +142,33 @@ bench() {
   printf '%-18s p50 %7.1f ms  p95 %7.1f ms  RSS %7.1f MiB  series %6d  statements/scrape %7s  connections %4d\n' \
     "$name" "$(awk -v x="$p50" 'BEGIN{print x*1000}')" "$(awk -v x="$p95" 'BEGIN{print x*1000}')" \
     "$(awk -v x="$rss" 'BEGIN{print x/1024}')" "$series" "$per_scrape" "$conns"
-  eval "R_${name//[^a-z]/_}=\"$p50 $p95 $rss $per_scrape\""
+  # vitals says how old its per-database data is and what its last background refresh took.
+  grep -E '^vitals_postgres_fanout_(age_seconds|refresh_duration_seconds)' "$WORK/$name.body" \
+    | sed 's/^/                   /' || true
+  eval "R_${name//[^a-z0-9]/_}=\"$p50 $p95 $rss $per_scrape\""
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
 
-echo "== $SCRAPES sequential scrapes each (after 3 warm-up scrapes), $DBS databases"
-# Every vitals process connects as vitals_bench: the connections column counts them all.
-bench vitals "http://127.0.0.1:$PORT_vitals/metrics" "$PID_vitals" vitals_bench
-bench vitals_conn "http://127.0.0.1:$PORT_vitals_conn/metrics" "$PID_vitals_conn" vitals_bench
-bench vitals_nofan "http://127.0.0.1:$PORT_vitals_nofan/metrics" "$PID_vitals_nofan" vitals_bench
+echo "== $SCRAPES sequential scrapes each (after 3 warm-up scrapes), $DBS databases, one exporter at a time"
+run_vitals() { # NAME EXTRA_YAML
+  start_vitals "$1" "$2"
+  local port pid
+  eval "port=\$PORT_$1 pid=\$PID_$1"
+  wait_up "http://127.0.0.1:$port/-/ready"
+  bench "$1" "http://127.0.0.1:$port/metrics" "$pid" "$1_bench"
+}
+run_vitals vitals ""
+run_vitals vitals_1s "        tables_refresh_interval: 1s"
+run_vitals vitals_live "        tables_refresh_interval: 0s
+        max_connections: $((DBS + 3))"
+run_vitals vitals_nofan "        tables_top_n: 0"
+start_peer
+wait_up "http://127.0.0.1:$PPORT/"
 bench postgres_exporter "http://127.0.0.1:$PPORT/metrics" "$PPID_" peer_bench
 
 read -r p50 p95 prss pq <<< "$R_postgres_exporter"
-for v in vitals vitals_conn vitals_nofan; do
+for v in vitals vitals_1s vitals_live vitals_nofan; do
   eval "read -r v50 v95 vrss vq <<< \"\$R_$v\""
   echo "== ratios $v/postgres_exporter"
   awk -v a="$v50" -v b="$p50" 'BEGIN {printf "  scrape latency p50     %.2f\n", a/b}'

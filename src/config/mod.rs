@@ -181,6 +181,11 @@ pub struct PostgresTarget {
     /// off (and the fan-out with them). Default 20.
     #[serde(default = "default_pg_tables_top_n")]
     pub tables_top_n: u32,
+    /// How often the per-database families (tables, indexes, sequences) are gathered in the
+    /// background while scrapes read them; scrapes serve that snapshot, never older than
+    /// three intervals. `0s` gathers them in every scrape instead. Default `1m`.
+    #[serde(default = "default_pg_tables_refresh_interval")]
+    pub tables_refresh_interval: PromDuration,
     /// Whether to read `pg_stat_statements` (the extension must be installed in `dbname`).
     /// Default false.
     #[serde(default)]
@@ -222,6 +227,9 @@ fn default_pg_size_refresh_interval() -> PromDuration {
 }
 fn default_pg_tables_top_n() -> u32 {
     20
+}
+fn default_pg_tables_refresh_interval() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(60))
 }
 fn default_pg_statements_top_n() -> u32 {
     50
@@ -1126,6 +1134,7 @@ mod doc_tests {
             max_connections: default_pg_max_connections(),
             size_refresh_interval: default_pg_size_refresh_interval(),
             tables_top_n: default_pg_tables_top_n(),
+            tables_refresh_interval: default_pg_tables_refresh_interval(),
             pg_stat_statements: true,
             statements_top_n: default_pg_statements_top_n(),
         });

@@ -159,7 +159,7 @@ fn many_databases_under_pgbench_agree_with_psql() {
     let v = start_vitals(&target_yaml(
         "main",
         &pg,
-        "        max_connections: 30\n        size_refresh_interval: 1s\n        tables_top_n: 5\n        exclude: [bench_tpl]\n",
+        "        max_connections: 30\n        size_refresh_interval: 1s\n        tables_refresh_interval: 1s\n        tables_top_n: 5\n        exclude: [bench_tpl]\n",
     ));
 
     // Load 8 databases with a known number of pgbench transactions while scraping.
@@ -209,6 +209,9 @@ fn many_databases_under_pgbench_agree_with_psql() {
     // Quiesced: compare with psql at the same moment. Counters only grow, so the scrape
     // (taken first) may be behind psql by the few transactions of vitals' own fan-out
     // queries in between; gauges must match exactly once vitals' connections are settled.
+    // Database sizes and the per-table families come from background snapshots (refreshed
+    // every second here, never served older than 3 s, and the scrape says how old): they
+    // agree once a refresh after the load has run, which the polling waits for.
     let mut last = String::new();
     let agreed = poll_until(Duration::from_secs(20), || {
         let m = parse(&v.metrics());
@@ -247,6 +250,33 @@ fn many_databases_under_pgbench_agree_with_psql() {
                 problems.push(format!("{db}: no fan-out table series"));
             }
         }
+        // pgbench's updates reached the fan-out's per-table counters.
+        let upd = value(
+            &m,
+            "pg_stat_user_tables_n_tup_upd_total",
+            &[("datname", "app00"), ("relname", "pgbench_tellers")],
+        );
+        if upd != Some(f64::from(XACTS)) {
+            problems.push(format!(
+                "app00 pgbench_tellers n_tup_upd {upd:?}: pgbench updates one teller per transaction"
+            ));
+        }
+        match value(
+            &m,
+            "vitals_postgres_fanout_age_seconds",
+            &[("target", "main")],
+        ) {
+            Some(age) if age <= 3.0 => {}
+            other => problems.push(format!("per-database data age {other:?}")),
+        }
+        if value(
+            &m,
+            "vitals_postgres_fanout_databases",
+            &[("target", "main")],
+        ) != Some((dbs.len() + 1) as f64)
+        {
+            problems.push("not every database's per-table data is served".into());
+        }
         last = problems.join("\n");
         problems.is_empty().then_some(())
     });
@@ -256,18 +286,7 @@ fn many_databases_under_pgbench_agree_with_psql() {
         v.logs()
     );
 
-    // pgbench's updates reached the fan-out's per-table counters.
     let m = parse(&v.metrics());
-    let upd = value(
-        &m,
-        "pg_stat_user_tables_n_tup_upd_total",
-        &[("datname", "app00"), ("relname", "pgbench_tellers")],
-    );
-    assert_eq!(
-        upd,
-        Some(f64::from(XACTS)),
-        "pgbench updates one teller per transaction"
-    );
     assert_eq!(
         value(
             &m,
@@ -396,11 +415,14 @@ fn a_thousand_overlapping_and_cancelled_scrapes_keep_connections_bounded() {
         pg.psql(&format!("create database fan{i}"));
     }
     pg.psql("create table public.locked (id int)");
+    // The per-database statement runs in every scrape here (tables_refresh_interval: 0s), so
+    // that scrapes cut at their deadline cancel it; the background refresher's limits are
+    // tested by background_fan_out_stays_within_limits_and_drops_stale_data.
     let v = Arc::new(start_vitals(&target_yaml(
         "main",
         &pg,
         &format!(
-            "        max_connections: {LIMIT}\n        tables_top_n: 3\n        lock_timeout: 5s\n        statement_timeout: 10s\n"
+            "        max_connections: {LIMIT}\n        tables_top_n: 3\n        tables_refresh_interval: 0s\n        lock_timeout: 5s\n        statement_timeout: 10s\n"
         ),
     )));
 
@@ -798,6 +820,258 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         logs.contains("pg_ls_waldir") || logs.contains("permission denied"),
         "{logs}"
     );
+}
+
+/// Runs `sql` as the superuser in database `db` over the unix socket.
+fn psql_in(pg: &Postgres, db: &str, sql: &str) {
+    run_ok(
+        std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(pg.socket_dir())
+            .args(["-p", &pg.port().to_string(), "-U", "postgres", "-d", db])
+            .args(["-c", sql]),
+        &format!("psql in {db}"),
+    );
+}
+
+/// Sessions vitals opened to `db`, from the server log (`log_connections = on`).
+fn sessions_opened(pg: &Postgres, db: &str) -> usize {
+    let needle = format!("database={db} application_name=vitals");
+    std::fs::read_to_string(pg.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("connection authorized") && l.contains(&needle))
+        .count()
+}
+
+#[test]
+fn background_fan_out_stays_within_limits_and_drops_stale_data() {
+    // Seven databases to fan out to, more than max_connections allows to keep open: each
+    // refresh opens and closes a connection per database, in the background, while scrapes
+    // (some cut at 20 ms) overlap.
+    const LIMIT: usize = 4;
+    let pg = Postgres::start();
+    psql_in(
+        &pg,
+        "template1",
+        "create table public.items (id serial primary key, n int); insert into public.items (n) values (1); \
+         grant select on sequence public.items_id_seq to public",
+    );
+    let fan: Vec<String> = (0..6).map(|i| format!("fan{i}")).collect();
+    for db in &fan {
+        pg.psql(&format!("create database {db}"));
+    }
+    pg.psql("create role mon login password 'mon-PW-7' in role pg_monitor");
+    let dir = temp_dir("pg-fanout");
+    let pass = dir.path().join("mon.pass");
+    write_file(&pass, "mon-PW-7\n");
+    // Over the unix socket (trusted: no SCRAM, which is slow in debug builds), so that a
+    // refresh of the seven databases takes well under the interval.
+    let v = Arc::new(start_vitals(&format!(
+        "      - name: main\n        host: {}\n        port: {}\n        user: mon\n        password_file: {}\n        max_connections: {LIMIT}\n        tables_top_n: 3\n        tables_refresh_interval: 1s\n",
+        pg.socket_dir().display(),
+        pg.port(),
+        pass.display()
+    )));
+    let interval = 1.0;
+    let max_age = 3.0 * interval;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let watcher =
+        {
+            let (done, max_seen) = (done.clone(), max_seen.clone());
+            let sock = pg.socket_dir().to_path_buf();
+            let port = pg.port();
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+                    .args(["-X", "-A", "-t", "-h"])
+                    .arg(&sock)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+                    .arg("select count(*) from pg_stat_activity where application_name = 'vitals'")
+                    .output()
+                    .expect("psql");
+                    if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse::<usize>() {
+                        max_seen.fetch_max(n, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+
+    // 1. Overlapping scrapes while the refresher runs every second.
+    let before = sessions_opened(&pg, "fan3");
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                let client = http_client();
+                for i in 0..60 {
+                    let mut req = client.get(format!("{}/metrics", v.base_url()));
+                    if (i + w) % 3 == 0 {
+                        req = req.header("X-Prometheus-Scrape-Timeout-Seconds", "0.02");
+                    }
+                    let r = req.send().expect("scrape");
+                    assert_eq!(r.status().as_u16(), 200);
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let refreshes = sessions_opened(&pg, "fan3") - before;
+    assert!(
+        refreshes >= 3,
+        "the background refresh reconnected to fan3 only {refreshes} times"
+    );
+    let m = parse(&v.metrics());
+    let l = |db: &'static str| [("target", "main"), ("datname", db), ("relname", "items")];
+    for db in ["fan0", "fan5"] {
+        assert!(
+            value(&m, "pg_stat_user_tables_n_live_tup", &l(db)).is_some(),
+            "{db}: no table series\n{}",
+            v.logs()
+        );
+    }
+    assert_eq!(
+        value(
+            &m,
+            "pg_sequence_last_value",
+            &[("datname", "fan2"), ("sequencename", "items_id_seq")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            &m,
+            "pg_stat_user_indexes_idx_scan_total",
+            &[("datname", "fan2"), ("indexrelname", "items_pkey")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        value(
+            &m,
+            "vitals_postgres_fanout_databases",
+            &[("target", "main")]
+        ),
+        Some(7.0)
+    );
+    let age = value(
+        &m,
+        "vitals_postgres_fanout_age_seconds",
+        &[("target", "main")],
+    );
+    assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    assert!(
+        value(
+            &m,
+            "vitals_postgres_fanout_refresh_duration_seconds",
+            &[("target", "main")]
+        )
+        .is_some()
+    );
+
+    // 2. fan0 refuses vitals from now on: its last data is served until it is 3 s old,
+    // then dropped, while the other databases stay fresh.
+    pg.psql("revoke connect on database fan0 from public");
+    let connect_errors = |m: &[Series]| {
+        value(
+            m,
+            "pg_scrape_errors_total",
+            &[("target", "main"), ("reason", "connect")],
+        )
+        .unwrap_or(0.0)
+    };
+    let errors_before = connect_errors(&m);
+    let revoked = Instant::now();
+    let dropped = poll_until(Duration::from_secs(15), || {
+        let m = parse(&v.metrics());
+        let age = value(
+            &m,
+            "vitals_postgres_fanout_age_seconds",
+            &[("target", "main")],
+        );
+        assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+        let gone = value(&m, "pg_stat_user_tables_n_live_tup", &l("fan0")).is_none();
+        std::thread::sleep(Duration::from_millis(100));
+        gone.then_some(m)
+    });
+    let m = dropped.expect("fan0's stale data was still served after 15 s");
+    assert!(
+        revoked.elapsed() >= Duration::from_secs_f64(max_age - interval - 0.5),
+        "fan0 dropped after {:?}, before its data could be stale",
+        revoked.elapsed()
+    );
+    assert!(value(&m, "pg_stat_user_tables_n_live_tup", &l("fan1")).is_some());
+    assert_eq!(
+        value(
+            &m,
+            "vitals_postgres_fanout_databases",
+            &[("target", "main")]
+        ),
+        Some(6.0)
+    );
+    assert!(
+        connect_errors(&m) > errors_before,
+        "failed connections are counted"
+    );
+    let (_, html) = v.get("/");
+    assert!(html.contains("fan-out connection"), "{html}");
+
+    // A database dropped since the last refresh is not served from the snapshot.
+    pg.psql("drop database fan5 with (force)");
+    let m = parse(&v.metrics());
+    assert!(value(&m, "pg_stat_user_tables_n_live_tup", &l("fan5")).is_none());
+    assert_eq!(
+        value(
+            &m,
+            "vitals_postgres_fanout_databases",
+            &[("target", "main")]
+        ),
+        Some(5.0)
+    );
+
+    // 3. Nobody scrapes: the refresher stops (after at most one more refresh).
+    std::thread::sleep(Duration::from_millis(2500));
+    let idle_start = sessions_opened(&pg, "fan3");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        sessions_opened(&pg, "fan3"),
+        idle_start,
+        "the refresher kept running with nobody scraping"
+    );
+
+    // 4. After the pause the snapshot is stale: the next scrape waits for a refresh and
+    // serves fresh data, not the old.
+    let m = parse(&v.metrics());
+    let age = value(
+        &m,
+        "vitals_postgres_fanout_age_seconds",
+        &[("target", "main")],
+    );
+    assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    assert!(value(&m, "pg_stat_user_tables_n_live_tup", &l("fan1")).is_some());
+    assert!(
+        poll_until(Duration::from_secs(5), || (sessions_opened(&pg, "fan3")
+            > idle_start)
+            .then_some(()))
+        .is_some(),
+        "scraping again did not restart the refresher"
+    );
+
+    done.store(true, Ordering::Relaxed);
+    watcher.join().expect("watcher");
+    let max_seen = max_seen.load(Ordering::Relaxed);
+    assert!(
+        max_seen <= LIMIT,
+        "pg_stat_activity showed {max_seen} vitals connections, limit {LIMIT}"
+    );
+    assert!(max_seen >= 2, "{max_seen}");
+    assert!(!v.logs().contains("panicked"), "{}", v.logs());
 }
 
 const COMPAT_RULES: &str = concat!(

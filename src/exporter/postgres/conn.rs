@@ -2,13 +2,26 @@
 //! connections to the maintenance database and one to each fanned-out database, reuse of
 //! idle connections, reconnect with exponential backoff, and cancellation of in-flight
 //! queries when a scrape's future is dropped at its deadline.
+//!
+//! The limit is the server's view: a session's slot is free again only when the server has
+//! ended it. vitals opens the sockets itself ([`SessionSocket`]) so that closing one waits
+//! until the server closes its end, which PostgreSQL does only after the backend exited
+//! (and left `pg_stat_activity`); a replacement session never overlaps the one it replaces.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -22,11 +35,21 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a cancelled connection may take to become idle again before it is closed.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long closing a session waits for the server to end it before giving up its slot.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
-    /// The server could not be reached or refused the session.
+    /// The server's address could not be reached.
+    #[error("connecting to {dsn}: {source}")]
+    Socket {
+        /// Where, without password.
+        dsn: String,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The server refused the session, or it failed while starting.
     #[error("connecting to {dsn}: {source}")]
     Connect {
         /// Where, without password.
@@ -77,6 +100,7 @@ impl ConnError {
                 }
                 _ => "connect",
             },
+            ConnError::Socket { .. } => "connect",
             ConnError::ConnectTimeout { .. } | ConnError::Busy { .. } => "timeout",
             ConnError::Backoff { .. } => "backoff",
             ConnError::Password(_) => "auth",
@@ -103,17 +127,105 @@ pub fn query_reason(e: &tokio_postgres::Error) -> &'static str {
     }
 }
 
+/// Where the server listens.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// The socket of one session (TCP or Unix). Shutting it down, which the driver does after
+/// sending Terminate, waits (at most [`CLOSE_TIMEOUT`]) until the server has closed its
+/// end: PostgreSQL keeps a backend's socket open until the process exits, "so that
+/// clients can perform a synchronous close" (pqcomm.c).
+pub struct SessionSocket {
+    stream: Stream,
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncRead for SessionSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for SessionSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.closing.is_none() {
+            match &mut this.stream {
+                Stream::Tcp(s) => ready!(Pin::new(s).poll_shutdown(cx))?,
+                Stream::Unix(s) => ready!(Pin::new(s).poll_shutdown(cx))?,
+            }
+            this.closing = Some(Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)));
+        }
+        // Read (and drop) until the server closes its end.
+        let mut scratch = [0u8; 512];
+        loop {
+            if let Some(timer) = this.closing.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            let read = match &mut this.stream {
+                Stream::Tcp(s) => Pin::new(s).poll_read(cx, &mut buf),
+                Stream::Unix(s) => Pin::new(s).poll_read(cx, &mut buf),
+            };
+            match read {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => continue,
+                // A reset is as good as a close.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 enum PasswordSource {
     None,
     Inline(Secret),
     File(std::path::PathBuf),
 }
 
+/// An open session. Its slot of the pool's limit is held by the task that drives the
+/// connection, so it is free again only once the socket is closed, not when the client is
+/// dropped: a replacement never overlaps the session it replaces.
 struct Idle {
     db: String,
     client: Client,
     version: u32,
-    _permit: OwnedSemaphorePermit,
 }
 
 #[derive(Default)]
@@ -126,6 +238,7 @@ struct Backoff {
 /// The connections of one target.
 pub struct Pool {
     base: tokio_postgres::Config,
+    endpoint: Endpoint,
     tls: MakeRustlsConnect,
     password: PasswordSource,
     main_db: String,
@@ -154,25 +267,30 @@ impl Pool {
     /// A pool for a target; opens nothing yet.
     pub fn new(t: &PostgresTarget) -> Result<Pool, super::tls::TlsError> {
         let tls = super::tls::connector(t.sslmode, t.sslrootcert.as_deref())?;
-        let mut base = tokio_postgres::Config::new();
-        if t.host.starts_with('/') {
-            base.host_path(&t.host);
+        // The socket is opened here (see SessionSocket); the driver's config carries the
+        // session's settings only.
+        let endpoint = if t.host.starts_with('/') {
+            Endpoint::Unix(PathBuf::from(&t.host).join(format!(".s.PGSQL.{}", t.port.0)))
         } else {
-            base.host(&t.host);
-        }
-        base.port(t.port.0)
-            .user(&t.user)
+            Endpoint::Tcp {
+                host: t.host.clone(),
+                port: t.port.0,
+            }
+        };
+        let mut base = tokio_postgres::Config::new();
+        base.user(&t.user)
             .application_name("vitals")
-            .connect_timeout(t.connect_timeout.0)
-            .keepalives(true)
             .options(format!(
                 "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout=60000",
                 millis(t.statement_timeout.0),
                 millis(t.lock_timeout.0)
             ))
-            .ssl_mode(match t.sslmode {
-                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            .ssl_mode(match (&endpoint, t.sslmode) {
+                // As libpq: no TLS on Unix sockets.
+                (Endpoint::Unix(_), _) | (_, SslMode::Disable) => {
+                    tokio_postgres::config::SslMode::Disable
+                }
+                (_, SslMode::Prefer) => tokio_postgres::config::SslMode::Prefer,
                 _ => tokio_postgres::config::SslMode::Require,
             });
         let password = match (&t.password, &t.password_file) {
@@ -183,6 +301,7 @@ impl Pool {
         let limit = t.max_connections.max(2) as usize;
         Ok(Pool {
             base,
+            endpoint,
             tls,
             password,
             main_db: t.dbname.clone(),
@@ -213,6 +332,17 @@ impl Pool {
         self.limit - self.total.available_permits()
     }
 
+    /// Most connections the pool opens at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// `server_version_num` as last seen on a connection to the maintenance database; 0
+    /// before the first one.
+    pub fn server_version(&self) -> u32 {
+        self.version.load(Ordering::Relaxed)
+    }
+
     fn db_semaphore(&self, db: &str) -> Arc<Semaphore> {
         let mut map = self.per_db.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(db.to_string())
@@ -234,15 +364,14 @@ impl Pool {
         Some(idle.remove(i))
     }
 
-    /// Closes the least recently used idle connection of another database, to make room.
-    fn evict_one(&self) -> bool {
+    /// Closes the least recently used idle connection (of another database, since the caller
+    /// found none to its own), to make room.
+    fn evict_one(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.is_empty() {
-            return false;
+        if !idle.is_empty() {
+            // Idle connections are pushed at the end when returned: the first is the oldest.
+            idle.remove(0);
         }
-        // Idle connections are pushed at the end when returned: the first is the oldest.
-        idle.remove(0);
-        true
     }
 
     fn put_idle(&self, conn: Idle) {
@@ -287,16 +416,16 @@ impl Pool {
             if let Ok(p) = self.total.clone().try_acquire_owned() {
                 break p;
             }
-            if self.evict_one() {
-                continue;
-            }
+            // Make room by closing the least recently used idle connection: its slot comes
+            // back once its socket is closed, and the acquire below takes it.
+            self.evict_one();
             tokio::select! {
                 p = self.total.clone().acquire_owned() => break p.map_err(|_| busy())?,
                 _ = &mut returned => continue,
                 _ = tokio::time::sleep_until(deadline) => return Err(busy()),
             }
         };
-        match self.connect(db).await {
+        match self.connect(db, permit).await {
             Ok((client, version)) => {
                 self.succeeded();
                 Ok(Conn::new(
@@ -305,7 +434,6 @@ impl Pool {
                         db: db.to_string(),
                         client,
                         version,
-                        _permit: permit,
                     },
                     db_permit,
                 ))
@@ -347,7 +475,62 @@ impl Pool {
         b.last = e.to_string();
     }
 
-    async fn connect(&self, db: &str) -> Result<(Client, u32), ConnError> {
+    /// Opens a socket to the server (keepalives on, as libpq's default).
+    async fn open_socket(&self) -> io::Result<SessionSocket> {
+        let stream = match &self.endpoint {
+            Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+            Endpoint::Tcp { host, port } => {
+                let mut last = None;
+                let mut found = None;
+                for addr in tokio::net::lookup_host((host.as_str(), *port)).await? {
+                    let socket = if addr.is_ipv4() {
+                        TcpSocket::new_v4()?
+                    } else {
+                        TcpSocket::new_v6()?
+                    };
+                    socket.set_keepalive(true)?;
+                    match socket.connect(addr).await {
+                        Ok(s) => {
+                            s.set_nodelay(true)?;
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                match found {
+                    Some(s) => Stream::Tcp(s),
+                    None => {
+                        return Err(last.unwrap_or_else(|| {
+                            io::Error::new(io::ErrorKind::NotFound, "no address for the host")
+                        }));
+                    }
+                }
+            }
+        };
+        Ok(SessionSocket {
+            stream,
+            closing: None,
+        })
+    }
+
+    /// The TLS connector for one socket, for the configured host name.
+    fn tls_connect(&self) -> <MakeRustlsConnect as MakeTlsConnect<SessionSocket>>::TlsConnect {
+        let host = match &self.endpoint {
+            Endpoint::Tcp { host, .. } => host.as_str(),
+            Endpoint::Unix(_) => "localhost",
+        };
+        match MakeTlsConnect::<SessionSocket>::make_tls_connect(&mut self.tls.clone(), host) {
+            Ok(c) => c,
+            Err(never) => match never {},
+        }
+    }
+
+    async fn connect(
+        &self,
+        db: &str,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(Client, u32), ConnError> {
         let mut config = self.base.clone();
         config.dbname(db);
         match &self.password {
@@ -362,18 +545,34 @@ impl Pool {
         }
         let dsn = format!("{}/{db}", self.dsn);
         let timeout = self.connect_timeout;
-        let (client, connection) = tokio::time::timeout(timeout, config.connect(self.tls.clone()))
-            .await
-            .map_err(|_| ConnError::ConnectTimeout {
-                dsn: dsn.clone(),
-                timeout,
-            })?
-            .map_err(|source| ConnError::Connect {
-                dsn: dsn.clone(),
-                source,
-            })?;
+        let session = async {
+            let socket = self
+                .open_socket()
+                .await
+                .map_err(|source| ConnError::Socket {
+                    dsn: dsn.clone(),
+                    source,
+                })?;
+            config
+                .connect_raw(socket, self.tls_connect())
+                .await
+                .map_err(|source| ConnError::Connect {
+                    dsn: dsn.clone(),
+                    source,
+                })
+        };
+        let (client, connection) =
+            tokio::time::timeout(timeout, session).await.map_err(|_| {
+                ConnError::ConnectTimeout {
+                    dsn: dsn.clone(),
+                    timeout,
+                }
+            })??;
         drop(config);
         tokio::spawn(async move {
+            // Ends when the client is dropped (after sending Terminate and closing the
+            // socket) or the server closes the session; only then is the slot free.
+            let _permit = permit;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres connection ended");
             }
@@ -412,6 +611,7 @@ pub struct Conn {
     inner: Option<Idle>,
     db_permit: Option<OwnedSemaphorePermit>,
     interrupted: AtomicBool,
+    keep: bool,
 }
 
 impl Conn {
@@ -421,7 +621,15 @@ impl Conn {
             inner: Some(idle),
             db_permit: Some(db_permit),
             interrupted: AtomicBool::new(false),
+            keep: true,
         }
+    }
+
+    /// Closes the connection when it is dropped instead of keeping it idle for the next
+    /// use: for a fan-out to more databases than the pool can keep open, where an idle
+    /// connection would only be evicted before its database's next turn.
+    pub fn close_when_done(&mut self) {
+        self.keep = false;
     }
 
     /// `server_version_num` of the server.
@@ -434,25 +642,35 @@ impl Conn {
         self.inner.as_ref().map(|i| i.db.as_str()).unwrap_or("")
     }
 
-    /// Runs one statement with the simple query protocol and returns its rows. Several
-    /// calls polled together are pipelined on the connection.
-    pub async fn query(&self, sql: &str) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
+    /// Runs one statement with the simple query protocol and hands each row to `each` as it
+    /// arrives, without collecting the rows. Several calls polled together are pipelined on
+    /// the connection.
+    pub async fn for_each_row(
+        &self,
+        sql: &str,
+        mut each: impl FnMut(&SimpleQueryRow),
+    ) -> Result<(), tokio_postgres::Error> {
         let Some(inner) = self.inner.as_ref() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let guard = InFlight {
             flag: &self.interrupted,
             armed: true,
         };
-        let result = inner.client.simple_query(sql).await;
+        let result = async {
+            let stream = inner.client.simple_query_raw(sql).await?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(message) = futures_util::StreamExt::next(&mut stream).await {
+                if let SimpleQueryMessage::Row(row) = message? {
+                    each(&row);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        // Finished, with or without an error from the server: the session is idle again.
         guard.disarm();
-        Ok(result?
-            .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
-            .collect())
+        result
     }
 }
 
@@ -482,7 +700,11 @@ impl Drop for Conn {
         };
         let db_permit = self.db_permit.take();
         if !self.interrupted.load(Ordering::Relaxed) {
-            self.pool.put_idle(idle);
+            if self.keep {
+                self.pool.put_idle(idle);
+            }
+            // Otherwise dropping the client ends the session, and its slot comes back when
+            // the socket is closed.
             return;
         }
         // A query was abandoned mid-flight: cancel it on the server, wait until the session
@@ -491,15 +713,27 @@ impl Drop for Conn {
             return;
         };
         let pool = self.pool.clone();
+        let keep = self.keep;
         handle.spawn(async move {
             let _db_permit = db_permit;
             let token = idle.client.cancel_token();
-            if let Err(e) = token.cancel_query(pool.tls.clone()).await {
-                tracing::debug!(error = %e, "cancelling an abandoned postgres query failed");
+            let cancel = async {
+                let socket = pool.open_socket().await.map_err(|e| e.to_string())?;
+                token
+                    .cancel_query_raw(socket, pool.tls_connect())
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(RECOVER_TIMEOUT, cancel).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cancelling an abandoned postgres query failed")
+                }
+                Err(_) => tracing::debug!("cancelling an abandoned postgres query timed out"),
             }
             let settled =
                 tokio::time::timeout(RECOVER_TIMEOUT, idle.client.simple_query("select 1")).await;
-            if matches!(settled, Ok(Ok(_))) {
+            if matches!(settled, Ok(Ok(_))) && keep {
                 pool.put_idle(idle);
             }
         });

@@ -2,9 +2,13 @@
 //!
 //! Each scrape runs every wanted target concurrently. Per target, the server-wide queries
 //! (chosen for the server's version by [`queries`]) are pipelined on one connection to the
-//! maintenance database; per-database families (largest tables, indexes, sequences) fan out
-//! to one connection per database; database sizes come from a snapshot refreshed in the
-//! background when scrapes find it older than `size_refresh_interval`. A query that fails
+//! maintenance database. Two kinds of families cost more than a scrape can afford on a
+//! server with many databases, and come from [`snapshot`]s refreshed in the background
+//! while scrapes read them: database sizes (every `size_refresh_interval`) and the
+//! per-database families (largest tables, indexes, sequences: one statement per database
+//! over one connection per database, every `tables_refresh_interval`; with `0s`, in every
+//! scrape instead). A snapshot is never served older than three refresh intervals, and each
+//! scrape exports the age of the per-database data it carries. A query that fails
 //! (permission denied, missing view) drops only its own families and is counted in
 //! `pg_scrape_errors_total{reason}`; a server that cannot be reached shows `pg_up 0`.
 //!
@@ -15,21 +19,23 @@ pub mod conn;
 pub mod metrics;
 pub mod queries;
 pub mod settings;
+pub mod snapshot;
 pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope, TargetReport};
 use crate::config::{Config, PostgresTarget};
-use conn::{ConnError, Pool, query_reason};
-use metrics::{Desc, Labels, Samples};
-use queries::{Area, Query};
+use conn::{ConnError, MAIN_DB_CONNECTIONS, Pool, query_reason};
+use metrics::{Block, BlockBuilder, Desc, Exposition, Labels, Samples, TargetOutput};
+use queries::{Area, PerDatabase};
+use snapshot::Snapshot;
 
 /// `pg_up`
 pub const UP: Desc = Desc::gauge(
@@ -52,6 +58,30 @@ pub const OPEN_CONNECTIONS: Desc = Desc::gauge(
     "vitals_postgres_connections",
     "Connections vitals holds to this PostgreSQL target (idle or in use)",
 );
+
+/// `vitals_postgres_fanout_age_seconds`
+pub const FANOUT_AGE: Desc = Desc::gauge(
+    "vitals_postgres_fanout_age",
+    "Age of the oldest per-database data (tables, indexes, sequences) this scrape carries; 0 when the scrape gathered it itself",
+)
+.seconds();
+/// `vitals_postgres_fanout_databases`
+pub const FANOUT_DATABASES: Desc = Desc::gauge(
+    "vitals_postgres_fanout_databases",
+    "Databases whose per-database families (tables, indexes, sequences) this scrape carries",
+);
+/// `vitals_postgres_fanout_refresh_duration_seconds`
+pub const FANOUT_REFRESH_DURATION: Desc = Desc::gauge(
+    "vitals_postgres_fanout_refresh_duration",
+    "Time the last background refresh of the per-database families took",
+)
+.seconds();
+
+/// Most databases a background refresh works on at once.
+pub const BACKGROUND_CONCURRENCY: usize = 2;
+
+/// A snapshot older than this many refresh intervals is dropped rather than served.
+pub const MAX_AGE_INTERVALS: u32 = 3;
 
 /// Reasons of `pg_scrape_errors_total`, exported from the start so that rates work.
 pub const REASONS: &[&str] = &[
@@ -117,25 +147,42 @@ impl Collector for PostgresCollector {
                 .filter(|t| scope.wants(&t.cfg.name))
                 .map(|t| t.scrape(deadline));
             let results = futures_util::future::join_all(scrapes).await;
-            let mut samples = Vec::new();
-            let mut reports = Vec::new();
-            for (s, report) in results {
-                samples.extend(s.0);
+            let mut exposition = Exposition::default();
+            let mut reports = Vec::with_capacity(results.len());
+            for (output, report) in results {
+                exposition.targets.push(output);
                 reports.push(report);
             }
             Ok(Collected {
-                registry: metrics::into_registry(samples),
+                registry: exposition.into_registry(),
                 targets: reports,
             })
         })
     }
+
+    fn shutdown(&self) {
+        for t in &self.targets {
+            t.stop.send_replace(true);
+            t.pool.close_idle();
+        }
+    }
 }
 
-/// A snapshot of database sizes.
-struct SizeSnapshot {
+/// The per-database data of one database, as of one refresh.
+#[derive(Debug)]
+struct DatabaseData {
+    db: String,
     taken: Instant,
-    unix: f64,
-    samples: Samples,
+    blocks: Vec<Arc<Block>>,
+}
+
+/// The per-database families of every database of a fan-out.
+#[derive(Debug, Default)]
+struct FanOut {
+    databases: Vec<DatabaseData>,
+    /// Areas that failed, for the target's report.
+    failed: BTreeSet<&'static str>,
+    duration: Duration,
 }
 
 /// One configured server with its pool and its state across scrapes.
@@ -146,23 +193,23 @@ struct Target {
     errors: Mutex<BTreeMap<&'static str, u64>>,
     failing: Mutex<BTreeSet<Area>>,
     was_up: AtomicBool,
-    sizes: watch::Sender<Option<Arc<SizeSnapshot>>>,
-    refreshing: AtomicBool,
+    /// Databases of the fan-out, as the last scrape's database query found them.
+    fan_out_list: Mutex<Arc<Vec<String>>>,
+    sizes: Snapshot<Arc<Block>>,
+    fan_out: Snapshot<FanOut>,
+    /// Turns true when the collector is shut down: ends the refreshers.
+    stop: watch::Sender<bool>,
+    /// Whether the last per-database refresh took longer than its interval (logged once).
+    refresh_slow: AtomicBool,
 }
 
 /// What a scrape of one target has gathered so far (kept when the deadline cuts it off).
 #[derive(Default)]
 struct Progress {
+    blocks: Vec<Arc<Block>>,
     samples: Samples,
     up: bool,
     failed_areas: BTreeSet<&'static str>,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Target {
@@ -173,6 +220,8 @@ impl Target {
         })?;
         let mut labels = vec![("target".to_string(), cfg.name.clone())];
         labels.extend(cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let sizes = cfg.size_refresh_interval.0;
+        let tables = cfg.tables_refresh_interval.0;
         Ok(Target {
             cfg: cfg.clone(),
             labels,
@@ -180,8 +229,11 @@ impl Target {
             errors: Mutex::new(REASONS.iter().map(|r| (*r, 0)).collect()),
             failing: Mutex::new(BTreeSet::new()),
             was_up: AtomicBool::new(true),
-            sizes: watch::channel(None).0,
-            refreshing: AtomicBool::new(false),
+            fan_out_list: Mutex::new(Arc::new(Vec::new())),
+            sizes: Snapshot::new(sizes, sizes * MAX_AGE_INTERVALS),
+            fan_out: Snapshot::new(tables, tables * MAX_AGE_INTERVALS),
+            stop: watch::channel(false).0,
+            refresh_slow: AtomicBool::new(false),
         })
     }
 
@@ -224,7 +276,7 @@ impl Target {
         }
     }
 
-    async fn scrape(self: &Arc<Self>, deadline: Instant) -> (Samples, TargetReport) {
+    async fn scrape(self: &Arc<Self>, deadline: Instant) -> (TargetOutput, TargetReport) {
         let start = Instant::now();
         let mut p = Progress::default();
         let mut error = None;
@@ -260,10 +312,10 @@ impl Target {
             }
         }
         let duration = start.elapsed();
-        let mut out = p.samples;
-        out.push(&UP, vec![], if p.up { 1.0 } else { 0.0 });
-        out.push(&SCRAPE_DURATION, vec![], duration.as_secs_f64());
-        out.push(
+        let mut samples = p.samples;
+        samples.push(&UP, vec![], if p.up { 1.0 } else { 0.0 });
+        samples.push(&SCRAPE_DURATION, vec![], duration.as_secs_f64());
+        samples.push(
             &OPEN_CONNECTIONS,
             vec![],
             self.pool.open_connections() as f64,
@@ -274,7 +326,7 @@ impl Target {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            out.push(
+            samples.push(
                 &SCRAPE_ERRORS,
                 vec![("reason".into(), (*reason).into())],
                 *n as f64,
@@ -286,7 +338,12 @@ impl Target {
             duration,
             error,
         };
-        (out.with_prefix(&self.labels), report)
+        let output = TargetOutput {
+            prefix: self.labels.clone(),
+            blocks: p.blocks,
+            samples,
+        };
+        (output, report)
     }
 
     async fn scrape_inner(
@@ -303,159 +360,372 @@ impl Target {
             .then_some(self.cfg.statements_top_n);
         let queries = queries::server_queries(version, statements);
         let settings_query = settings::query(version);
-        let (results, settings_rows) = futures_util::future::join(
-            futures_util::future::join_all(queries.iter().map(|q| conn.query(&q.sql))),
-            conn.query(&settings_query.sql),
-        )
-        .await;
-        drop(conn);
-        let mut fan_out = Vec::new();
-        let none = Labels::new();
-        for (q, r) in queries.iter().zip(results) {
-            match r {
-                Ok(rows) => {
-                    self.area_result(q.area, None, None);
-                    p.samples.extend(q.samples(&rows, &none));
-                    if q.area == Area::Database {
-                        fan_out = self.fan_out_databases(&rows);
+        // Pipelined on the one connection; each result becomes its block as its rows arrive.
+        let runs = queries.into_iter().map(|q| {
+            let conn = &conn;
+            async move {
+                let q = Arc::new(q);
+                let mut block = BlockBuilder::new(q.clone(), Labels::new());
+                let mut list = (q.area == Area::Database).then(Vec::new);
+                let result = conn
+                    .for_each_row(&q.sql, |row| {
+                        block.push(row);
+                        if let (Some(list), Some(db)) = (list.as_mut(), self.fan_out_database(row))
+                        {
+                            list.push(db);
+                        }
+                    })
+                    .await;
+                (q.area, result.map(|()| (block.finish(), list)))
+            }
+        });
+        let settings_run = async {
+            let mut samples = Samples::default();
+            let result = conn
+                .for_each_row(&settings_query.sql, |row| {
+                    if let Some((desc, value)) = settings::sample(row) {
+                        samples.push(desc, vec![], value);
                     }
+                })
+                .await;
+            result.map(|()| samples)
+        };
+        let (results, settings) =
+            futures_util::future::join(futures_util::future::join_all(runs), settings_run).await;
+        drop(conn);
+        let mut fan_out = None;
+        for (area, r) in results {
+            match r {
+                Ok((block, list)) => {
+                    self.area_result(area, None, None);
+                    if let Some(list) = list {
+                        fan_out = Some(Arc::new(list));
+                    }
+                    p.blocks.push(Arc::new(block));
                 }
                 Err(e) => {
-                    self.area_result(q.area, None, Some(&e));
-                    p.failed_areas.insert(q.area.name());
+                    self.area_result(area, None, Some(&e));
+                    p.failed_areas.insert(area.name());
                 }
             }
         }
-        match settings_rows {
-            Ok(rows) => {
+        match settings {
+            Ok(samples) => {
                 self.area_result(Area::Settings, None, None);
-                p.samples.extend(settings::samples(&rows));
+                p.samples.extend(samples);
             }
             Err(e) => {
                 self.area_result(Area::Settings, None, Some(&e));
                 p.failed_areas.insert(Area::Settings.name());
             }
         }
-
-        if let Some(s) = self.database_sizes(deadline).await {
-            p.samples.extend(s);
+        if let Some(list) = &fan_out {
+            *self
+                .fan_out_list
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = list.clone();
         }
 
-        if self.cfg.tables_top_n > 0 && !fan_out.is_empty() {
-            let concurrency = (self.cfg.max_connections as usize).saturating_sub(1).max(1);
-            let mut stream = futures_util::stream::iter(fan_out)
-                .map(|db| self.scrape_database(db, version, deadline))
-                .buffer_unordered(concurrency);
-            while let Some((samples, failed)) = stream.next().await {
-                p.samples.extend(samples);
-                p.failed_areas.extend(failed);
+        if let Some(sizes) = self.database_sizes(deadline).await {
+            p.blocks.push(sizes.value.clone());
+            p.samples
+                .push(&queries::database::SIZE_TIMESTAMP, vec![], sizes.unix);
+        }
+
+        match fan_out {
+            Some(list) if self.cfg.tables_top_n > 0 && !list.is_empty() => {
+                self.per_database_families(&list, version, deadline, p)
+                    .await;
             }
+            _ => {}
         }
         Ok(())
     }
 
-    /// Databases to fan out to, from the database query's rows.
-    fn fan_out_databases<R: queries::TextRow>(&self, rows: &[R]) -> Vec<String> {
+    /// The database of a row of the database query, if it is one to fan out to.
+    fn fan_out_database<R: queries::TextRow>(&self, row: &R) -> Option<String> {
+        if row.cell("allow_conn").flatten() != Some("t")
+            || row.cell("is_template").flatten() != Some("f")
+        {
+            return None;
+        }
+        let db = row.cell("datname").flatten()?;
         let all = self.cfg.databases.iter().any(|d| d == "all");
-        rows.iter()
-            .filter(|r| {
-                r.cell("allow_conn").flatten() == Some("t")
-                    && r.cell("is_template").flatten() == Some("f")
-            })
-            .filter_map(|r| r.cell("datname").flatten().map(str::to_string))
-            .filter(|d| all || self.cfg.databases.contains(d))
-            .filter(|d| !self.cfg.exclude.contains(d))
-            .collect()
+        let wanted = all || self.cfg.databases.iter().any(|d| d == db);
+        (wanted && !self.cfg.exclude.iter().any(|d| d == db)).then(|| db.to_string())
     }
 
-    /// The per-database queries of one database of the fan-out.
-    async fn scrape_database(
+    /// Adds the per-database families to a scrape: gathered now when
+    /// `tables_refresh_interval` is 0, otherwise from the background snapshot (what is no
+    /// older than its maximum age).
+    async fn per_database_families(
         self: &Arc<Self>,
-        db: String,
+        list: &Arc<Vec<String>>,
         version: u32,
         deadline: Instant,
-    ) -> (Samples, Vec<&'static str>) {
-        let mut failed = Vec::new();
-        let conn = match self.pool.get(&db, deadline).await {
+        p: &mut Progress,
+    ) {
+        if self.cfg.tables_refresh_interval.0.is_zero() {
+            let fan_out = self.gather_fan_out(list, version, Some(deadline)).await;
+            p.failed_areas.extend(fan_out.failed.iter().copied());
+            p.samples
+                .push(&FANOUT_DATABASES, vec![], fan_out.databases.len() as f64);
+            if !fan_out.databases.is_empty() {
+                p.samples.push(&FANOUT_AGE, vec![], 0.0);
+            }
+            for d in fan_out.databases {
+                p.blocks.extend(d.blocks);
+            }
+            return;
+        }
+        let me = self.clone();
+        let stop = self.stop.subscribe();
+        let snapshot = self
+            .fan_out
+            .read(deadline, move || {
+                tokio::spawn(async move {
+                    let t = me.clone();
+                    me.fan_out.run(stop, || t.refresh_fan_out()).await;
+                });
+            })
+            .await;
+        let Some(snapshot) = snapshot else {
+            p.samples.push(&FANOUT_DATABASES, vec![], 0.0);
+            return;
+        };
+        let max_age = self.fan_out.max_age();
+        // Only databases this scrape still found (one dropped since the refresh is gone).
+        let current: std::collections::HashSet<&str> = list.iter().map(String::as_str).collect();
+        let mut served = 0;
+        let mut oldest = Duration::ZERO;
+        for d in &snapshot.value.databases {
+            let age = d.taken.elapsed();
+            if age > max_age || !current.contains(d.db.as_str()) {
+                continue;
+            }
+            served += 1;
+            oldest = oldest.max(age);
+            p.blocks.extend(d.blocks.iter().cloned());
+        }
+        p.failed_areas.extend(snapshot.value.failed.iter().copied());
+        p.samples.push(&FANOUT_DATABASES, vec![], served as f64);
+        if served > 0 {
+            p.samples.push(&FANOUT_AGE, vec![], oldest.as_secs_f64());
+        }
+        p.samples.push(
+            &FANOUT_REFRESH_DURATION,
+            vec![],
+            snapshot.value.duration.as_secs_f64(),
+        );
+    }
+
+    /// One background refresh of the per-database families, for the databases the last
+    /// scrape found. A database that fails keeps its previous data (served until it is
+    /// too old); databases no longer in the list are dropped.
+    async fn refresh_fan_out(self: &Arc<Self>) -> Option<FanOut> {
+        let list = self
+            .fan_out_list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let version = self.pool.server_version();
+        let mut fresh = self.gather_fan_out(&list, version, None).await;
+        if let Some(previous) = self.fan_out.latest() {
+            for old in &previous.value.databases {
+                let missing = !fresh.databases.iter().any(|d| d.db == old.db);
+                if missing && list.contains(&old.db) {
+                    fresh.databases.push(DatabaseData {
+                        db: old.db.clone(),
+                        taken: old.taken,
+                        blocks: old.blocks.clone(),
+                    });
+                }
+            }
+        }
+        tracing::debug!(
+            target_name = %self.cfg.name,
+            databases = list.len(),
+            duration = ?fresh.duration,
+            "per-database families refreshed"
+        );
+        // Data older than three intervals is dropped: say so before it happens.
+        let slow = fresh.duration > self.cfg.tables_refresh_interval.0;
+        if slow != self.refresh_slow.swap(slow, Ordering::Relaxed) {
+            if slow {
+                tracing::warn!(
+                    target_name = %self.cfg.name,
+                    databases = list.len(),
+                    duration = ?fresh.duration,
+                    interval = %self.cfg.tables_refresh_interval,
+                    "refreshing the per-database families takes longer than tables_refresh_interval; raise it (or max_connections)"
+                );
+            } else {
+                tracing::info!(target_name = %self.cfg.name, "per-database refresh fits its interval again");
+            }
+        }
+        Some(fresh)
+    }
+
+    /// Runs the per-database statement on every database of `list`, over at most
+    /// `max_connections` less the maintenance database's share at once. With a `deadline`
+    /// (a scrape), every database must be done by then; without (the background), each gets
+    /// `connect_timeout` plus `statement_timeout` from its start. Connections stay open for
+    /// the next time only when the pool can keep one per database.
+    async fn gather_fan_out(
+        self: &Arc<Self>,
+        list: &[String],
+        version: u32,
+        deadline: Option<Instant>,
+    ) -> FanOut {
+        let started = Instant::now();
+        let statement = Arc::new(queries::per_database(version, self.cfg.tables_top_n));
+        let limit = self.pool.limit();
+        let keep = list.len() + MAIN_DB_CONNECTIONS <= limit;
+        let mut concurrency = limit.saturating_sub(MAIN_DB_CONNECTIONS).max(1);
+        if deadline.is_none() {
+            // In the background nothing waits for the refresh: go gently on the server (and
+            // on scrapes running meanwhile) rather than fast.
+            concurrency = concurrency.min(BACKGROUND_CONCURRENCY);
+        }
+        let budget =
+            self.cfg.connect_timeout.0 + self.cfg.statement_timeout.0 + Duration::from_secs(1);
+        let mut out = FanOut::default();
+        // Owned futures: the stream is polled from a spawned task (the refresher).
+        let mut stream = futures_util::stream::iter(list.to_vec())
+            .map(|db| {
+                let deadline = deadline.unwrap_or_else(|| Instant::now() + budget);
+                let (me, statement) = (self.clone(), statement.clone());
+                async move { me.scrape_database(&db, &statement, keep, deadline).await }
+            })
+            .buffer_unordered(concurrency);
+        while let Some(result) = stream.next().await {
+            match result {
+                Ok(data) => out.databases.push(data),
+                Err(area) => {
+                    out.failed.insert(area);
+                }
+            }
+        }
+        out.duration = started.elapsed();
+        out
+    }
+
+    /// The per-database statement on one database; the name of what failed otherwise.
+    async fn scrape_database(
+        self: &Arc<Self>,
+        db: &str,
+        statement: &PerDatabase,
+        keep: bool,
+        deadline: Instant,
+    ) -> Result<DatabaseData, &'static str> {
+        let mut conn = match self.pool.get(db, deadline).await {
             Ok(c) => c,
             Err(e) => {
                 if !matches!(e, ConnError::Backoff { .. }) {
                     self.count_error(e.reason());
                 }
                 tracing::debug!(target_name = %self.cfg.name, database = %db, error = %e, "fan-out connection failed");
-                failed.push("fan-out connection");
-                return (Samples::default(), failed);
+                return Err("fan-out connection");
             }
         };
-        let qs: Vec<Query> = queries::database_queries(version, self.cfg.tables_top_n);
-        let results = futures_util::future::join_all(qs.iter().map(|q| conn.query(&q.sql))).await;
-        drop(conn);
-        let labels = vec![("datname".to_string(), db.clone())];
-        let mut out = Samples::default();
-        for (q, r) in qs.iter().zip(results) {
-            match r {
-                Ok(rows) => out.extend(q.samples(&rows, &labels)),
-                Err(e) => {
-                    self.area_result(q.area, Some(&db), Some(&e));
-                    failed.push(q.area.name());
-                }
+        if !keep {
+            conn.close_when_done();
+        }
+        let extra = vec![("datname".to_string(), db.to_string())];
+        let mut parts: Vec<BlockBuilder> = statement
+            .parts
+            .iter()
+            .map(|(_, q)| BlockBuilder::new(q.clone(), extra.clone()))
+            .collect();
+        let mut part_column = None;
+        let rows = conn.for_each_row(&statement.sql, |row| {
+            let i = *part_column
+                .get_or_insert_with(|| queries::TextRow::position(row, queries::PART_COLUMN));
+            let tag = i.and_then(|i| queries::TextRow::at(row, i));
+            if let Some(b) = statement
+                .parts
+                .iter()
+                .position(|(t, _)| Some(*t) == tag)
+                .and_then(|b| parts.get_mut(b))
+            {
+                b.push(row);
             }
-        }
-        (out, failed)
+        });
+        match tokio::time::timeout_at(deadline.into(), rows).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.area_result(Area::PerDatabase, Some(db), Some(&e));
+                return Err(Area::PerDatabase.name());
+            }
+            Err(_) => {
+                // Dropping the query marked the connection: it is cancelled on the server.
+                self.count_error("timeout");
+                tracing::debug!(target_name = %self.cfg.name, database = %db, "per-database statement timed out");
+                return Err(Area::PerDatabase.name());
+            }
+        };
+        drop(conn);
+        let taken = Instant::now();
+        let blocks = parts
+            .into_iter()
+            .map(BlockBuilder::finish)
+            .filter(|b| b.rows() > 0)
+            .map(Arc::new)
+            .collect();
+        Ok(DatabaseData {
+            db: db.to_string(),
+            taken,
+            blocks,
+        })
     }
 
-    /// Database sizes from the snapshot; starts a background refresh when it is stale, and
-    /// waits for the first one (until the deadline) when there is none yet.
-    async fn database_sizes(self: &Arc<Self>, deadline: Instant) -> Option<Samples> {
-        let mut rx = self.sizes.subscribe();
-        let stale = rx
-            .borrow()
-            .as_ref()
-            .is_none_or(|s| s.taken.elapsed() >= self.cfg.size_refresh_interval.0);
-        if stale && !self.refreshing.swap(true, Ordering::AcqRel) {
-            let me = self.clone();
-            tokio::spawn(async move { me.refresh_sizes().await });
-        }
-        if rx.borrow().is_none() {
-            let _ = tokio::time::timeout_at(deadline.into(), rx.changed()).await;
-        }
-        let snapshot = rx.borrow().clone()?;
-        let mut out = snapshot.samples.clone();
-        out.push(&queries::database::SIZE_TIMESTAMP, vec![], snapshot.unix);
-        Some(out)
+    /// Database sizes from their snapshot (see [`snapshot`]).
+    async fn database_sizes(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Option<Arc<snapshot::Stamped<Arc<Block>>>> {
+        let me = self.clone();
+        let stop = self.stop.subscribe();
+        self.sizes
+            .read(deadline, move || {
+                tokio::spawn(async move {
+                    let t = me.clone();
+                    me.sizes.run(stop, || t.refresh_sizes()).await;
+                });
+            })
+            .await
     }
 
-    async fn refresh_sizes(self: Arc<Self>) {
+    async fn refresh_sizes(self: &Arc<Self>) -> Option<Arc<Block>> {
         let budget = self.cfg.connect_timeout.0 + self.cfg.statement_timeout.0;
         let deadline = Instant::now() + budget + Duration::from_secs(1);
         let result = async {
             let conn = self.pool.get(&self.cfg.dbname, deadline).await?;
-            let q = queries::database_size(conn.version());
-            let rows = conn.query(&q.sql).await;
-            Ok::<_, ConnError>((q, rows))
+            let query = queries::database_size(conn.version());
+            let sql = query.sql.clone();
+            let mut block = BlockBuilder::new(Arc::new(query), Labels::new());
+            let rows = conn.for_each_row(&sql, |row| block.push(row)).await;
+            Ok::<_, ConnError>((block, rows))
         };
         match tokio::time::timeout_at(deadline.into(), result).await {
-            Ok(Ok((q, Ok(rows)))) => {
+            Ok(Ok((block, Ok(())))) => {
                 self.area_result(Area::DatabaseSize, None, None);
-                let samples = q.samples(&rows, &Labels::new());
-                self.sizes.send_replace(Some(Arc::new(SizeSnapshot {
-                    taken: Instant::now(),
-                    unix: unix_now(),
-                    samples,
-                })));
+                Some(Arc::new(block.finish()))
             }
-            Ok(Ok((_, Err(e)))) => self.area_result(Area::DatabaseSize, None, Some(&e)),
+            Ok(Ok((_, Err(e)))) => {
+                self.area_result(Area::DatabaseSize, None, Some(&e));
+                None
+            }
             Ok(Err(e)) => {
                 tracing::debug!(target_name = %self.cfg.name, error = %e, "database size refresh could not connect");
+                None
             }
             Err(_) => {
                 self.count_error("timeout");
                 tracing::debug!(target_name = %self.cfg.name, "database size refresh timed out");
+                None
             }
         }
-        self.refreshing.store(false, Ordering::Release);
-        // Wake scrapes waiting for a first snapshot even when this refresh failed.
-        self.sizes.send_modify(|_| {});
     }
 }
 
@@ -470,11 +740,11 @@ mod tests {
 
     struct Row(Vec<(&'static str, &'static str)>);
     impl queries::TextRow for Row {
-        fn cell(&self, column: &str) -> Option<Option<&str>> {
-            self.0
-                .iter()
-                .find(|(c, _)| *c == column)
-                .map(|(_, v)| Some(*v))
+        fn position(&self, column: &str) -> Option<usize> {
+            self.0.iter().position(|(c, _)| *c == column)
+        }
+        fn at(&self, index: usize) -> Option<&str> {
+            self.0.get(index).map(|(_, v)| *v)
         }
     }
 
@@ -488,7 +758,7 @@ mod tests {
 
     #[test]
     fn fan_out_follows_databases_and_exclude() {
-        let rows = vec![
+        let rows = [
             db("postgres", "t", "f"),
             db("app", "t", "f"),
             db("old", "t", "f"),
@@ -498,11 +768,14 @@ mod tests {
         let t = target(
             "exporter:\n  postgres:\n    targets:\n      - name: a\n        exclude: [old]\n",
         );
-        assert_eq!(t.fan_out_databases(&rows), vec!["postgres", "app"]);
+        let fan_out = |t: &Target| -> Vec<String> {
+            rows.iter().filter_map(|r| t.fan_out_database(r)).collect()
+        };
+        assert_eq!(fan_out(&t), vec!["postgres", "app"]);
         let t = target(
             "exporter:\n  postgres:\n    targets:\n      - name: a\n        databases: [app, template1]\n",
         );
-        assert_eq!(t.fan_out_databases(&rows), vec!["app"]);
+        assert_eq!(fan_out(&t), vec!["app"]);
     }
 
     #[tokio::test]
@@ -516,7 +789,8 @@ mod tests {
             "exporter:\n  postgres:\n    targets:\n      - name: gone\n        port: {port}\n        password: hunter2-secret\n        labels: {{env: test}}\n"
         ));
         let started = Instant::now();
-        let (samples, report) = t.scrape(Instant::now() + Duration::from_secs(5)).await;
+        let (output, report) = t.scrape(Instant::now() + Duration::from_secs(5)).await;
+        let samples = output.samples;
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(!report.up);
         let err = report.error.expect("error");
@@ -528,13 +802,15 @@ mod tests {
             .find(|s| s.desc == UP)
             .expect("pg_up sample");
         assert_eq!(up.value, 0.0);
+        assert!(up.labels.is_empty());
         assert_eq!(
-            up.labels,
+            output.prefix,
             vec![
                 ("target".to_string(), "gone".to_string()),
                 ("env".to_string(), "test".to_string())
             ]
         );
+        assert!(output.blocks.is_empty());
         let connect_errors = samples
             .0
             .iter()
@@ -551,7 +827,15 @@ mod tests {
 
 /// Every family the collector can produce on any supported version, for documentation.
 pub fn families() -> Vec<Desc> {
-    let mut out = vec![UP, SCRAPE_DURATION, SCRAPE_ERRORS, OPEN_CONNECTIONS];
+    let mut out = vec![
+        UP,
+        SCRAPE_DURATION,
+        SCRAPE_ERRORS,
+        OPEN_CONNECTIONS,
+        FANOUT_AGE,
+        FANOUT_DATABASES,
+        FANOUT_REFRESH_DURATION,
+    ];
     for v in [120000, 130000, 140000, 170000, 180000] {
         let mut qs = queries::server_queries(v, Some(1));
         qs.extend(queries::database_queries(v, 1));

@@ -4,7 +4,7 @@
 //! Every query returns text (the simple query protocol): label columns as text, metric
 //! columns as numbers or booleans; NULL metric values are skipped.
 
-use super::metrics::{Desc, Labels, Samples};
+use super::metrics::Desc;
 
 /// Oldest PostgreSQL major version whose SQL is maintained here.
 pub const MIN_VERSION: u32 = 120000;
@@ -44,6 +44,8 @@ pub enum Area {
     Indexes,
     /// pg_sequences, per database.
     Sequences,
+    /// The one per-database statement of the fan-out (tables, indexes and sequences).
+    PerDatabase,
     /// pg_stat_statements.
     Statements,
 }
@@ -68,6 +70,7 @@ impl Area {
             Area::Tables => "tables",
             Area::Indexes => "indexes",
             Area::Sequences => "sequences",
+            Area::PerDatabase => "per_database",
             Area::Statements => "statements",
         }
     }
@@ -113,15 +116,27 @@ pub struct Query {
     pub columns: Vec<Column>,
 }
 
-/// A row as text cells by column name, as the simple query protocol returns it.
+/// A row as text cells, as the simple query protocol returns it.
 pub trait TextRow {
+    /// The index of `column` in the row, `None` when the result has no such column.
+    fn position(&self, column: &str) -> Option<usize>;
+
+    /// The cell at `index`: `None` for NULL (or an index out of range).
+    fn at(&self, index: usize) -> Option<&str>;
+
     /// The cell of `column`: `None` when the column is missing, `Some(None)` for NULL.
-    fn cell(&self, column: &str) -> Option<Option<&str>>;
+    fn cell(&self, column: &str) -> Option<Option<&str>> {
+        self.position(column).map(|i| self.at(i))
+    }
 }
 
 impl TextRow for tokio_postgres::SimpleQueryRow {
-    fn cell(&self, column: &str) -> Option<Option<&str>> {
-        self.try_get(column).ok()
+    fn position(&self, column: &str) -> Option<usize> {
+        self.columns().iter().position(|c| c.name() == column)
+    }
+
+    fn at(&self, index: usize) -> Option<&str> {
+        self.try_get(index).ok().flatten()
     }
 }
 
@@ -131,26 +146,6 @@ pub fn parse_number(s: &str) -> Option<f64> {
         "t" | "on" | "true" => Some(1.0),
         "f" | "off" | "false" => Some(0.0),
         _ => s.trim().parse::<f64>().ok(),
-    }
-}
-
-impl Query {
-    /// Turns result rows into samples; `extra` labels go first on every sample.
-    pub fn samples<R: TextRow>(&self, rows: &[R], extra: &Labels) -> Samples {
-        let mut out = Samples::default();
-        for row in rows {
-            let mut labels = extra.clone();
-            for l in self.labels {
-                let v = row.cell(l).flatten().unwrap_or("");
-                labels.push(((*l).to_string(), v.to_string()));
-            }
-            for c in &self.columns {
-                if let Some(v) = row.cell(c.name).flatten().and_then(parse_number) {
-                    out.push(&c.desc, labels.clone(), v * c.scale);
-                }
-            }
-        }
-        out
     }
 }
 
@@ -1065,62 +1060,109 @@ pub mod tables {
     .ratio();
 }
 
+/// The user relations of pg_stat_user_tables and pg_stat_user_indexes: what their views
+/// select, without the views (see [`tables`]).
+const USER_SCHEMA: &str = "n.nspname not in ('pg_catalog', 'information_schema') \
+     and n.nspname !~ '^pg_toast'";
+
 /// The `top_n` largest user tables of the connected database (by pages).
+///
+/// The columns of pg_stat_user_tables, read with the `pg_stat_get_*` functions its view
+/// calls, from pg_class: planning the view (a grouped join with pg_index) costs more than
+/// running it, and the fan-out runs this on every database; the index sums are taken for
+/// the `top_n` rows only.
 pub fn tables(version: u32, top_n: u32) -> Query {
     use tables::*;
+    let f = |name: &str| format!("pg_stat_get_{name}(c.oid)");
+    let index_sum = |name: &str| {
+        format!(
+            "(select sum(pg_stat_get_{name}(i.indexrelid)) from pg_index i where i.indrelid = c.oid)::bigint"
+        )
+    };
     let mut columns = vec![
-        col("seq_scan", SEQ_SCAN),
-        col("seq_tup_read", SEQ_TUP_READ),
-        col("idx_scan", IDX_SCAN),
-        col("idx_tup_fetch", IDX_TUP_FETCH),
-        col("n_tup_ins", N_TUP_INS),
-        col("n_tup_upd", N_TUP_UPD),
-        col("n_tup_del", N_TUP_DEL),
-        col("n_tup_hot_upd", N_TUP_HOT_UPD),
-        col("n_live_tup", N_LIVE_TUP),
-        col("n_dead_tup", N_DEAD_TUP),
-        col("n_mod_since_analyze", N_MOD_SINCE_ANALYZE),
-        col("vacuum_count", VACUUM_COUNT),
-        col("autovacuum_count", AUTOVACUUM_COUNT),
-        col("analyze_count", ANALYZE_COUNT),
-        col("autoanalyze_count", AUTOANALYZE_COUNT),
+        (col("seq_scan", SEQ_SCAN), f("numscans")),
+        (col("seq_tup_read", SEQ_TUP_READ), f("tuples_returned")),
+        (col("idx_scan", IDX_SCAN), index_sum("numscans")),
+        (
+            col("idx_tup_fetch", IDX_TUP_FETCH),
+            format!(
+                "({} + {})",
+                index_sum("tuples_fetched"),
+                f("tuples_fetched")
+            ),
+        ),
+        (col("n_tup_ins", N_TUP_INS), f("tuples_inserted")),
+        (col("n_tup_upd", N_TUP_UPD), f("tuples_updated")),
+        (col("n_tup_del", N_TUP_DEL), f("tuples_deleted")),
+        (col("n_tup_hot_upd", N_TUP_HOT_UPD), f("tuples_hot_updated")),
+        (col("n_live_tup", N_LIVE_TUP), f("live_tuples")),
+        (col("n_dead_tup", N_DEAD_TUP), f("dead_tuples")),
+        (
+            col("n_mod_since_analyze", N_MOD_SINCE_ANALYZE),
+            f("mod_since_analyze"),
+        ),
+        (col("vacuum_count", VACUUM_COUNT), f("vacuum_count")),
+        (
+            col("autovacuum_count", AUTOVACUUM_COUNT),
+            f("autovacuum_count"),
+        ),
+        (col("analyze_count", ANALYZE_COUNT), f("analyze_count")),
+        (
+            col("autoanalyze_count", AUTOANALYZE_COUNT),
+            f("autoanalyze_count"),
+        ),
     ];
     if version >= 130000 {
-        columns.push(col("n_ins_since_vacuum", N_INS_SINCE_VACUUM));
+        columns.push((
+            col("n_ins_since_vacuum", N_INS_SINCE_VACUUM),
+            f("ins_since_vacuum"),
+        ));
     }
-    let mut names: Vec<String> = columns.iter().map(|c| format!("s.{}", c.name)).collect();
     for (c, desc) in [
         ("last_vacuum", LAST_VACUUM),
         ("last_autovacuum", LAST_AUTOVACUUM),
         ("last_analyze", LAST_ANALYZE),
         ("last_autoanalyze", LAST_AUTOANALYZE),
     ] {
-        names.push(format!("extract(epoch from s.{c}) as {c}"));
-        columns.push(col(c, desc));
+        let time = f(&format!("{c}_time"));
+        columns.push((col(c, desc), format!("extract(epoch from {time})")));
     }
-    names.push("pg_total_relation_size(s.relid) as total_size".into());
-    columns.push(col("total_size", TOTAL_SIZE));
+    columns.push((
+        col("total_size", TOTAL_SIZE),
+        "pg_total_relation_size(c.oid)".into(),
+    ));
+    let select: Vec<String> = columns
+        .iter()
+        .map(|(c, expr)| format!("{expr} as {}", c.name))
+        .collect();
     Query {
         area: Area::Tables,
         sql: format!(
-            "select s.schemaname, s.relname, {} from pg_stat_user_tables s \
-             join pg_class c on c.oid = s.relid order by c.relpages desc, s.relid limit {top_n}",
-            names.join(", ")
+            "select n.nspname as schemaname, c.relname, {} from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 't', 'm', 'p') and {USER_SCHEMA} \
+             order by c.relpages desc, c.oid limit {top_n}",
+            select.join(", ")
         ),
         labels: &["schemaname", "relname"],
-        columns,
+        columns: columns.into_iter().map(|(c, _)| c).collect(),
     }
 }
 
-/// The `top_n` largest user indexes of the connected database.
+/// The `top_n` largest user indexes of the connected database: pg_stat_user_indexes'
+/// columns, read as its view does (see [`tables`]).
 pub fn indexes(_version: u32, top_n: u32) -> Query {
     use tables::*;
     Query {
         area: Area::Indexes,
         sql: format!(
-            "select s.schemaname, s.relname, s.indexrelname, s.idx_scan, s.idx_tup_read, \
-             s.idx_tup_fetch, pg_relation_size(s.indexrelid) as size from pg_stat_user_indexes s \
-             join pg_class c on c.oid = s.indexrelid order by c.relpages desc, s.indexrelid limit {top_n}"
+            "select n.nspname as schemaname, t.relname, c.relname as indexrelname, \
+             pg_stat_get_numscans(c.oid) as idx_scan, pg_stat_get_tuples_returned(c.oid) as idx_tup_read, \
+             pg_stat_get_tuples_fetched(c.oid) as idx_tup_fetch, pg_relation_size(c.oid) as size \
+             from pg_index x join pg_class c on c.oid = x.indexrelid \
+             join pg_class t on t.oid = x.indrelid join pg_namespace n on n.oid = t.relnamespace \
+             where t.relkind in ('r', 't', 'm') and {USER_SCHEMA} \
+             order by c.relpages desc, c.oid limit {top_n}"
         ),
         labels: &["schemaname", "relname", "indexrelname"],
         columns: vec![
@@ -1253,13 +1295,79 @@ pub fn server_queries(version: u32, statements_top_n: Option<u32>) -> Vec<Query>
     q
 }
 
-/// Per-database queries of the fan-out.
+/// Per-database queries of the fan-out, as parts of [`per_database`]'s one statement.
 pub fn database_queries(version: u32, top_n: u32) -> Vec<Query> {
     vec![
         tables(version, top_n),
         indexes(version, top_n),
         sequences(version, top_n),
     ]
+}
+
+/// The fan-out's statement for one database: the parts of [`database_queries`] as one
+/// `UNION ALL`, each row tagged with its part in the column `part`, so that a database
+/// costs one statement and one round trip. Every label and value column is text (NULL
+/// where a part has no such column), as the simple query protocol returns it anyway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerDatabase {
+    /// The SQL text.
+    pub sql: String,
+    /// The parts with their tag (the value of `part`), shared by the blocks of every
+    /// database of a fan-out.
+    pub parts: Vec<(&'static str, std::sync::Arc<Query>)>,
+}
+
+/// Name of the column that tags each row of [`PerDatabase`] with its part.
+pub const PART_COLUMN: &str = "part";
+
+/// Builds the fan-out statement for `version`, `top_n` rows per part.
+pub fn per_database(version: u32, top_n: u32) -> PerDatabase {
+    let parts: Vec<(&'static str, Query)> = ["tables", "indexes", "sequences"]
+        .into_iter()
+        .zip(database_queries(version, top_n))
+        .collect();
+    let mut labels: Vec<&'static str> = Vec::new();
+    let mut values: Vec<&'static str> = Vec::new();
+    for (_, q) in &parts {
+        for l in q.labels {
+            if !labels.contains(l) {
+                labels.push(l);
+            }
+        }
+        for c in &q.columns {
+            if !values.contains(&c.name) {
+                values.push(c.name);
+            }
+        }
+    }
+    let branches: Vec<String> = parts
+        .iter()
+        .map(|(tag, q)| {
+            let mut cols = vec![format!("'{tag}'::text as {PART_COLUMN}")];
+            for l in &labels {
+                cols.push(if q.labels.contains(l) {
+                    format!("p.{l}::text as {l}")
+                } else {
+                    format!("null::text as {l}")
+                });
+            }
+            for v in &values {
+                cols.push(if q.columns.iter().any(|c| c.name == *v) {
+                    format!("p.{v}::text as {v}")
+                } else {
+                    format!("null::text as {v}")
+                });
+            }
+            format!("select {} from ({}) p", cols.join(", "), q.sql)
+        })
+        .collect();
+    PerDatabase {
+        sql: branches.join(" union all "),
+        parts: parts
+            .into_iter()
+            .map(|(tag, q)| (tag, std::sync::Arc::new(q)))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -1367,14 +1475,18 @@ mod tests {
 
     struct Row(Vec<(&'static str, Option<&'static str>)>);
     impl TextRow for Row {
-        fn cell(&self, column: &str) -> Option<Option<&str>> {
-            self.0.iter().find(|(c, _)| *c == column).map(|(_, v)| *v)
+        fn position(&self, column: &str) -> Option<usize> {
+            self.0.iter().position(|(c, _)| *c == column)
+        }
+        fn at(&self, index: usize) -> Option<&str> {
+            self.0.get(index).and_then(|(_, v)| *v)
         }
     }
 
     #[test]
-    fn rows_become_samples() {
-        let q = database(150004);
+    fn rows_become_a_block() {
+        use super::super::metrics::Block;
+        let q = std::sync::Arc::new(database(150004));
         let rows = vec![Row(vec![
             ("datname", Some("app")),
             ("numbackends", Some("3")),
@@ -1382,20 +1494,23 @@ mod tests {
             ("blk_read_time", Some("1500")),
             ("xid_age", None),
         ])];
-        let s = q.samples(&rows, &vec![("target".into(), "t".into())]);
-        assert_eq!(s.0.len(), 3, "NULL and missing cells are skipped: {s:?}");
-        let read =
-            s.0.iter()
-                .find(|x| x.desc == database::BLK_READ_TIME)
-                .expect("blk_read_time");
+        let b = Block::from_rows(q, vec![("x".into(), "y".into())], &rows);
+        assert_eq!(b.rows(), 1);
+        assert!(b.series(&database::XID_AGE).is_empty(), "NULL is skipped");
         assert!(
-            (read.value - 1.5).abs() < 1e-9,
+            b.series(&database::MXID_AGE).is_empty(),
+            "missing is skipped"
+        );
+        let read = b.series(&database::BLK_READ_TIME);
+        assert_eq!(read.len(), 1);
+        assert!(
+            (read[0].1 - 1.5).abs() < 1e-9,
             "milliseconds become seconds"
         );
         assert_eq!(
-            read.labels,
+            read[0].0,
             vec![
-                ("target".to_string(), "t".to_string()),
+                ("x".to_string(), "y".to_string()),
                 ("datname".to_string(), "app".to_string())
             ]
         );
@@ -1403,5 +1518,39 @@ mod tests {
         assert_eq!(parse_number("f"), Some(0.0));
         assert_eq!(parse_number("12.5"), Some(12.5));
         assert_eq!(parse_number("x"), None);
+    }
+
+    #[test]
+    fn one_statement_per_database() {
+        for v in VERSIONS {
+            let p = per_database(v, 7);
+            let tags: Vec<&str> = p.parts.iter().map(|(t, _)| *t).collect();
+            assert_eq!(tags, ["tables", "indexes", "sequences"]);
+            assert_eq!(p.sql.matches(" union all ").count(), 2, "{}", p.sql);
+            assert_eq!(p.sql.matches("limit 7").count(), 3, "{}", p.sql);
+            assert!(!p.sql.contains(';'), "one statement: {}", p.sql);
+            // Every branch has every column, in the same order.
+            let branches: Vec<&str> = p.sql.split(" union all ").collect();
+            let heads: Vec<Vec<&str>> = branches
+                .iter()
+                .map(|b| {
+                    let head = b.split(" from (").next().unwrap_or("");
+                    head.split(", ")
+                        .filter_map(|c| c.rsplit(" as ").next())
+                        .collect()
+                })
+                .collect();
+            assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+            for (tag, q) in &p.parts {
+                assert!(p.sql.contains(&format!("'{tag}'::text as part")));
+                for l in q.labels {
+                    assert!(heads[0].contains(l), "{v} {tag} label {l}");
+                }
+                for c in &q.columns {
+                    assert!(heads[0].contains(&c.name), "{v} {tag} column {}", c.name);
+                }
+            }
+            assert_eq!(has(&p.parts[0].1, "n_ins_since_vacuum"), v >= 130000);
+        }
     }
 }

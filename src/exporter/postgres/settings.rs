@@ -96,22 +96,25 @@ pub fn unit_factor(unit: &str) -> Option<f64> {
 pub fn samples<R: TextRow>(rows: &[R]) -> Samples {
     let mut out = Samples::default();
     for row in rows {
-        let Some(Some(name)) = row.cell("name") else {
-            continue;
-        };
-        let Some((_, desc)) = SETTINGS.iter().find(|(n, _)| *n == name) else {
-            continue;
-        };
-        let setting = row.cell("setting").flatten().unwrap_or("");
-        let unit = row.cell("unit").flatten().unwrap_or("");
-        let (Some(v), Some(f)) = (parse_number(setting), unit_factor(unit)) else {
-            continue;
-        };
-        // -1 means "disabled" for sizes and times; keep it as -1 rather than scaling it.
-        let value = if v < 0.0 { v } else { v * f };
-        out.push(desc, vec![], value);
+        if let Some((desc, value)) = sample(row) {
+            out.push(desc, vec![], value);
+        }
     }
     out
+}
+
+/// One pg_settings row as a family and a value in base units; `None` for a setting off the
+/// allow-list or a value that is not a number.
+pub fn sample<R: TextRow>(row: &R) -> Option<(&'static Desc, f64)> {
+    let name = row.cell("name").flatten()?;
+    let (_, desc) = SETTINGS.iter().find(|(n, _)| *n == name)?;
+    let setting = row.cell("setting").flatten().unwrap_or("");
+    let unit = row.cell("unit").flatten().unwrap_or("");
+    let (Some(v), Some(f)) = (parse_number(setting), unit_factor(unit)) else {
+        return None;
+    };
+    // -1 means "disabled" for sizes and times; keep it as -1 rather than scaling it.
+    Some((desc, if v < 0.0 { v } else { v * f }))
 }
 
 #[cfg(test)]
@@ -120,11 +123,11 @@ mod tests {
 
     struct Row([(&'static str, &'static str); 3]);
     impl TextRow for Row {
-        fn cell(&self, column: &str) -> Option<Option<&str>> {
-            self.0
-                .iter()
-                .find(|(c, _)| *c == column)
-                .map(|(_, v)| Some(*v))
+        fn position(&self, column: &str) -> Option<usize> {
+            self.0.iter().position(|(c, _)| *c == column)
+        }
+        fn at(&self, index: usize) -> Option<&str> {
+            self.0.get(index).map(|(_, v)| *v)
         }
     }
 
