@@ -17,8 +17,15 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=VITALS_GIT_REVISION={rev}");
     println!("cargo:rerun-if-env-changed=VITALS_GIT_REVISION");
-    for f in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
-        if std::path::Path::new(f).exists() {
+    // HEAD names the branch; the branch's ref file changes with every commit.
+    let mut watch = vec![".git/HEAD".to_string(), ".git/packed-refs".to_string()];
+    if let Ok(head) = std::fs::read_to_string(".git/HEAD")
+        && let Some(r) = head.trim().strip_prefix("ref: ")
+    {
+        watch.push(format!(".git/{r}"));
+    }
+    for f in watch {
+        if std::path::Path::new(&f).exists() {
             println!("cargo:rerun-if-changed={f}");
         }
     }
