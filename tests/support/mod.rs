@@ -263,6 +263,32 @@ pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> std::process::Outp
     output
 }
 
+/// Polls `url` until it answers 200 or `child` exits, for at most [`STARTUP_TIMEOUT`];
+/// `what` names the server in the error.
+pub fn wait_http_ready(
+    child: &mut std::process::Child,
+    client: &reqwest::blocking::Client,
+    url: &str,
+    what: &str,
+) -> Result<(), String> {
+    let mut exit = None;
+    let ready = poll_until(STARTUP_TIMEOUT, || {
+        if let Some(status) = exited(child) {
+            exit = Some(status);
+            return Some(false);
+        }
+        http_ok(client, url).then_some(true)
+    });
+    match (ready, exit) {
+        (Some(true), _) => Ok(()),
+        (_, Some(status)) => Err(format!("{what} exited before it was ready, with {status}")),
+        _ => Err(format!(
+            "{url} did not answer 200 within {}s",
+            STARTUP_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// One sample of a text exposition: metric name, labels, value.
 #[derive(Debug, Clone)]
 pub struct Sample {

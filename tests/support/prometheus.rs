@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, exited, http_client, http_ok, kill_and_reap,
-    log_block, poll_until, require_binary, says_address_in_use, temp_dir, write_file,
+    LOOPBACK, START_ATTEMPTS, http_client, kill_and_reap, log_block, poll_until, require_binary,
+    says_address_in_use, temp_dir, write_file,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -185,24 +185,8 @@ impl Prometheus {
 
     fn wait_ready(&mut self) -> Result<(), String> {
         let url = format!("{}/-/ready", self.url());
-        let client = &self.client;
         let child = self.child.as_mut().expect("child is set before waiting");
-        let mut exit = None;
-        let ready = poll_until(STARTUP_TIMEOUT, || {
-            if let Some(status) = exited(child) {
-                exit = Some(status);
-                return Some(false);
-            }
-            http_ok(client, &url).then_some(true)
-        });
-        match (ready, exit) {
-            (Some(true), _) => Ok(()),
-            (_, Some(status)) => Err(format!("prometheus exited early with {status}")),
-            _ => Err(format!(
-                "{url} did not answer 200 within {}s",
-                STARTUP_TIMEOUT.as_secs()
-            )),
-        }
+        super::wait_http_ready(child, &self.client, &url, "prometheus")
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.

@@ -9,8 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use super::{
-    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, exited, http_client, http_ok, kill_and_reap,
-    poll_until, says_address_in_use, tail, temp_dir, write_file,
+    LOOPBACK, START_ATTEMPTS, exited, http_client, kill_and_reap, poll_until, says_address_in_use,
+    tail, temp_dir, write_file,
 };
 
 /// Path of the `vitals` binary cargo built for these integration tests.
@@ -178,24 +178,8 @@ impl Vitals {
 
     fn wait_ready(&mut self) -> Result<(), String> {
         let url = format!("{}/-/ready", self.base_url());
-        let client = &self.client;
         let child = self.child.as_mut().expect("child is set before waiting");
-        let mut exit = None;
-        let ready = poll_until(STARTUP_TIMEOUT, || {
-            if let Some(status) = exited(child) {
-                exit = Some(status);
-                return Some(false);
-            }
-            http_ok(client, &url).then_some(true)
-        });
-        match (ready, exit) {
-            (Some(true), _) => Ok(()),
-            (_, Some(status)) => Err(format!("vitals exited before it was ready, with {status}")),
-            _ => Err(format!(
-                "{url} did not answer 200 within {}s",
-                STARTUP_TIMEOUT.as_secs()
-            )),
-        }
+        super::wait_http_ready(child, &self.client, &url, "vitals")
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
