@@ -480,7 +480,7 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
             let (backlog, size) = tailer.backlog();
             st.backlog_bytes = backlog;
             st.size_bytes = size;
-            st.files = tailer.positions().len() as u64;
+            st.files = tailer.open_files() as u64;
             source.expire_patterns(st, now);
             if stopping || (dirty && now.duration_since(last_checkpoint) >= checkpoint_every) {
                 let cp = Checkpoint {
@@ -555,28 +555,19 @@ impl LogsCollector {
 
     fn encode(&self) -> Registry {
         type L = Vec<(String, String)>;
-        let lines = Family::<L, Counter<f64, std::sync::atomic::AtomicU64>>::default();
-        let counter = || Family::<L, Counter<f64, std::sync::atomic::AtomicU64>>::default();
-        let gauge = || Family::<L, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        let (bytes, failures, dropped, rotations, read_errors, patterns) = (
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-        );
-        let (ssh_fail, ssh_ip, ssh_login, f2b, fw, pg, cb, cp_err) = (
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-            counter(),
-        );
-        let (info, backlog, size, files, last_ts) = (gauge(), gauge(), gauge(), gauge(), gauge());
+        let counter = Family::<L, Counter<f64, std::sync::atomic::AtomicU64>>::default;
+        let gauge = Family::<L, Gauge<f64, std::sync::atomic::AtomicU64>>::default;
+        let [
+            lines,
+            bytes,
+            failures,
+            dropped,
+            rotations,
+            read_errors,
+            patterns,
+        ] = [(); 7].map(|()| counter());
+        let [ssh_fail, ssh_ip, ssh_login, f2b, fw, pg, cb, cp_err] = [(); 8].map(|()| counter());
+        let [info, backlog, size, files, last_ts] = [(); 5].map(|()| gauge());
         let mut by_ip: BTreeMap<String, u64> = BTreeMap::new();
         for s in &self.sources {
             let st = s.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -317,6 +317,11 @@ impl Tailer {
         }
     }
 
+    /// How many files are open (followed or being drained).
+    pub fn open_files(&self) -> usize {
+        self.followed.len() + self.draining.len()
+    }
+
     /// Current positions of every open file, for checkpoints.
     pub fn positions(&self) -> Vec<Position> {
         self.followed
