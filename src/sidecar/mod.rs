@@ -2,6 +2,11 @@
 //! config reloads; the analysis (baselines, anomalies, forecasts, SLOs) arrives with the
 //! sidecar issues.
 
+pub mod backtest;
+pub mod detector;
+pub mod nab;
+pub mod promql;
+
 use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::encoding::text::encode_eof;

@@ -3,10 +3,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backtest;
 mod exporter;
 mod harness;
 mod logs;
 mod postgres;
 mod process;
+mod promql;
+mod sidecar;
 mod ssh_disk;
 mod web;

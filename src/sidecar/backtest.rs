@@ -1,0 +1,1 @@
+//! Offline scoring of CSV series with the live detector (`vitals backtest`).

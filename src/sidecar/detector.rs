@@ -1,0 +1,1 @@
+//! The streaming anomaly detector, shared by the live sidecar and `vitals backtest`.

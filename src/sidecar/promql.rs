@@ -1,0 +1,1 @@
+//! Client of the Prometheus HTTP query API (Prometheus, Thanos, Mimir, VictoriaMetrics).

@@ -1,0 +1,1 @@
+//! `vitals backtest`: the detector over CSV files and NAB folders.

@@ -1,0 +1,1 @@
+//! The PromQL client against real Prometheus and VictoriaMetrics.

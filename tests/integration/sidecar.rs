@@ -1,0 +1,1 @@
+//! The sidecar end to end: real Prometheus / VictoriaMetrics history, vitals sidecar /metrics.
