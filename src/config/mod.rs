@@ -504,17 +504,65 @@ pub struct SidecarConfig {
     pub alertmanagers: Vec<AlertmanagerEndpoint>,
     /// Evaluation interval. Default `1m`.
     pub interval: PromDuration,
+    /// Step of the range queries: the grid of points the detector, baselines and forecasts
+    /// see. Default `5m`; memory per series grows with `history / resolution`.
+    pub resolution: PromDuration,
+    /// History loaded when a signal starts and kept per series; the longest baseline window.
+    /// Default `30d`.
+    pub history: PromDuration,
+    /// Baselines end this long before the newest point, so that an ongoing anomaly does not
+    /// pull its own baseline towards it. Default `1h`.
+    pub baseline_offset: PromDuration,
+    /// Points a series needs before it may raise an anomaly. Default `48`.
+    pub min_samples: u32,
+    /// Series kept per signal; more are dropped and counted. Default `1000`.
+    pub max_series_per_signal: u32,
+    /// Whether the shipped default signals are evaluated. Default `true`.
+    pub default_signals: bool,
+    /// Trend forecasts.
+    pub forecast: ForecastConfig,
     /// Signals added to the shipped defaults.
     pub signals: Vec<Signal>,
 }
 
 impl Default for SidecarConfig {
     fn default() -> Self {
+        let d = |s: u64| PromDuration(std::time::Duration::from_secs(s));
         Self {
             prometheus: PrometheusEndpoint::default(),
             alertmanagers: Vec::new(),
-            interval: PromDuration(std::time::Duration::from_secs(60)),
+            interval: d(60),
+            resolution: d(300),
+            history: d(30 * 86_400),
+            baseline_offset: d(3600),
+            min_samples: 48,
+            max_series_per_signal: 1000,
+            default_signals: true,
+            forecast: ForecastConfig::default(),
             signals: Vec::new(),
+        }
+    }
+}
+
+/// Settings of the least-squares trend forecasts.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastConfig {
+    /// Points of the last `window` are fitted. Default `6h`.
+    pub window: PromDuration,
+    /// Forecasts whose fit explains less than this share of the variance are not reported.
+    /// Default `0.8`.
+    pub min_r_squared: f64,
+    /// Times to threshold further away than this are not reported. Default `30d`.
+    pub horizon: PromDuration,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            window: PromDuration(std::time::Duration::from_secs(6 * 3600)),
+            min_r_squared: 0.8,
+            horizon: PromDuration(std::time::Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -569,6 +617,23 @@ pub struct Signal {
     /// Which way is worse.
     #[serde(default)]
     pub direction: Direction,
+    /// Capacity threshold: forecasts report the time until the signal reaches it.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// No anomaly is raised while the traffic behind the signal is below a minimum.
+    #[serde(default)]
+    pub min_traffic: Option<MinTraffic>,
+}
+
+/// A minimum-traffic guard: ratios over a handful of requests are noise, not anomalies.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MinTraffic {
+    /// PromQL giving the traffic (e.g. requests per second); its series apply to the signal's
+    /// series whose labels include all of theirs.
+    pub expr: String,
+    /// Traffic below this value mutes the signal's anomalies.
+    pub min: f64,
 }
 
 impl Config {
@@ -812,10 +877,83 @@ impl Config {
             self.sidecar.signals.iter().map(|s| &s.name),
             &mut problems,
         );
-        if self.sidecar.interval.0 < std::time::Duration::from_secs(1) {
-            problems.push(Problem::new("sidecar.interval", "must be at least 1s"));
-        }
+        sidecar_problems(&self.sidecar, &mut problems);
         problems
+    }
+}
+
+/// Checks of the sidecar's timing keys and signals.
+fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
+    use std::time::Duration;
+    let mut push = |key: String, reason: &str| problems.push(Problem::new(key, reason));
+    if sc.interval.0 < Duration::from_secs(1) {
+        push("sidecar.interval".into(), "must be at least 1s");
+    }
+    if sc.resolution.0 < Duration::from_secs(1) {
+        push("sidecar.resolution".into(), "must be at least 1s");
+    }
+    if sc.history.0 < sc.resolution.0 * 2 {
+        push(
+            "sidecar.history".into(),
+            "must cover at least two resolution steps",
+        );
+    } else if sc.history.0.as_secs() / sc.resolution.0.as_secs().max(1) > 100_000 {
+        push(
+            "sidecar.history".into(),
+            "history / resolution must not exceed 100000 points per series",
+        );
+    }
+    if sc.baseline_offset.0 >= sc.history.0 {
+        push(
+            "sidecar.baseline_offset".into(),
+            "must be shorter than sidecar.history",
+        );
+    }
+    if sc.max_series_per_signal == 0 {
+        push("sidecar.max_series_per_signal".into(), "must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&sc.forecast.min_r_squared) {
+        push(
+            "sidecar.forecast.min_r_squared".into(),
+            "must be between 0 and 1",
+        );
+    }
+    if sc.forecast.window.0 < sc.resolution.0 * 3 {
+        push(
+            "sidecar.forecast.window".into(),
+            "must cover at least three resolution steps",
+        );
+    }
+    for (i, s) in sc.signals.iter().enumerate() {
+        let key = |f: &str| format!("sidecar.signals[{i}].{f}");
+        if s.name.is_empty() {
+            push(key("name"), "must not be empty");
+        }
+        if s.domain.is_empty()
+            || !s
+                .domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            push(
+                key("domain"),
+                "must be a non-empty word of letters, digits and '_'",
+            );
+        }
+        if s.expr.trim().is_empty() {
+            push(key("expr"), "must not be empty");
+        }
+        if s.threshold.is_some_and(|t| !t.is_finite()) {
+            push(key("threshold"), "must be a finite number");
+        }
+        if let Some(m) = &s.min_traffic {
+            if m.expr.trim().is_empty() {
+                push(key("min_traffic.expr"), "must not be empty");
+            }
+            if !m.min.is_finite() {
+                push(key("min_traffic.min"), "must be a finite number");
+            }
+        }
     }
 }
 
@@ -1182,6 +1320,11 @@ mod doc_tests {
             domain: "d".into(),
             expr: "up".into(),
             direction: Direction::Both,
+            threshold: Some(0.9),
+            min_traffic: Some(MinTraffic {
+                expr: "rate(x[5m])".into(),
+                min: 1.0,
+            }),
         });
         c
     }

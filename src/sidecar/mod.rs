@@ -1,43 +1,166 @@
-//! The sidecar role. This version serves its own self metrics, lifecycle endpoints and
-//! config reloads; the analysis (baselines, anomalies, forecasts, SLOs) arrives with the
-//! sidecar issues.
+//! The sidecar role: an evaluation loop on its own thread reads the signals back through
+//! PromQL, scores every series, keeps baselines, forecasts and health scores, and publishes
+//! a snapshot that `/metrics` and the landing page show.
 
+pub mod anomaly;
 pub mod backtest;
+pub mod baseline;
+pub mod correlate;
 pub mod detector;
+pub mod forecast;
+pub mod health;
 pub mod nab;
 pub mod promql;
+pub mod reexport;
+pub mod scheduler;
+pub mod signals;
+pub mod store;
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::text::encode_eof;
+use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::exporter::BoxFuture;
 use crate::telemetry::Telemetry;
-use crate::web::{LandingPage, MetricsRequest, Role, RoleError};
+use crate::web::{LandingPage, MetricsRequest, Role, RoleError, TargetRow};
+use promql::{PromClient, PromError};
+use scheduler::{Engine, Settings, Snapshot};
 
-/// The sidecar: holds its config and answers its own /metrics.
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The query API client could not be built (TLS files and the like).
+    #[error("sidecar.prometheus: {0}")]
+    Client(#[from] PromError),
+    /// The evaluation thread could not start.
+    #[error("starting the evaluation thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// The sidecar: holds its config, runs the evaluation loop and answers its own /metrics.
 pub struct Sidecar {
     source: ConfigSource,
     config: RwLock<Arc<Config>>,
     telemetry: Arc<Telemetry>,
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    config_tx: watch::Sender<Arc<Config>>,
+    stop_tx: watch::Sender<bool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The evaluation loop: a cycle at start and then every interval, until stopped. Runs on its
+/// own thread and runtime so that scoring never delays a scrape of `/metrics`.
+async fn run_loop(
+    mut engine: Engine,
+    mut config_rx: watch::Receiver<Arc<Config>>,
+    mut stop_rx: watch::Receiver<bool>,
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+) {
+    let mut config = config_rx.borrow_and_update().clone();
+    loop {
+        let started = tokio::time::Instant::now();
+        let snap = tokio::select! {
+            s = engine.cycle(now_ms()) => s,
+            _ = stop_rx.changed() => return,
+        };
+        tracing::debug!(
+            duration_seconds = snap.cycle_duration.as_secs_f64(),
+            series = snap.series.len(),
+            "evaluation cycle done"
+        );
+        *snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snap);
+        let next = started + config.sidecar.interval.0;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop_rx.changed() => return,
+            changed = config_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let new = config_rx.borrow_and_update().clone();
+                let client = if new.sidecar.prometheus != config.sidecar.prometheus {
+                    match PromClient::new(&new.sidecar.prometheus) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::error!(error = %e, "new query API settings rejected; keeping the previous ones");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                engine.reconfigure(
+                    Settings::from_config(&new.sidecar),
+                    client,
+                    signals::effective(&new.sidecar),
+                );
+                config = new;
+                // Wait out the rest of the interval: a reload is not a reason to query early.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = stop_rx.changed() => return,
+                }
+            }
+        }
+    }
 }
 
 impl Sidecar {
-    /// Loads the config.
-    pub fn new(source: ConfigSource, telemetry: Arc<Telemetry>) -> Result<Self, ConfigError> {
+    /// Loads the config and starts the evaluation loop.
+    pub fn new(source: ConfigSource, telemetry: Arc<Telemetry>) -> Result<Self, SidecarError> {
         let config = source.load();
         telemetry.config_loaded(config.is_ok());
+        let config = Arc::new(config?);
+        let client = PromClient::new(&config.sidecar.prometheus)?;
+        let engine = Engine::new(
+            Settings::from_config(&config.sidecar),
+            client,
+            signals::effective(&config.sidecar),
+        );
+        let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
+        let (config_tx, config_rx) = watch::channel(config.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let snap = snapshot.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("vitals-sidecar".into())
+            .spawn(move || runtime.block_on(run_loop(engine, config_rx, stop_rx, snap)))?;
         Ok(Self {
             source,
-            config: RwLock::new(Arc::new(config?)),
+            config: RwLock::new(config),
             telemetry,
+            snapshot,
+            config_tx,
+            stop_tx,
+            thread: Mutex::new(Some(thread)),
         })
     }
 
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
         self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The results of the last cycle.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -54,9 +177,10 @@ impl Role for Sidecar {
             if let Some(t) = req.target {
                 return Err(RoleError::BadRequest(format!("unknown target {t:?}")));
             }
+            let snap = self.snapshot();
             let mut out = String::new();
-            self.telemetry
-                .encode(&mut out)
+            reexport::encode(&snap, &mut out)
+                .and_then(|()| self.telemetry.encode(&mut out))
                 .and_then(|()| encode_eof(&mut out))
                 .map_err(|e| RoleError::Internal(format!("encoding metrics: {e}")))?;
             Ok(out)
@@ -66,23 +190,95 @@ impl Role for Sidecar {
     fn reload(&self) -> Result<(), String> {
         let result = self.source.load();
         self.telemetry.config_loaded(result.is_ok());
-        let config = result.map_err(|e| e.to_string())?;
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        let config = Arc::new(result.map_err(|e| e.to_string())?);
+        PromClient::new(&config.sidecar.prometheus)
+            .map_err(|e| format!("sidecar.prometheus: {e}"))?;
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config.clone();
+        self.config_tx.send_replace(config);
         Ok(())
     }
 
     fn landing(&self) -> LandingPage {
         let cfg = self.config();
+        let snap = self.snapshot();
+        let at =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(snap.at_ms).unwrap_or(0));
+        let rows = snap
+            .signals
+            .iter()
+            .map(|s| TargetRow {
+                collector: format!("signal ({})", s.domain),
+                target: s.name.clone(),
+                up: s.up,
+                last_scrape: at,
+                duration: s.duration,
+                error: s.last_error.clone(),
+            })
+            .collect();
+        let mut notes = vec![format!("Prometheus API: {}", cfg.sidecar.prometheus.url)];
+        if snap.cycles == 0 {
+            notes
+                .push("The first evaluation cycle is still running (it loads the history).".into());
+        } else {
+            notes.push(format!(
+                "Cycle {} took {:.3} s: {} series from {} signals.",
+                snap.cycles,
+                snap.cycle_duration.as_secs_f64(),
+                snap.series.len(),
+                snap.signals.len()
+            ));
+        }
+        for (d, v) in &snap.health.scores {
+            notes.push(format!("Health of {d}: {v:.0}/100"));
+        }
+        if let Some(e) = &snap.correlation {
+            notes.push(format!(
+                "Correlated anomalies in {} (signals {})",
+                e.domains_label(),
+                e.signals.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let mut active: Vec<_> = snap
+            .series
+            .iter()
+            .filter(|s| s.latest.severity > anomaly::Severity::Ok)
+            .collect();
+        active.sort_by(|a, b| b.latest.score.anomaly.total_cmp(&a.latest.score.anomaly));
+        for s in active.iter().take(50) {
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            notes.push(format!(
+                "Anomaly {} in {}: {}{{{}}} = {} (expected {:.4}, z {:.1}, score {:.3})",
+                s.latest.severity.as_str(),
+                s.domain,
+                s.signal,
+                labels.join(", "),
+                s.latest.value,
+                s.latest.score.expected,
+                s.latest.score.zscore,
+                s.latest.score.anomaly
+            ));
+        }
         LandingPage {
             role: "sidecar".into(),
             config_source: self.source.describe(),
             collectors: vec![],
             probe_targets: vec![],
-            rows: vec![],
-            notes: vec![
-                format!("Prometheus API: {}", cfg.sidecar.prometheus.url),
-                "Analysis (baselines, anomalies, forecasts, SLOs, recommendations) is not available in this version yet.".into(),
-            ],
+            rows,
+            notes,
+        }
+    }
+
+    fn shutdown(&self) {
+        self.stop_tx.send_replace(true);
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!("the evaluation thread panicked");
         }
     }
 }

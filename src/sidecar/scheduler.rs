@@ -1,0 +1,608 @@
+//! The evaluation loop: each cycle queries the new grid points of every signal (one range
+//! query per signal, so queries grow with signals, not series), feeds them to the per-series
+//! detectors, updates baselines and forecasts, and publishes an immutable [`Snapshot`] that
+//! `/metrics` encodes. A signal's history is loaded in one-day range queries when it starts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::anomaly::{RAISE_POINTS, Severity, Tracker};
+use super::baseline::{self, Stats};
+use super::correlate::{Correlator, Event};
+use super::detector::{Detector, DetectorConfig, Score};
+use super::forecast::{self, Fit};
+use super::health::{Health, HealthBuilder, Observation};
+use super::promql::{InstantData, Labels, PromClient, RangeSeries};
+use super::store::History;
+use crate::config::{Direction, SidecarConfig, Signal};
+
+const DAY_MS: i64 = 86_400_000;
+/// Range queries a cycle runs at once.
+const CONCURRENT_QUERIES: usize = 4;
+/// Weeks of the same hour a seasonal baseline needs.
+const SEASONAL_MIN_WEEKS: usize = 2;
+
+/// The timing and size settings of a cycle, in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Evaluation interval.
+    pub interval: Duration,
+    /// Grid step.
+    pub resolution_ms: i64,
+    /// History kept and loaded.
+    pub history_ms: i64,
+    /// Baselines end this long before the newest point.
+    pub baseline_offset_ms: i64,
+    /// Points before a series may raise an anomaly.
+    pub min_samples: u64,
+    /// Series kept per signal.
+    pub max_series: usize,
+    /// Forecast fit window.
+    pub forecast_window_ms: i64,
+    /// Forecast quality bar.
+    pub min_r_squared: f64,
+    /// Longest time to threshold reported, seconds.
+    pub horizon_s: f64,
+}
+
+impl Settings {
+    /// Takes the sidecar config's values.
+    pub fn from_config(c: &SidecarConfig) -> Settings {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Settings {
+            interval: c.interval.0,
+            resolution_ms: ms(c.resolution.0).max(1),
+            history_ms: ms(c.history.0),
+            baseline_offset_ms: ms(c.baseline_offset.0),
+            min_samples: u64::from(c.min_samples),
+            max_series: c.max_series_per_signal as usize,
+            forecast_window_ms: ms(c.forecast.window.0),
+            min_r_squared: c.forecast.min_r_squared,
+            horizon_s: c.forecast.horizon.0.as_secs_f64(),
+        }
+    }
+
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.resolution_ms).unwrap_or(1))
+    }
+
+    /// Series whose newest point is older than this are not exported any more.
+    fn fresh_ms(&self) -> i64 {
+        3 * self.resolution_ms + i64::try_from(self.interval.as_millis()).unwrap_or(0)
+    }
+
+    /// Series silent for longer than this are forgotten.
+    fn forget_ms(&self) -> i64 {
+        (3 * self.resolution_ms)
+            .max(self.baseline_offset_ms)
+            .max(3_600_000)
+    }
+}
+
+/// The newest evaluated point of a series.
+#[derive(Debug, Clone, Copy)]
+pub struct Latest {
+    /// Its timestamp.
+    pub ts_ms: i64,
+    /// Its value.
+    pub value: f64,
+    /// What the detector made of it.
+    pub score: Score,
+    /// Severity in force after it.
+    pub severity: Severity,
+    /// Whether anomalies are muted (too little traffic or history).
+    pub muted: bool,
+}
+
+struct SeriesState {
+    detector: Detector,
+    history: History,
+    tracker: Tracker,
+    last: Option<Latest>,
+    baselines: Vec<(&'static str, Stats)>,
+    forecast: Option<Fit>,
+    dirty: bool,
+}
+
+/// What a signal's last refresh did.
+#[derive(Debug, Clone, Default)]
+pub struct SignalStats {
+    /// Signal name.
+    pub name: String,
+    /// Its domain.
+    pub domain: String,
+    /// Series tracked.
+    pub series: usize,
+    /// Series refused because of `max_series_per_signal`.
+    pub dropped_total: u64,
+    /// Failed queries.
+    pub errors_total: u64,
+    /// Warnings returned by the query API.
+    pub warnings_total: u64,
+    /// Whether the last refresh succeeded.
+    pub up: bool,
+    /// The last error, if the last refresh failed.
+    pub last_error: Option<String>,
+    /// How long the last refresh took.
+    pub duration: Duration,
+}
+
+struct SignalState {
+    def: Signal,
+    loaded_until: Option<i64>,
+    series: HashMap<Labels, SeriesState>,
+    stats: SignalStats,
+}
+
+/// One series as exported.
+#[derive(Debug, Clone)]
+pub struct SeriesOut {
+    /// Signal name.
+    pub signal: Arc<str>,
+    /// Domain.
+    pub domain: Arc<str>,
+    /// Which way is worse.
+    pub direction: Direction,
+    /// The source series' labels (without `__name__`).
+    pub labels: Labels,
+    /// Newest point and its evaluation.
+    pub latest: Latest,
+    /// Baselines by window name.
+    pub baselines: Vec<(&'static str, Stats)>,
+    /// Trend fit, if enough points.
+    pub forecast: Option<Fit>,
+    /// Seconds until the signal's threshold, when the fit is good enough and heads there.
+    pub time_to_threshold: Option<f64>,
+}
+
+/// Everything `/metrics` and the landing page show, from one cycle.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// When the cycle ran (ms), 0 before the first.
+    pub at_ms: i64,
+    /// Fresh series.
+    pub series: Vec<SeriesOut>,
+    /// Health by domain.
+    pub health: Health,
+    /// The correlated event in force.
+    pub correlation: Option<Event>,
+    /// Correlated events so far.
+    pub correlated_events_total: u64,
+    /// Per-signal refresh results.
+    pub signals: Vec<SignalStats>,
+    /// Cycles run.
+    pub cycles: u64,
+    /// Duration of the last cycle.
+    pub cycle_duration: Duration,
+    /// Queries that succeeded / failed.
+    pub queries_ok: u64,
+    /// Queries that failed.
+    pub queries_failed: u64,
+    /// HTTP requests made (retries included).
+    pub http_requests: u64,
+    /// Bytes held by series histories.
+    pub history_bytes: usize,
+}
+
+/// The sidecar's analysis state.
+pub struct Engine {
+    settings: Settings,
+    client: PromClient,
+    signals: Vec<SignalState>,
+    correlator: Correlator,
+    cycles: u64,
+    queries_ok: u64,
+    queries_failed: u64,
+}
+
+impl Engine {
+    /// An engine evaluating `signals` through `client`.
+    pub fn new(settings: Settings, client: PromClient, signals: Vec<Signal>) -> Engine {
+        Engine {
+            settings,
+            client,
+            signals: signals.into_iter().map(SignalState::new).collect(),
+            correlator: Correlator::default(),
+            cycles: 0,
+            queries_ok: 0,
+            queries_failed: 0,
+        }
+    }
+
+    /// Applies a new configuration: unchanged signals keep their state; changed settings
+    /// reset everything (the grid changed).
+    pub fn reconfigure(
+        &mut self,
+        settings: Settings,
+        client: Option<PromClient>,
+        signals: Vec<Signal>,
+    ) {
+        if settings != self.settings {
+            self.signals.clear();
+        }
+        if let Some(c) = client {
+            self.client = c;
+            self.signals.clear();
+        }
+        self.settings = settings;
+        let mut old: HashMap<String, SignalState> = std::mem::take(&mut self.signals)
+            .into_iter()
+            .map(|s| (s.def.name.clone(), s))
+            .collect();
+        self.signals = signals
+            .into_iter()
+            .map(|def| match old.remove(&def.name) {
+                Some(s) if s.def == def => s,
+                _ => SignalState::new(def),
+            })
+            .collect();
+    }
+
+    /// Runs one cycle at wall-clock time `now_ms`.
+    pub async fn cycle(&mut self, now_ms: i64) -> Snapshot {
+        let started = Instant::now();
+        let res = self.settings.resolution_ms;
+        let end = now_ms.div_euclid(res) * res;
+        let states = std::mem::take(&mut self.signals);
+        let client = &self.client;
+        let settings = &self.settings;
+        let done: Vec<(SignalState, u64, u64)> = futures_util::stream::iter(states)
+            .map(|mut st| async move {
+                let (ok, failed) = st.refresh(client, settings, end).await;
+                (st, ok, failed)
+            })
+            .buffered(CONCURRENT_QUERIES)
+            .collect()
+            .await;
+        for (st, ok, failed) in done {
+            self.queries_ok += ok;
+            self.queries_failed += failed;
+            self.signals.push(st);
+        }
+        self.cycles += 1;
+        self.snapshot(now_ms, end, started.elapsed())
+    }
+
+    fn snapshot(&mut self, now_ms: i64, end: i64, took: Duration) -> Snapshot {
+        let s = &self.settings;
+        let mut series = Vec::new();
+        let mut health = HealthBuilder::default();
+        let mut anomalous = Vec::new();
+        let mut history_bytes = 0;
+        for st in &self.signals {
+            let signal: Arc<str> = Arc::from(st.def.name.as_str());
+            let domain: Arc<str> = Arc::from(st.def.domain.as_str());
+            for (labels, ss) in &st.series {
+                history_bytes += ss.history.heap_bytes();
+                let Some(latest) = ss.last else { continue };
+                if latest.ts_ms < end - s.fresh_ms() {
+                    continue;
+                }
+                health.component(&st.def.domain, &st.def.name);
+                if !latest.muted {
+                    health.observe(
+                        &st.def.domain,
+                        &st.def.name,
+                        Observation {
+                            severity: latest.severity,
+                            bad_zscore: bad_direction(st.def.direction, latest.score.zscore),
+                        },
+                    );
+                }
+                if latest.severity > Severity::Ok {
+                    anomalous.push((st.def.domain.clone(), st.def.name.clone()));
+                }
+                let time_to_threshold = match (ss.forecast, st.def.threshold) {
+                    (Some(f), Some(t)) if f.r_squared >= s.min_r_squared => f
+                        .time_to(t, st.def.direction != Direction::LowerIsWorse)
+                        .filter(|secs| *secs <= s.horizon_s),
+                    _ => None,
+                };
+                series.push(SeriesOut {
+                    signal: signal.clone(),
+                    domain: domain.clone(),
+                    direction: st.def.direction,
+                    labels: labels.clone(),
+                    latest,
+                    baselines: ss.baselines.clone(),
+                    forecast: ss.forecast,
+                    time_to_threshold,
+                });
+            }
+        }
+        let correlation = self.correlator.observe(&anomalous, now_ms).cloned();
+        Snapshot {
+            at_ms: now_ms,
+            series,
+            health: health.build(),
+            correlation,
+            correlated_events_total: self.correlator.events_total(),
+            signals: self.signals.iter().map(|s| s.stats.clone()).collect(),
+            cycles: self.cycles,
+            cycle_duration: took,
+            queries_ok: self.queries_ok,
+            queries_failed: self.queries_failed,
+            http_requests: self.client.requests(),
+            history_bytes,
+        }
+    }
+}
+
+/// The deviation in sigmas in the direction that is bad for this signal.
+pub fn bad_direction(direction: Direction, z: f64) -> f64 {
+    match direction {
+        Direction::HigherIsWorse => z,
+        Direction::LowerIsWorse => -z,
+        Direction::Both => z.abs(),
+    }
+}
+
+impl SignalState {
+    fn new(def: Signal) -> SignalState {
+        SignalState {
+            stats: SignalStats {
+                name: def.name.clone(),
+                domain: def.domain.clone(),
+                ..SignalStats::default()
+            },
+            def,
+            loaded_until: None,
+            series: HashMap::new(),
+        }
+    }
+
+    /// Queries the points after `loaded_until` up to `end` and evaluates them. Returns the
+    /// numbers of successful and failed queries.
+    async fn refresh(&mut self, client: &PromClient, s: &Settings, end: i64) -> (u64, u64) {
+        let res = s.resolution_ms;
+        let start = match self.loaded_until {
+            None => end - s.history_ms,
+            Some(t) => t + res,
+        };
+        if start > end {
+            return (0, 0);
+        }
+        let started = Instant::now();
+        let (mut ok, mut failed) = (0, 0);
+        // On the first load only the newest points count as live, so that a restart during
+        // an anomaly raises it again after the usual debounce, and old history raises nothing.
+        let live_from = match self.loaded_until {
+            None => end - res * i64::from(RAISE_POINTS - 1),
+            Some(_) => start,
+        };
+        let traffic = match &self.def.min_traffic {
+            None => None,
+            Some(m) => match client.query(&m.expr, Some(end)).await {
+                Ok(r) => {
+                    ok += 1;
+                    self.stats.warnings_total += r.warnings.len() as u64;
+                    Some(traffic_series(r.data))
+                }
+                Err(e) => {
+                    failed += 1;
+                    self.fail(&e.to_string(), started);
+                    return (ok, failed);
+                }
+            },
+        };
+        let mut t0 = start;
+        while t0 <= end {
+            let t1 = (t0 + DAY_MS - res).min(end);
+            match client
+                .query_range(&self.def.expr, t0, t1, s.resolution())
+                .await
+            {
+                Ok(r) => {
+                    ok += 1;
+                    if !r.warnings.is_empty() {
+                        tracing::warn!(signal = %self.def.name, warnings = ?r.warnings, "query API warnings");
+                    }
+                    self.stats.warnings_total += r.warnings.len() as u64;
+                    self.apply(r.series, live_from, traffic.as_deref(), s);
+                    self.loaded_until = Some(t1);
+                }
+                Err(e) => {
+                    failed += 1;
+                    self.fail(&e.to_string(), started);
+                    self.finish(s, end);
+                    return (ok, failed);
+                }
+            }
+            t0 = t1 + res;
+        }
+        self.stats.up = true;
+        self.stats.last_error = None;
+        self.stats.duration = started.elapsed();
+        self.finish(s, end);
+        (ok, failed)
+    }
+
+    fn fail(&mut self, error: &str, started: Instant) {
+        tracing::warn!(signal = %self.def.name, error, "signal query failed");
+        self.stats.errors_total += 1;
+        self.stats.up = false;
+        self.stats.last_error = Some(error.to_string());
+        self.stats.duration = started.elapsed();
+    }
+
+    fn apply(
+        &mut self,
+        series: Vec<RangeSeries>,
+        live_from: i64,
+        traffic: Option<&[(Labels, f64)]>,
+        s: &Settings,
+    ) {
+        for rs in series {
+            let mut labels = rs.labels;
+            labels.remove("__name__");
+            if !self.series.contains_key(&labels) {
+                if self.series.len() >= s.max_series {
+                    self.stats.dropped_total += 1;
+                    continue;
+                }
+                // The detector's other tunables keep the values NAB was measured with.
+                #[allow(clippy::needless_update)]
+                let detector = Detector::new(DetectorConfig {
+                    direction: self.def.direction,
+                    ..DetectorConfig::default()
+                });
+                self.series.insert(
+                    labels.clone(),
+                    SeriesState {
+                        detector,
+                        history: History::new(s.resolution_ms, s.history_ms),
+                        tracker: Tracker::default(),
+                        last: None,
+                        baselines: Vec::new(),
+                        forecast: None,
+                        dirty: false,
+                    },
+                );
+            }
+            let low_traffic = match (traffic, &self.def.min_traffic) {
+                (Some(t), Some(m)) => guarded(t, &labels, m.min),
+                _ => false,
+            };
+            let Some(ss) = self.series.get_mut(&labels) else {
+                continue;
+            };
+            for (ts, v) in rs.samples {
+                if !ss.history.push(ts, v) {
+                    continue;
+                }
+                ss.dirty = true;
+                let live = ts >= live_from;
+                if live && low_traffic {
+                    // Ratios over a handful of events are noise: neither learned nor judged.
+                    ss.tracker.observe(0.0, true);
+                    ss.last = Some(Latest {
+                        ts_ms: ts,
+                        value: v,
+                        score: Score::default(),
+                        severity: Severity::Ok,
+                        muted: true,
+                    });
+                    continue;
+                }
+                let score = ss.detector.update(ts, v);
+                let (severity, muted) = if live {
+                    let muted = ss.detector.samples() < s.min_samples;
+                    (ss.tracker.observe(score.anomaly, muted), muted)
+                } else {
+                    (ss.tracker.severity(), false)
+                };
+                ss.last = Some(Latest {
+                    ts_ms: ts,
+                    value: v,
+                    score,
+                    severity,
+                    muted,
+                });
+            }
+        }
+    }
+
+    /// Recomputes baselines and forecasts of the series that got points; forgets silent ones.
+    fn finish(&mut self, s: &Settings, end: i64) {
+        let forget = s.forget_ms();
+        self.series
+            .retain(|_, ss| ss.history.last_ts().is_some_and(|t| t >= end - forget));
+        let mut scratch = Vec::new();
+        for ss in self.series.values_mut().filter(|ss| ss.dirty) {
+            ss.dirty = false;
+            let Some(newest) = ss.history.last_ts() else {
+                continue;
+            };
+            let bend = newest - s.baseline_offset_ms;
+            let min = usize::try_from(s.min_samples).unwrap_or(usize::MAX);
+            ss.baselines.clear();
+            for (name, w) in [("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS)] {
+                if w > s.history_ms {
+                    continue;
+                }
+                if let Some(st) = baseline::window(&ss.history, bend, w, min, &mut scratch) {
+                    ss.baselines.push((name, st));
+                }
+            }
+            if let Some(st) = baseline::hour_of_week_stats(
+                &ss.history,
+                newest,
+                bend,
+                SEASONAL_MIN_WEEKS,
+                &mut scratch,
+            ) {
+                ss.baselines.push(("hour_of_week", st));
+            }
+            let pts = ss.history.range(newest - s.forecast_window_ms, newest);
+            ss.forecast = forecast::fit(pts, newest);
+        }
+        self.stats.series = self.series.len();
+    }
+}
+
+/// The labelled values of an instant query result.
+fn traffic_series(data: InstantData) -> Vec<(Labels, f64)> {
+    match data {
+        InstantData::Vector(v) => v
+            .into_iter()
+            .map(|s| {
+                let mut l = s.labels;
+                l.remove("__name__");
+                (l, s.value)
+            })
+            .collect(),
+        InstantData::Scalar(_, v) => vec![(Labels::new(), v)],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a series is muted: some traffic series whose labels it all carries is below
+/// `min`, or no traffic series matches it at all (no traffic is the least traffic).
+fn guarded(traffic: &[(Labels, f64)], labels: &Labels, min: f64) -> bool {
+    let mut matched = false;
+    for (tl, v) in traffic {
+        if tl.iter().all(|(k, val)| labels.get(k) == Some(val)) {
+            matched = true;
+            if v.is_nan() || *v < min {
+                return true;
+            }
+        }
+    }
+    !matched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(p: &[(&str, &str)]) -> Labels {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn traffic_guard_matches_by_label_subset() {
+        let t = vec![
+            (labels(&[("datname", "a")]), 5.0),
+            (labels(&[("datname", "b")]), 0.01),
+        ];
+        let a = labels(&[("datname", "a"), ("target", "x")]);
+        let b = labels(&[("datname", "b"), ("target", "x")]);
+        let c = labels(&[("datname", "c")]);
+        assert!(!guarded(&t, &a, 1.0));
+        assert!(guarded(&t, &b, 1.0));
+        assert!(guarded(&t, &c, 1.0), "no traffic series at all mutes");
+        assert!(guarded(&[(Labels::new(), f64::NAN)], &a, 1.0));
+    }
+
+    #[test]
+    fn bad_direction_follows_the_signal() {
+        assert_eq!(bad_direction(Direction::HigherIsWorse, -3.0), -3.0);
+        assert_eq!(bad_direction(Direction::LowerIsWorse, -3.0), 3.0);
+        assert_eq!(bad_direction(Direction::Both, -3.0), 3.0);
+    }
+}

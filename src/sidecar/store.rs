@@ -1,0 +1,148 @@
+//! Per-series history on the evaluation grid: one `f32` per resolution step, so 30 days at
+//! 5 minutes cost 35 KiB a series. Baselines and forecasts read it; missing steps are gaps.
+
+use std::collections::VecDeque;
+
+/// The last `capacity` grid points of one series; missing points are NaN.
+#[derive(Debug, Clone)]
+pub struct History {
+    step_ms: i64,
+    capacity: usize,
+    /// Grid index (timestamp / step) of `values[0]`.
+    first: i64,
+    values: VecDeque<f32>,
+}
+
+impl History {
+    /// Keeps `span_ms` of history at `step_ms` per point.
+    pub fn new(step_ms: i64, span_ms: i64) -> History {
+        let step_ms = step_ms.max(1);
+        let capacity = usize::try_from(span_ms / step_ms).unwrap_or(0).max(1) + 1;
+        History {
+            step_ms,
+            capacity,
+            first: 0,
+            values: VecDeque::new(),
+        }
+    }
+
+    fn index(&self, ts_ms: i64) -> i64 {
+        // Round to the nearest grid point: servers return points exactly on the grid, but a
+        // millisecond of rounding must not shift a point into its neighbour's slot.
+        (ts_ms + self.step_ms / 2).div_euclid(self.step_ms)
+    }
+
+    /// Timestamp of the newest point, if any.
+    pub fn last_ts(&self) -> Option<i64> {
+        if self.values.is_empty() {
+            None
+        } else {
+            Some((self.first + self.values.len() as i64 - 1) * self.step_ms)
+        }
+    }
+
+    /// Appends a point. Points at or before the newest one are ignored (returns false);
+    /// skipped grid steps become gaps.
+    pub fn push(&mut self, ts_ms: i64, value: f64) -> bool {
+        let idx = self.index(ts_ms);
+        if self.values.is_empty() {
+            self.first = idx;
+        } else {
+            let next = self.first + self.values.len() as i64;
+            if idx < next {
+                return false;
+            }
+            let gap = idx - next;
+            if gap as usize >= self.capacity {
+                self.values.clear();
+                self.first = idx;
+            } else {
+                for _ in 0..gap {
+                    self.values.push_back(f32::NAN);
+                }
+            }
+        }
+        self.values.push_back(value as f32);
+        while self.values.len() > self.capacity {
+            self.values.pop_front();
+            self.first += 1;
+        }
+        true
+    }
+
+    /// Points with `from_ms <= ts <= to_ms`, oldest first, gaps skipped.
+    pub fn range(&self, from_ms: i64, to_ms: i64) -> impl Iterator<Item = (i64, f64)> + Clone + '_ {
+        let lo = (from_ms.div_euclid(self.step_ms)
+            + i64::from(from_ms.rem_euclid(self.step_ms) != 0))
+        .max(self.first);
+        let hi = to_ms
+            .div_euclid(self.step_ms)
+            .min(self.first + self.values.len() as i64 - 1);
+        let step = self.step_ms;
+        let first = self.first;
+        (lo..=hi).filter_map(move |i| {
+            let v = *self.values.get(usize::try_from(i - first).ok()?)?;
+            v.is_finite().then_some((i * step, f64::from(v)))
+        })
+    }
+
+    /// Number of stored points, gaps included.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no point was stored yet.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Bytes held by the point buffer.
+    pub fn heap_bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<f32>()
+    }
+
+    /// The grid step in milliseconds.
+    pub fn step_ms(&self) -> i64 {
+        self.step_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_span_and_marks_gaps() {
+        let mut h = History::new(10, 50);
+        for t in [0, 10, 20, 50, 60] {
+            assert!(h.push(t, t as f64));
+        }
+        assert!(!h.push(60, 1.0), "duplicates are ignored");
+        assert!(!h.push(30, 1.0), "older points are ignored");
+        let pts: Vec<_> = h.range(0, 100).collect();
+        assert_eq!(pts, vec![(10, 10.0), (20, 20.0), (50, 50.0), (60, 60.0)]);
+        assert_eq!(h.len(), 6, "capacity is span/step + 1");
+        assert_eq!(h.last_ts(), Some(60));
+        let inner: Vec<_> = h.range(15, 55).map(|p| p.0).collect();
+        assert_eq!(inner, vec![20, 50]);
+    }
+
+    #[test]
+    fn a_gap_longer_than_the_span_restarts() {
+        let mut h = History::new(10, 50);
+        h.push(0, 1.0);
+        h.push(1000, 2.0);
+        assert_eq!(h.range(0, 2000).collect::<Vec<_>>(), vec![(1000, 2.0)]);
+    }
+
+    #[test]
+    fn off_grid_timestamps_round_to_the_nearest_step() {
+        let mut h = History::new(1000, 10_000);
+        h.push(999, 1.0);
+        h.push(2001, 2.0);
+        assert_eq!(
+            h.range(0, 5000).collect::<Vec<_>>(),
+            vec![(1000, 1.0), (2000, 2.0)]
+        );
+    }
+}
