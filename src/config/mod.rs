@@ -897,10 +897,10 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
             "sidecar.history".into(),
             "must cover at least two resolution steps",
         );
-    } else if sc.history.0.as_secs() / sc.resolution.0.as_secs().max(1) > 100_000 {
+    } else if sc.history.0.as_secs() / sc.resolution.0.as_secs().max(1) > 1_000_000 {
         push(
             "sidecar.history".into(),
-            "history / resolution must not exceed 100000 points per series",
+            "history / resolution must not exceed 1000000 points per series",
         );
     }
     if sc.baseline_offset.0 >= sc.history.0 {

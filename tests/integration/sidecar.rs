@@ -1,1 +1,360 @@
-//! The sidecar end to end: real Prometheus / VictoriaMetrics history, vitals sidecar /metrics.
+//! The sidecar end to end: eight days of history backfilled into a real Prometheus (promtool
+//! tsdb create-blocks-from openmetrics) and a real VictoriaMetrics (import API), live points
+//! on top (scraped by Prometheus, imported into VictoriaMetrics), and `vitals sidecar`
+//! evaluating them: its /metrics must show baselines equal to the data's true statistics,
+//! forecasts equal to PromQL's deriv / predict_linear over the same points, and an injected
+//! anomaly raising anomaly_severity within two cycles of its first point.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::support::prometheus::Prometheus;
+use crate::support::victoria::VictoriaMetrics;
+use crate::support::vitals::Vitals;
+use crate::support::{LOOPBACK, parse_samples, poll_until, sample_value};
+
+/// Grid step of the data and of the sidecar, seconds.
+const STEP: i64 = 5;
+const HISTORY_DAYS: i64 = 8;
+const TREND_SLOPE: f64 = 0.5;
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Deterministic noise in [-1, 1], roughly bell-shaped (mean of four uniforms).
+fn noise(seed: i64) -> f64 {
+    let mut x = seed as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    let mut sum = 0.0;
+    for _ in 0..4 {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        sum += (z >> 11) as f64 / (1u64 << 53) as f64;
+    }
+    sum / 2.0 - 1.0
+}
+
+fn gauge(ts: i64) -> f64 {
+    100.0 + 20.0 * noise(ts)
+}
+
+fn trend(ts: i64, t0: i64) -> f64 {
+    1000.0 + TREND_SLOPE * (ts - t0) as f64 + 5.0 * noise(ts ^ 0x5555)
+}
+
+/// What the live source serves: normal values, or the anomaly.
+struct Live {
+    t0: i64,
+    anomaly: AtomicBool,
+}
+
+impl Live {
+    fn values(&self, ts: i64) -> (f64, f64) {
+        let g = ts.div_euclid(STEP) * STEP;
+        let v = if self.anomaly.load(Ordering::SeqCst) {
+            gauge(g) + 400.0
+        } else {
+            gauge(g)
+        };
+        (v, trend(g, self.t0))
+    }
+
+    fn exposition(&self) -> String {
+        let (g, t) = self.values(now_s());
+        format!(
+            "# TYPE vitals_test_gauge gauge\nvitals_test_gauge{{instance=\"a\"}} {g}\n\
+             # TYPE vitals_test_trend gauge\nvitals_test_trend{{instance=\"a\"}} {t}\n"
+        )
+    }
+}
+
+/// A scrape target serving [`Live::exposition`] on a loopback port.
+fn serve_live(live: Arc<Live>) -> String {
+    let listener = TcpListener::bind((LOOPBACK, 0)).expect("binding the live source");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = live.exposition();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// The backfilled history: (ts seconds, gauge, trend) on the grid, up to `end`.
+fn history(t0: i64, end: i64) -> Vec<(i64, f64, f64)> {
+    (0..)
+        .map(|i| t0 + i * STEP)
+        .take_while(|t| *t <= end)
+        .map(|t| (t, gauge(t), trend(t, t0)))
+        .collect()
+}
+
+fn openmetrics(h: &[(i64, f64, f64)]) -> String {
+    let mut s = String::from("# TYPE vitals_test_gauge gauge\n");
+    for (t, g, _) in h {
+        s.push_str(&format!("vitals_test_gauge{{instance=\"a\"}} {g} {t}\n"));
+    }
+    s.push_str("# TYPE vitals_test_trend gauge\n");
+    for (t, _, tr) in h {
+        s.push_str(&format!("vitals_test_trend{{instance=\"a\"}} {tr} {t}\n"));
+    }
+    s.push_str("# EOF\n");
+    s
+}
+
+fn prometheus_text_ms(h: &[(i64, f64, f64)]) -> String {
+    let mut s = String::new();
+    for (t, g, tr) in h {
+        s.push_str(&format!(
+            "vitals_test_gauge{{instance=\"a\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\"}} {tr} {ms}\n",
+            ms = t * 1000
+        ));
+    }
+    s
+}
+
+fn sidecar_config(url: &str, threshold: f64) -> String {
+    format!(
+        r#"sidecar:
+  prometheus:
+    url: {url}
+  interval: {STEP}s
+  resolution: {STEP}s
+  history: {HISTORY_DAYS}d
+  baseline_offset: 1h
+  default_signals: false
+  forecast:
+    window: 1h
+    min_r_squared: 0.5
+    horizon: 30d
+  signals:
+    - name: test_gauge
+      domain: app
+      expr: vitals_test_gauge
+      direction: higher_is_worse
+    - name: test_trend
+      domain: capacity
+      expr: vitals_test_trend
+      direction: higher_is_worse
+      threshold: {threshold}
+"#
+    )
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    sample_value(&parse_samples(text), name, labels)
+}
+
+/// Population mean and standard deviation of the gauge over [from, to].
+fn true_stats(h: &[(i64, f64, f64)], from: i64, to: i64) -> (f64, f64, usize) {
+    let v: Vec<f64> = h
+        .iter()
+        .filter(|(t, _, _)| *t >= from && *t <= to)
+        .map(|(_, g, _)| f64::from(*g as f32))
+        .collect();
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt(), v.len())
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-9)
+}
+
+/// Waits for the first cycle that has baselines, checks them against the data, then
+/// injects the anomaly and times its detection. Returns the sidecar's last /metrics text.
+fn check_sidecar(vitals: &Vitals, live: &Live, h: &[(i64, f64, f64)]) -> String {
+    let text = poll_until(Duration::from_secs(120), || {
+        let t = vitals.metrics();
+        metric(&t, "baseline_mean", &[("signal", "test_gauge"), ("window", "7d")]).map(|_| t)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no 7d baseline after 120 s\n{}\n--- logs ---\n{}",
+            vitals.metrics(),
+            vitals.logs()
+        )
+    });
+    let at = metric(&text, "vitals_sidecar_last_cycle_timestamp_seconds", &[])
+        .expect("last cycle timestamp") as i64;
+    let mean = metric(&text, "baseline_mean", &[("signal", "test_gauge"), ("window", "7d")])
+        .expect("mean");
+    let sd = metric(&text, "baseline_stddev", &[("signal", "test_gauge"), ("window", "7d")])
+        .expect("stddev");
+    // The newest point is the cycle's grid end or, if that point had not arrived, one
+    // before it; the window ends baseline_offset (1h) before it and spans 7 days.
+    let end = at.div_euclid(STEP) * STEP;
+    let matched = (0..3).map(|k| end - k * STEP).find_map(|newest| {
+        let (m, s, n) = true_stats(h, newest - 3600 - 7 * 86_400, newest - 3600);
+        (close(mean, m, 1e-6) && close(sd, s, 1e-4)).then_some((newest, n))
+    });
+    assert!(
+        matched.is_some(),
+        "7d baseline mean {mean} / stddev {sd} match no window of the backfilled data: \
+         true stats at the cycle's end {:?}",
+        true_stats(h, end - 3600 - 7 * 86_400, end - 3600)
+    );
+    assert!(
+        metric(&text, "baseline_quantile", &[("signal", "test_gauge"), ("window", "7d"), ("q", "0.5")])
+            .is_some_and(|q| (q - 100.0).abs() < 2.0),
+        "median baseline near 100"
+    );
+    assert_eq!(
+        metric(&text, "anomaly_severity", &[("signal", "test_gauge")]),
+        Some(0.0),
+        "no anomaly on normal data:\n{text}"
+    );
+    assert_eq!(
+        metric(&text, "health_score", &[("domain", "app")]),
+        Some(100.0),
+        "healthy before the anomaly"
+    );
+
+    // Inject: the gauge jumps by 20 of its ranges.
+    let cycles = |t: &str| metric(t, "vitals_sidecar_cycles_total", &[]).unwrap_or(0.0);
+    let before = cycles(&vitals.metrics());
+    live.anomaly.store(true, Ordering::SeqCst);
+    let raised = poll_until(Duration::from_secs(60), || {
+        let t = vitals.metrics();
+        (metric(&t, "anomaly_severity", &[("signal", "test_gauge")]).unwrap_or(0.0) >= 1.0)
+            .then_some(t)
+    })
+    .unwrap_or_else(|| panic!("no anomaly_severity after 60 s\n{}", vitals.metrics()));
+    let after = cycles(&raised);
+    // One cycle may pass before the first anomalous grid point exists; then two cycles.
+    assert!(
+        after - before <= 3.0,
+        "anomaly raised {} cycles after the injection (at most 3: one to reach the grid point, two to debounce)",
+        after - before
+    );
+    assert!(
+        metric(&raised, "anomaly_zscore", &[("signal", "test_gauge")]).is_some_and(|z| z > 3.0),
+        "z-score of the anomaly:\n{raised}"
+    );
+    assert!(
+        metric(&raised, "health_score", &[("domain", "app")]).is_some_and(|h| h < 100.0),
+        "health drops"
+    );
+    raised
+}
+
+fn setup(prefix_end_s: i64) -> (Arc<Live>, Vec<(i64, f64, f64)>, f64) {
+    let hist_end = prefix_end_s.div_euclid(STEP) * STEP;
+    let t0 = hist_end - HISTORY_DAYS * 86_400 + STEP;
+    let live = Arc::new(Live {
+        t0,
+        anomaly: AtomicBool::new(false),
+    });
+    let h = history(t0, hist_end);
+    // The trend reaches the threshold about two hours after the history ends.
+    let threshold = trend(hist_end, t0) + TREND_SLOPE * 7200.0;
+    (live, h, threshold)
+}
+
+#[test]
+fn sidecar_against_prometheus_backfilled_history() {
+    let (live, h, threshold) = setup(now_s() - 30);
+    let source = serve_live(live.clone());
+    let prom = Prometheus::builder()
+        .backfill_openmetrics(&openmetrics(&h))
+        .scrape("live", &source, "/metrics")
+        .start();
+    let vitals = Vitals::builder()
+        .subcommand("sidecar")
+        .config(&sidecar_config(&prom.url(), threshold))
+        .start();
+    let text = check_sidecar(&vitals, &live, &h);
+
+    // Forecast = PromQL's deriv / predict_linear over the same grid points (a subquery at
+    // the sidecar's step), evaluated at the sidecar's newest point.
+    let slope = metric(&text, "forecast_slope", &[("signal", "test_trend")]).expect("slope");
+    let r2 = metric(&text, "forecast_r_squared", &[("signal", "test_trend")]).expect("r2");
+    let ttt = metric(
+        &text,
+        "forecast_time_to_threshold_seconds",
+        &[("signal", "test_trend")],
+    )
+    .expect("time to threshold");
+    assert!(r2 > 0.99, "R² of a clean trend: {r2}");
+    let at = metric(&text, "vitals_sidecar_last_cycle_timestamp_seconds", &[]).expect("ts") as i64;
+    let end = at.div_euclid(STEP) * STEP;
+    let mut seen = Vec::new();
+    let agrees = (0..3).map(|k| end - k * STEP).any(|t| {
+        let q = |expr: &str| -> Option<f64> {
+            let r = prom.api_get(
+                "/api/v1/query",
+                &[("query", expr), ("time", &t.to_string())],
+            )["result"]
+                .clone();
+            crate::support::prometheus::sample_values(&r).first().copied()
+        };
+        let d = q(&format!("deriv(vitals_test_trend[1h:{STEP}s])"));
+        let p = q(&format!("predict_linear(vitals_test_trend[1h:{STEP}s], 0)"));
+        seen.push((t, d, p));
+        match (d, p) {
+            (Some(d), Some(p)) => close(slope, d, 1e-6) && close(ttt, (threshold - p) / d, 1e-3),
+            _ => false,
+        }
+    });
+    assert!(
+        agrees,
+        "forecast slope {slope} / time to threshold {ttt} differ from PromQL {seen:?} (threshold {threshold})"
+    );
+    assert!(
+        (slope - TREND_SLOPE).abs() < 0.01,
+        "slope {slope} is per second"
+    );
+}
+
+#[test]
+fn sidecar_against_victoriametrics_imported_history() {
+    let (live, h, _threshold) = setup(now_s() - 30);
+    let vm = VictoriaMetrics::start();
+    vm.import_prometheus(&prometheus_text_ms(&h));
+    // Live points: imported every second, as a remote-write client would.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (live, stop, url) = (live.clone(), stop.clone(), vm.url());
+        std::thread::spawn(move || {
+            let client = crate::support::http_client();
+            while !stop.load(Ordering::SeqCst) {
+                let ts = now_s();
+                let (g, t) = live.values(ts);
+                let body = format!(
+                    "vitals_test_gauge{{instance=\"a\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\"}} {t} {ms}\n",
+                    ms = ts * 1000
+                );
+                let _ = client
+                    .post(format!("{url}/api/v1/import/prometheus"))
+                    .body(body)
+                    .send();
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+        })
+    };
+    let vitals = Vitals::builder()
+        .subcommand("sidecar")
+        .config(&sidecar_config(&vm.url(), 1e12))
+        .start();
+    check_sidecar(&vitals, &live, &h);
+    stop.store(true, Ordering::SeqCst);
+    let _ = pusher.join();
+}
