@@ -494,9 +494,16 @@ mod tests {
 
     #[test]
     fn windowed_gaussian_matches_nab_published_rows() {
-        // First rows of NAB's results/windowedGaussian/.../ec2_cpu_utilization_24ae8d.csv.
-        let values = [0.132, 0.134, 0.134, 0.134, 0.134];
-        let expected = [0.0, 1.0, 0.841_344_746_069, 0.760_249_938_907, 0.718_148_569_175];
+        // First rows of NAB's results/windowedGaussian/realTraffic/windowedGaussian_speed_7578.csv.
+        let values = [73.0, 62.0, 66.0, 69.0, 65.0, 76.0];
+        let expected = [
+            0.0,
+            0.0,
+            0.392_531_434_274,
+            0.670_010_205_067,
+            0.267_571_726_199,
+            0.991_921_534_369,
+        ];
         let got = windowed_gaussian(&values);
         for (g, e) in got.iter().zip(expected) {
             assert!((g - e).abs() < 1e-6, "{got:?}");
