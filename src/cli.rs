@@ -96,7 +96,12 @@ pub struct CheckConfigArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BacktestArgs {
     /// Input CSV (`timestamp,value`, NAB's format).
-    #[arg(long, value_name = "FILE", required_unless_present = "nab", conflicts_with = "nab")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "nab",
+        conflicts_with = "nab"
+    )]
     pub input: Option<PathBuf>,
     /// Output CSV (`timestamp,value,anomaly_score`); stdout when absent.
     #[arg(long, value_name = "FILE", requires = "input")]

@@ -309,38 +309,6 @@ fn logs_command(cmd: LogsCommand) -> anyhow::Result<i32> {
     }
 }
 
-#[cfg(test)]
-mod logs_tests {
-    use super::*;
-
-    #[test]
-    fn parsers_are_looked_up_by_name() {
-        let mut p = MessageParser::from_name("syslog").expect("syslog exists");
-        assert_eq!(
-            p.message("Jan  5 10:00:00 h sshd[1]: hello").as_deref(),
-            Some("hello")
-        );
-        assert_eq!(p.message("no header"), None);
-        let err = MessageParser::from_name("nope")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.starts_with("unknown parser \"nope\""), "{err}");
-    }
-
-    #[test]
-    fn lines_are_read_without_endings_and_invalid_utf8_is_replaced() {
-        let input: &[u8] = b"one\r\ntwo\n\xffthree";
-        let mut seen = Vec::new();
-        for_each_line(input, |l| {
-            seen.push(l.to_string());
-            Ok(())
-        })
-        .ok();
-        assert_eq!(seen, vec!["one", "two", "\u{fffd}three"]);
-    }
-}
-
 /// `vitals backtest`: one CSV, or a NAB folder scored with the three NAB profiles.
 fn backtest_command(args: &crate::cli::BacktestArgs) -> anyhow::Result<i32> {
     use crate::sidecar::backtest::{self, Method};
@@ -355,7 +323,9 @@ fn backtest_command(args: &crate::cli::BacktestArgs) -> anyhow::Result<i32> {
                 let (name, value) = p
                     .split_once('=')
                     .with_context(|| format!("--param {p:?}: expected NAME=VALUE"))?;
-                config.set(name.trim(), value.trim()).map_err(anyhow::Error::msg)?;
+                config
+                    .set(name.trim(), value.trim())
+                    .map_err(anyhow::Error::msg)?;
             }
             Method::Vitals(config)
         }
@@ -375,7 +345,12 @@ fn backtest_command(args: &crate::cli::BacktestArgs) -> anyhow::Result<i32> {
             None => {
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 writeln!(out, "timestamp,value,anomaly_score")?;
-                for ((ts, v), s) in series.raw_timestamps.iter().zip(&series.values).zip(&scores) {
+                for ((ts, v), s) in series
+                    .raw_timestamps
+                    .iter()
+                    .zip(&series.values)
+                    .zip(&scores)
+                {
                     writeln!(out, "{ts},{v},{s}")?;
                 }
                 out.flush()?;
@@ -446,4 +421,36 @@ fn backtest_command(args: &crate::cli::BacktestArgs) -> anyhow::Result<i32> {
     }
     out.flush()?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod logs_tests {
+    use super::*;
+
+    #[test]
+    fn parsers_are_looked_up_by_name() {
+        let mut p = MessageParser::from_name("syslog").expect("syslog exists");
+        assert_eq!(
+            p.message("Jan  5 10:00:00 h sshd[1]: hello").as_deref(),
+            Some("hello")
+        );
+        assert_eq!(p.message("no header"), None);
+        let err = MessageParser::from_name("nope")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("unknown parser \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn lines_are_read_without_endings_and_invalid_utf8_is_replaced() {
+        let input: &[u8] = b"one\r\ntwo\n\xffthree";
+        let mut seen = Vec::new();
+        for_each_line(input, |l| {
+            seen.push(l.to_string());
+            Ok(())
+        })
+        .ok();
+        assert_eq!(seen, vec!["one", "two", "\u{fffd}three"]);
+    }
 }

@@ -111,15 +111,11 @@ pub fn read_series(path: &Path) -> Result<Series, SeriesError> {
         let (Some(ts), Some(value)) = (record.get(ts_col), record.get(value_col)) else {
             return Err(malformed(
                 line,
-                format!(
-                    "expected {} fields, found {}",
-                    headers.len(),
-                    record.len()
-                ),
+                format!("expected {} fields, found {}", headers.len(), record.len()),
             ));
         };
-        let ms = parse_timestamp(ts)
-            .ok_or_else(|| malformed(line, format!("bad timestamp {ts:?}")))?;
+        let ms =
+            parse_timestamp(ts).ok_or_else(|| malformed(line, format!("bad timestamp {ts:?}")))?;
         let v: f64 = value
             .trim()
             .parse()
@@ -201,8 +197,11 @@ mod tests {
     fn malformed_rows_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.csv");
-        std::fs::write(&p, "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,x\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,x\n",
+        )
+        .unwrap();
         let e = read_series(&p).unwrap_err().to_string();
         assert!(e.ends_with("s.csv:3: bad value \"x\""), "{e}");
         std::fs::write(&p, "timestamp,value\n2020-01-01 00:05:00,1\nnoon,2\n").unwrap();

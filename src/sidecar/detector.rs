@@ -523,7 +523,10 @@ mod tests {
         let noon_level = traffic(end + 12 * HOUR_MS, &mut Noise(1));
         let mut probe = d.clone();
         let s = probe.update(ts, noon_level);
-        assert!(s.seasonal, "the hour-of-week profile takes part after 4 weeks");
+        assert!(
+            s.seasonal,
+            "the hour-of-week profile takes part after 4 weeks"
+        );
         assert!(
             s.anomaly >= WARNING_THRESHOLD,
             "noon level at 3 a.m.: {s:?}"
@@ -625,7 +628,10 @@ mod tests {
                 flagged += 1;
             }
         }
-        assert!(flagged < 40, "{flagged} of 300 points after the shift flagged");
+        assert!(
+            flagged < 40,
+            "{flagged} of 300 points after the shift flagged"
+        );
         let s = d.update(ts, 80.0);
         assert!(s.anomaly < WARNING_THRESHOLD, "{s:?}");
         assert!(s.drift_ratio > 1.3, "{s:?}");
@@ -645,7 +651,10 @@ mod tests {
         assert_eq!(d.samples(), before);
         // Irregular gaps (a day's outage) do not break scoring.
         let s = d.update(ts + DAY_MS, 50.2);
-        assert!(s.anomaly < WARNING_THRESHOLD && s.anomaly.is_finite(), "{s:?}");
+        assert!(
+            s.anomaly < WARNING_THRESHOLD && s.anomaly.is_finite(),
+            "{s:?}"
+        );
         assert_eq!(d.samples(), before + 1);
     }
 

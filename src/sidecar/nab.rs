@@ -361,7 +361,7 @@ pub fn windowed_gaussian(values: &[f64]) -> Vec<f64> {
             // The published results (NAB's results/windowedGaussian at the v1.1 tables) are
             // one-sided: 1 - Q(z) with a signed z, and Q computed as erfc(z / 1.4142) / 2.
             let z = (x - mean) / std;
-            1.0 - 0.5 * erfc(z / 1.4142)
+            1.0 - 0.5 * erfc(z / NAB_SQRT_2)
         };
         out.push(score);
         if window.len() == WINDOW {
@@ -379,6 +379,10 @@ pub fn windowed_gaussian(values: &[f64]) -> Vec<f64> {
     out
 }
 
+/// NAB's (nupic's) rounded square root of 2 in `normalProbability`, kept to reproduce its rows.
+#[allow(clippy::approx_constant)]
+const NAB_SQRT_2: f64 = 1.4142;
+
 /// Complementary error function (Numerical Recipes' Chebyshev fit, relative error below
 /// 1.2e-7), enough for the reference detector's tail probabilities.
 fn erfc(x: f64) -> f64 {
@@ -391,8 +395,7 @@ fn erfc(x: f64) -> f64 {
                     + t * (-0.186_288_06
                         + t * (0.278_868_07
                             + t * (-1.135_203_98
-                                + t * (1.488_515_87
-                                    + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let r = t * poly.exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
@@ -436,7 +439,10 @@ mod tests {
             let r = score_corpus(&[file(&windows_a, &a), file(&windows_b, &b)], profile);
             assert!((r.normalized - 100.0).abs() < 1e-9, "{profile:?}: {r:?}");
             assert_eq!(r.threshold, 1.0);
-            assert_eq!((r.detected_windows, r.windows, r.false_positives), (3, 3, 0));
+            assert_eq!(
+                (r.detected_windows, r.windows, r.false_positives),
+                (3, 3, 0)
+            );
         }
         let zeros_a = vec![0.0; 1000];
         let zeros_b = vec![0.0; 800];
