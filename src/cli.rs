@@ -95,15 +95,44 @@ pub struct CheckConfigArgs {
 /// Flags of `backtest`.
 #[derive(Debug, Clone, Args)]
 pub struct BacktestArgs {
-    /// Input CSV (`timestamp,value`).
-    #[arg(long)]
+    /// Input CSV (`timestamp,value`, NAB's format).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "nab",
+        conflicts_with = "nab"
+    )]
     pub input: Option<PathBuf>,
-    /// Output CSV (`timestamp,value,anomaly_score`).
-    #[arg(long)]
+    /// Output CSV (`timestamp,value,anomaly_score`); stdout when absent.
+    #[arg(long, value_name = "FILE", requires = "input")]
     pub output: Option<PathBuf>,
-    /// Score a whole NAB-layout folder.
-    #[arg(long)]
+    /// Score a whole NAB-layout folder (data/<category>/*.csv and
+    /// labels/combined_windows.json) with the NAB v1.1 rules and print the profile scores.
+    #[arg(long, value_name = "DIR")]
     pub nab: Option<PathBuf>,
+    /// With --nab: also write each file's scored CSV under this folder.
+    #[arg(long = "output-dir", value_name = "DIR", requires = "nab")]
+    pub output_dir: Option<PathBuf>,
+    /// With --nab: also print each file's raw score at the standard profile's threshold.
+    #[arg(long = "per-file", requires = "nab")]
+    pub per_file: bool,
+    /// Detector: the sidecar's own, or NAB's windowedGaussian reference (to check the
+    /// scorer against NAB's published numbers).
+    #[arg(long, value_enum, default_value_t = BacktestDetector::Vitals)]
+    pub detector: BacktestDetector,
+    /// Override a detector tunable, NAME=VALUE (repeatable), e.g. to measure how robust the
+    /// scores are to the tuning.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+}
+
+/// Detectors `backtest` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BacktestDetector {
+    /// The sidecar's detector.
+    Vitals,
+    /// NAB's windowedGaussian (1,000-point rolling Gaussian tail probability).
+    WindowedGaussian,
 }
 
 /// `vitals logs ...`: the log collector's pattern miner, offline.
