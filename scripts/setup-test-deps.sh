@@ -9,7 +9,7 @@ PACKAGES=(
   openssh-server openssh-client sshpass
   prometheus prometheus-alertmanager
   # tools the tests call
-  curl openssl ca-certificates procps util-linux mount passwd iproute2 python3 time
+  curl openssl ca-certificates procps util-linux mount passwd iproute2 python3 time systemd
   # peers for side-by-side benchmarks (scripts/bench/)
   prometheus-postgres-exporter prometheus-process-exporter prometheus-node-exporter mtail wrk
 )

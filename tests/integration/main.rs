@@ -4,6 +4,7 @@
 mod support;
 
 mod backtest;
+mod ecosystem;
 mod exporter;
 mod harness;
 mod logs;
