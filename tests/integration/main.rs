@@ -10,6 +10,7 @@ mod logs;
 mod postgres;
 mod process;
 mod promql;
+mod recommend;
 mod sidecar;
 mod ssh_disk;
 mod web;
