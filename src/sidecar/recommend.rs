@@ -149,7 +149,8 @@ pub struct TemplateError(String);
 
 fn is_name(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -308,7 +309,11 @@ fn g4(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v == 0.0 {
         return "0".into();
@@ -743,7 +748,12 @@ impl Recommender {
 
     /// Replaces the rules after a reload. Findings of rules that still exist (same id) are
     /// kept; those of removed rules resolve at the next evaluation.
-    pub fn reconfigure(&mut self, rules: Vec<Recommendation>, interval: Duration, max_findings: u32) {
+    pub fn reconfigure(
+        &mut self,
+        rules: Vec<Recommendation>,
+        interval: Duration,
+        max_findings: u32,
+    ) {
         let new = compile_all(rules, interval);
         let index: BTreeMap<&str, usize> = new
             .iter()
@@ -1111,9 +1121,11 @@ mod tests {
 
     /// Canned answers per expression, for the evaluator's bookkeeping (the real query API is
     /// exercised by tests/integration/recommend.rs).
+    type Answer = Result<Vec<(Labels, f64)>, String>;
+
     #[derive(Default)]
     struct Canned {
-        answers: RefCell<BTreeMap<String, Result<Vec<(Labels, f64)>, String>>>,
+        answers: RefCell<BTreeMap<String, Answer>>,
         asked: RefCell<Vec<String>>,
     }
 
@@ -1283,10 +1295,7 @@ mod tests {
             values: &BTreeMap::new(),
         };
         assert_eq!(t.render(&ctx), "1.5k abc");
-        assert_eq!(
-            Template::parse("no fields").map(|t| t.names().len()),
-            Ok(0)
-        );
+        assert_eq!(Template::parse("no fields").map(|t| t.names().len()), Ok(0));
     }
 
     #[test]
@@ -1317,7 +1326,13 @@ mod tests {
         let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
-            vec!["condition", "values.value", "title", "target", "runbook_url"],
+            vec![
+                "condition",
+                "values.value",
+                "title",
+                "target",
+                "runbook_url"
+            ],
             "{p:?}"
         );
         assert!(p[2].1.contains("labels only"), "{p:?}");
@@ -1332,7 +1347,10 @@ mod tests {
         cfg.sidecar.max_findings_per_recommendation = 0;
         let problems: Vec<String> = cfg.validate().iter().map(|p| p.to_string()).collect();
         let text = problems.join("\n");
-        assert!(text.contains("sidecar.max_findings_per_recommendation"), "{text}");
+        assert!(
+            text.contains("sidecar.max_findings_per_recommendation"),
+            "{text}"
+        );
         assert!(text.contains("sidecar.recommendations[1].id"), "{text}");
         assert!(
             text.contains("sidecar.recommendations[1].description"),
@@ -1356,6 +1374,42 @@ mod tests {
             assert!(
                 !Template::parse(&r.title).expect("title").names().is_empty(),
                 "{}: a title without labels collapses all findings into one",
+                r.id
+            );
+        }
+    }
+
+    /// Every metric name in a shipped rule is documented (grep, don't guess): docs/metrics.md
+    /// for vitals' families and the sidecar's own, docs/ssh_disk.md for node_filesystem_*.
+    #[test]
+    fn every_metric_a_default_rule_uses_is_documented() {
+        let docs = [
+            include_str!("../../docs/metrics.md"),
+            include_str!("../../docs/ssh_disk.md"),
+        ]
+        .concat();
+        let re =
+            regex::Regex::new(r"\b(?:pg|namedprocess|log|node|anomaly|forecast|vitals)_[a-z0-9_]+")
+                .expect("regex");
+        let mut missing = BTreeSet::new();
+        let mut used = 0;
+        for r in defaults() {
+            for expr in std::iter::once(&r.condition).chain(r.values.values()) {
+                for m in re.find_iter(expr) {
+                    used += 1;
+                    if !docs.contains(&format!("`{}`", m.as_str())) {
+                        missing.insert(format!("{}: {}", r.id, m.as_str()));
+                    }
+                }
+            }
+        }
+        assert!(used > 80, "{used}");
+        assert!(missing.is_empty(), "undocumented metrics: {missing:?}");
+        let doc = include_str!("../../docs/recommendations.md");
+        for r in defaults() {
+            assert!(
+                doc.contains(&format!("`{}`", r.id)),
+                "{} is not in docs/recommendations.md",
                 r.id
             );
         }
@@ -1405,7 +1459,10 @@ mod tests {
             ],
         );
         let r = run(rec.evaluate(&api, 0));
-        assert!(r.findings.is_empty(), "pending findings are not reported: {r:?}");
+        assert!(
+            r.findings.is_empty(),
+            "pending findings are not reported: {r:?}"
+        );
         let r = run(rec.evaluate(&api, MIN));
         assert!(r.findings.is_empty(), "{r:?}");
         let r = run(rec.evaluate(&api, 2 * MIN));
@@ -1481,12 +1538,15 @@ mod tests {
         api.set("cond", &first);
         let r = run(rec.evaluate(&api, 0));
         assert_eq!(r.active().count(), 3);
-        let all: Vec<(&[(&str, &str)], f64)> =
-            series.iter().map(|l| (l.as_slice(), 1.0)).collect();
+        let all: Vec<(&[(&str, &str)], f64)> = series.iter().map(|l| (l.as_slice(), 1.0)).collect();
         api.set("cond", &all);
         let r = run(rec.evaluate(&api, MIN));
         let targets: Vec<&str> = r.active().map(|f| f.target.as_str()).collect();
-        assert_eq!(targets, vec!["t/c", "t/d", "t/e"], "known findings keep their place");
+        assert_eq!(
+            targets,
+            vec!["t/c", "t/d", "t/e"],
+            "known findings keep their place"
+        );
         assert_eq!(r.rules[0].dropped_total, 2);
         let r = run(rec.evaluate(&api, 2 * MIN));
         assert_eq!(r.rules[0].dropped_total, 4);
@@ -1558,12 +1618,18 @@ mod tests {
             "{out}"
         );
         assert_eq!(out.matches("recommendation_active{").count(), 2, "{out}");
-        assert!(out.contains("recommendation_findings{id=\"dead\"} 2\n"), "{out}");
+        assert!(
+            out.contains("recommendation_findings{id=\"dead\"} 2\n"),
+            "{out}"
+        );
         assert!(
             out.contains("recommendation_findings_dropped_total{id=\"dead\"} 0\n"),
             "{out}"
         );
-        assert!(!out.contains("dead ("), "descriptions are not labels: {out}");
+        assert!(
+            !out.contains("dead ("),
+            "descriptions are not labels: {out}"
+        );
         let lines = landing_lines(&report, 10);
         assert_eq!(lines.len(), 2);
         assert!(lines[0].contains("40% dead"), "{lines:?}");

@@ -10,9 +10,11 @@ use prometheus_client::registry::Registry;
 use vitals::config::PrometheusEndpoint;
 use vitals::sidecar::promql::{InstantSample, PromClient};
 use vitals::sidecar::recommend::{self, FindingState, QueryApi, Recommender, Report};
+use vitals::web::openmetrics_to_text;
 
 use crate::support::postgres::{Postgres, SUPERUSER_PASSWORD};
 use crate::support::prometheus::{Prometheus, sample_values};
+use crate::support::promtool_check;
 use crate::support::vitals::Vitals;
 
 fn now_ms() -> i64 {
@@ -170,6 +172,9 @@ fn vacuum_finding_names_the_table_and_clears_after_vacuum(
         out.contains("recommendation_findings{id=\"table_needs_vacuum\"} 1\n"),
         "{out}"
     );
+    // As /metrics serves it to a client that does not ask for OpenMetrics.
+    let (ok, problems) = promtool_check(&openmetrics_to_text(&format!("{out}# EOF\n")));
+    assert!(ok && problems.trim().is_empty(), "{problems}\n{out}");
 
     pg.psql("vacuum orders");
     prom.wait_for(
