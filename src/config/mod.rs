@@ -523,6 +523,14 @@ pub struct SidecarConfig {
     pub forecast: ForecastConfig,
     /// Signals added to the shipped defaults.
     pub signals: Vec<Signal>,
+    /// Whether the shipped default recommendation rules are evaluated. Default `true`.
+    pub default_recommendations: bool,
+    /// Active findings kept per recommendation rule; more are dropped and counted.
+    /// Default `100`.
+    pub max_findings_per_recommendation: u32,
+    /// Recommendation rules added to the shipped defaults; a rule with a default's `id` or
+    /// `title` replaces it.
+    pub recommendations: Vec<Recommendation>,
 }
 
 impl Default for SidecarConfig {
@@ -540,6 +548,9 @@ impl Default for SidecarConfig {
             default_signals: true,
             forecast: ForecastConfig::default(),
             signals: Vec::new(),
+            default_recommendations: true,
+            max_findings_per_recommendation: 100,
+            recommendations: Vec::new(),
         }
     }
 }
@@ -634,6 +645,121 @@ pub struct MinTraffic {
     pub expr: String,
     /// Traffic below this value mutes the signal's anomalies.
     pub min: f64,
+}
+
+/// What a recommendation is about; the `category` label of `recommendation_active`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendationCategory {
+    /// Dead tuples, wraparound: VACUUM's work.
+    Vacuum,
+    /// Unused or missing indexes.
+    Indexes,
+    /// Connection slots and reachability.
+    Connections,
+    /// Long, blocked, deadlocked or spilling queries.
+    Queries,
+    /// Standbys, slots, WAL archiving.
+    Replication,
+    /// Space and identifier ranges running out.
+    Capacity,
+    /// Processes: memory, CPU, file descriptors, crashes.
+    Process,
+    /// Error patterns in logs.
+    Logs,
+    /// Attacks and certificates.
+    Security,
+    /// Settings worth changing.
+    Configuration,
+    /// Databases nobody uses.
+    Activity,
+}
+
+impl RecommendationCategory {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vacuum => "vacuum",
+            Self::Indexes => "indexes",
+            Self::Connections => "connections",
+            Self::Queries => "queries",
+            Self::Replication => "replication",
+            Self::Capacity => "capacity",
+            Self::Process => "process",
+            Self::Logs => "logs",
+            Self::Security => "security",
+            Self::Configuration => "configuration",
+            Self::Activity => "activity",
+        }
+    }
+}
+
+/// How urgent a recommendation is; the `severity` label of `recommendation_active`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendationSeverity {
+    /// Worth knowing; no harm yet.
+    Info,
+    /// Will hurt if left alone.
+    Warning,
+    /// Hurts now or very soon.
+    Critical,
+}
+
+impl RecommendationSeverity {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// A recommendation rule: every series its PromQL `condition` returns is one finding, with
+/// a stable title and target made from the series' labels and a description that states the
+/// numbers (templates: docs/recommendations.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Recommendation {
+    /// Stable identifier, the `id` label.
+    pub id: String,
+    /// What the finding is about.
+    pub category: RecommendationCategory,
+    /// How urgent it is.
+    pub severity: RecommendationSeverity,
+    /// PromQL; every series returned is one finding, its labels available to the templates.
+    pub condition: String,
+    /// Title template from labels only (never values), so it stays stable while the numbers
+    /// move; with `category` and `target` it identifies the finding.
+    pub title: String,
+    /// Template naming what the finding is about, e.g. `{{target}}/{{datname}}`.
+    pub target: String,
+    /// Template stating the numbers: labels, `{{value}}` and the named `values`.
+    pub description: String,
+    /// Extra PromQL queries evaluated with the condition; each finding takes the value of the
+    /// series whose labels are a subset of its own.
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+    /// Steps that fix the problem.
+    #[serde(default)]
+    pub remediation: Vec<String>,
+    /// Link to the runbook.
+    #[serde(default)]
+    pub runbook_url: Option<String>,
+    /// The condition must hold this long (counted in evaluation cycles) before the finding
+    /// becomes active. Default `0s`.
+    #[serde(default = "zero_duration", rename = "for")]
+    pub hold_for: PromDuration,
+    /// Evaluate at most this often (expensive long-range conditions); findings keep their
+    /// state in between. Default `0s`: every cycle.
+    #[serde(default = "zero_duration")]
+    pub every: PromDuration,
+}
+
+fn zero_duration() -> PromDuration {
+    PromDuration(std::time::Duration::ZERO)
 }
 
 impl Config {
@@ -923,6 +1049,24 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
             "sidecar.forecast.window".into(),
             "must cover at least three resolution steps",
         );
+    }
+    if sc.max_findings_per_recommendation == 0 {
+        push(
+            "sidecar.max_findings_per_recommendation".into(),
+            "must be at least 1",
+        );
+    }
+    let mut ids = BTreeSet::new();
+    for (i, r) in sc.recommendations.iter().enumerate() {
+        let key = |f: &str| format!("sidecar.recommendations[{i}].{f}");
+        if r.id.trim().is_empty() {
+            push(key("id"), "must not be empty");
+        } else if !ids.insert(r.id.as_str()) {
+            push(key("id"), &format!("duplicate id {:?}", r.id));
+        }
+        for (problem_key, reason) in crate::sidecar::recommend::rule_problems(r) {
+            push(key(&problem_key), &reason);
+        }
     }
     for (i, s) in sc.signals.iter().enumerate() {
         let key = |f: &str| format!("sidecar.signals[{i}].{f}");
@@ -1326,6 +1470,20 @@ mod doc_tests {
                 min: 1.0,
             }),
         });
+        c.sidecar.recommendations.push(Recommendation {
+            id: "r".into(),
+            category: RecommendationCategory::Vacuum,
+            severity: RecommendationSeverity::Warning,
+            condition: "up == 0".into(),
+            title: "{{job}} is down".into(),
+            target: "{{instance}}".into(),
+            description: "{{value}} and {{v | humanize}}".into(),
+            values: BTreeMap::from([("v".into(), "up".into())]),
+            remediation: vec!["start it".into()],
+            runbook_url: Some("https://example.com/runbook".into()),
+            hold_for: PromDuration(std::time::Duration::from_secs(60)),
+            every: PromDuration(std::time::Duration::from_secs(60)),
+        });
         c
     }
 
@@ -1339,8 +1497,8 @@ mod doc_tests {
                     } else {
                         format!("{prefix}.{k}")
                     };
-                    // Free-form maps (labels) document the map, not their entries.
-                    if path.ends_with(".labels") {
+                    // Free-form maps (labels, values) document the map, not their entries.
+                    if path.ends_with(".labels") || path.ends_with("].values") {
                         out.insert(path);
                         continue;
                     }

@@ -11,6 +11,7 @@ pub mod forecast;
 pub mod health;
 pub mod nab;
 pub mod promql;
+pub mod recommend;
 pub mod reexport;
 pub mod scheduler;
 pub mod signals;

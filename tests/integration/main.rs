@@ -11,6 +11,7 @@ mod logs;
 mod postgres;
 mod process;
 mod promql;
+mod recommend;
 mod sidecar;
 mod ssh_disk;
 mod web;
