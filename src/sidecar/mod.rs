@@ -107,6 +107,11 @@ async fn run_loop(
                     client,
                     signals::effective(&new.sidecar),
                 );
+                engine.recommender_mut().reconfigure(
+                    recommend::effective(&new.sidecar),
+                    new.sidecar.interval.0,
+                    new.sidecar.max_findings_per_recommendation,
+                );
                 config = new;
                 // Wait out the rest of the interval: a reload is not a reason to query early.
                 tokio::select! {
@@ -129,6 +134,7 @@ impl Sidecar {
             Settings::from_config(&config.sidecar),
             client,
             signals::effective(&config.sidecar),
+            recommend::Recommender::from_config(&config.sidecar),
         );
         let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
         let (config_tx, config_rx) = watch::channel(config.clone());
@@ -259,6 +265,7 @@ impl Role for Sidecar {
                 s.latest.score.anomaly
             ));
         }
+        notes.extend(recommend::landing_lines(&snap.recommendations, 50));
         LandingPage {
             role: "sidecar".into(),
             config_source: self.source.describe(),

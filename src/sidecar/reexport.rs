@@ -182,6 +182,7 @@ pub fn encode(snap: &Snapshot, out: &mut String) -> std::fmt::Result {
         "Correlated events raised: anomalies in two or more domains in one cycle",
         events,
     );
+    super::recommend::register(&snap.recommendations, &mut reg);
     encode_self(snap, &mut reg);
     encode_registry(out, &reg)
 }

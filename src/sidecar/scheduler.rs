@@ -16,6 +16,7 @@ use super::detector::{Detector, DetectorConfig, Score};
 use super::forecast::{self, Fit};
 use super::health::{Health, HealthBuilder, Observation};
 use super::promql::{InstantData, Labels, PromClient, RangeSeries};
+use super::recommend::{Recommender, Report};
 use super::store::History;
 use crate::config::{Direction, SidecarConfig, Signal};
 
@@ -185,6 +186,8 @@ pub struct Snapshot {
     pub http_requests: u64,
     /// Bytes held by series histories.
     pub history_bytes: usize,
+    /// Recommendations found this cycle (active and recently resolved).
+    pub recommendations: Report,
 }
 
 /// The sidecar's analysis state.
@@ -193,6 +196,7 @@ pub struct Engine {
     client: PromClient,
     signals: Vec<SignalState>,
     correlator: Correlator,
+    recommender: Recommender,
     cycles: u64,
     queries_ok: u64,
     queries_failed: u64,
@@ -200,12 +204,18 @@ pub struct Engine {
 
 impl Engine {
     /// An engine evaluating `signals` through `client`.
-    pub fn new(settings: Settings, client: PromClient, signals: Vec<Signal>) -> Engine {
+    pub fn new(
+        settings: Settings,
+        client: PromClient,
+        signals: Vec<Signal>,
+        recommender: Recommender,
+    ) -> Engine {
         Engine {
             settings,
             client,
             signals: signals.into_iter().map(SignalState::new).collect(),
             correlator: Correlator::default(),
+            recommender,
             cycles: 0,
             queries_ok: 0,
             queries_failed: 0,
@@ -262,11 +272,23 @@ impl Engine {
             self.queries_failed += failed;
             self.signals.push(st);
         }
+        let recommendations = self.recommender.evaluate(&self.client, now_ms).await;
         self.cycles += 1;
-        self.snapshot(now_ms, end, started.elapsed())
+        self.snapshot(now_ms, end, started.elapsed(), recommendations)
     }
 
-    fn snapshot(&mut self, now_ms: i64, end: i64, took: Duration) -> Snapshot {
+    /// The recommendation rules, for reconfiguration.
+    pub fn recommender_mut(&mut self) -> &mut Recommender {
+        &mut self.recommender
+    }
+
+    fn snapshot(
+        &mut self,
+        now_ms: i64,
+        end: i64,
+        took: Duration,
+        recommendations: Report,
+    ) -> Snapshot {
         let s = &self.settings;
         let mut series = Vec::new();
         let mut health = HealthBuilder::default();
@@ -327,6 +349,7 @@ impl Engine {
             queries_failed: self.queries_failed,
             http_requests: self.client.requests(),
             history_bytes,
+            recommendations,
         }
     }
 }
