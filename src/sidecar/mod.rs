@@ -4,6 +4,7 @@
 
 pub mod backtest;
 pub mod detector;
+pub mod http;
 pub mod nab;
 pub mod promql;
 
