@@ -236,12 +236,12 @@ impl PromClient {
         expr: &str,
         time_ms: Option<i64>,
     ) -> Result<InstantResult, PromError> {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("query", expr);
-        if let Some(t) = time_ms {
-            form.append_pair("time", &format_ms(t));
+        let time = time_ms.map(format_ms);
+        let mut pairs = vec![("query", expr)];
+        if let Some(t) = &time {
+            pairs.push(("time", t));
         }
-        let body = self.call("/api/v1/query", expr, form.finish()).await?;
+        let body = self.call("/api/v1/query", expr, encode(&pairs)).await?;
         let response = parse::<RawData>(&body).map_err(|reason| self.bad_json(expr, reason))?;
         let mut notes = Notes::default();
         let data = match response.data {
@@ -303,14 +303,13 @@ impl PromClient {
         let mut chunk_start = start_ms;
         loop {
             let chunk_end = end_ms.min(chunk_start.saturating_add(chunk_span - step_ms));
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            form.append_pair("query", expr)
-                .append_pair("start", &format_ms(chunk_start))
-                .append_pair("end", &format_ms(chunk_end))
-                .append_pair("step", &format_ms(step_ms));
-            let body = self
-                .call("/api/v1/query_range", expr, form.finish())
-                .await?;
+            let form = encode(&[
+                ("query", expr),
+                ("start", &format_ms(chunk_start)),
+                ("end", &format_ms(chunk_end)),
+                ("step", &format_ms(step_ms)),
+            ]);
+            let body = self.call("/api/v1/query_range", expr, form).await?;
             let response = parse::<RawData>(&body).map_err(|reason| self.bad_json(expr, reason))?;
             let chunk = match response.data {
                 RawData::Matrix(chunk) => chunk,
@@ -416,6 +415,14 @@ impl PromClient {
             reason,
         }
     }
+}
+
+/// `application/x-www-form-urlencoded` text of `pairs` (a plain function: the serializer is
+/// not `Send` and must not live across an await).
+fn encode(pairs: &[(&str, &str)]) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.extend_pairs(pairs);
+    form.finish()
 }
 
 /// Milliseconds as the API's decimal seconds (`1700000000.123`), exact.
@@ -693,6 +700,16 @@ mod tests {
         let r = parse::<RawData>(body).expect("result before resultType is fine too");
         assert!(matches!(r.data, RawData::Vector(ref v) if v.len() == 1));
         assert!(parse::<RawData>(br#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"z"]}]}}"#).is_err());
+    }
+
+    #[test]
+    fn client_and_futures_are_send_and_sync() {
+        fn send<T: Send>(_: &T) {}
+        fn send_sync<T: Send + Sync + Clone>(_: &T) {}
+        let c = PromClient::new(&crate::config::PrometheusEndpoint::default()).expect("client");
+        send_sync(&c);
+        send(&c.query("up", None));
+        send(&c.query_range("up", 0, 1, Duration::from_secs(1)));
     }
 
     #[test]

@@ -438,7 +438,10 @@ fn backfill(dir: &Path, data_dir: &Path, index: usize, text: &str) {
                             .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
                             .arg(file)
                             .arg(&out),
-                        &format!("promtool tsdb create-blocks-from openmetrics {}", file.display()),
+                        &format!(
+                            "promtool tsdb create-blocks-from openmetrics {}",
+                            file.display()
+                        ),
                     );
                 }
             });
@@ -454,7 +457,11 @@ fn backfill(dir: &Path, data_dir: &Path, index: usize, text: &str) {
             if path.join("meta.json").is_file() {
                 let target = data_dir.join(entry.file_name());
                 std::fs::rename(&path, &target).unwrap_or_else(|e| {
-                    panic!("moving {} to {} failed: {e}", path.display(), target.display())
+                    panic!(
+                        "moving {} to {} failed: {e}",
+                        path.display(),
+                        target.display()
+                    )
                 });
             }
         }
@@ -490,7 +497,9 @@ fn split_by_block(text: &str) -> std::collections::BTreeMap<i64, String> {
             continue;
         }
         if is_sample(line) {
-            let body = out.get_mut(&window_of(line)).expect("window found in the first pass");
+            let body = out
+                .get_mut(&window_of(line))
+                .expect("window found in the first pass");
             body.push_str(line);
             body.push('\n');
         } else {
@@ -537,7 +546,10 @@ impl HistorySeries {
             .labels
             .iter()
             .map(|(k, v)| {
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
                 format!("{k}=\"{v}\"")
             })
             .collect();

@@ -212,27 +212,31 @@ impl VictoriaMetrics {
             };
             let body = response.text().unwrap_or_default();
             for line in body.lines() {
-                let Ok(series) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                let labels: BTreeMap<String, String> = series["metric"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let last = series["timestamps"]
-                    .as_array()
-                    .and_then(|ts| ts.iter().filter_map(serde_json::Value::as_i64).max());
-                if let Some(last) = last {
+                if let Some((labels, last)) = parse_export_line(line) {
                     newest.insert(labels, last);
                 }
             }
         }
         newest
     }
+}
+
+/// The labels and newest timestamp of one `/api/v1/export` line,
+/// `{"metric":{...},"values":[...],"timestamps":[...]}`. The values are not JSON when they
+/// hold `+Inf` or `-Inf`, so the line is cut around them rather than parsed whole.
+fn parse_export_line(line: &str) -> Option<(BTreeMap<String, String>, i64)> {
+    let values = line.rfind(",\"values\":[")?;
+    let metric = line
+        .get(line.find('{')? + 1..values)?
+        .strip_prefix("\"metric\":")?;
+    let labels: BTreeMap<String, String> = serde_json::from_str(metric).ok()?;
+    let ts_start = line.rfind("\"timestamps\":[")? + "\"timestamps\":[".len();
+    let ts_end = ts_start + line[ts_start..].find(']')?;
+    let last = line[ts_start..ts_end]
+        .split(',')
+        .filter_map(|t| t.trim().parse::<i64>().ok())
+        .max()?;
+    Some((labels, last))
 }
 
 /// For every series of a Prometheus text with ms timestamps: its labels (with `__name__`)
