@@ -1386,10 +1386,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("temp dir");
         let pass = tmp.path().join("prom.pass");
         std::fs::write(&pass, "pw\n").expect("write password");
-        let text = format!(
-            "sidecar:\n  prometheus:\n    url: https://mimir:8080/prometheus\n    timeout: 5s\n    retries: 3\n    retry_backoff: 1s\n    basic_auth:\n      username: vitals\n      password_file: prom.pass\n    tls_config:\n      server_name: mimir.example\n      insecure_skip_verify: true\n    headers:\n      X-Scope-OrgID: team-a\n  alertmanagers:\n    - url: http://am:9093\n      authorization:\n        credentials: token\n"
-        );
-        let c = Config::parse(&text, "vitals.yml", Some(tmp.path())).expect("valid");
+        let text = "sidecar:\n  prometheus:\n    url: https://mimir:8080/prometheus\n    timeout: 5s\n    retries: 3\n    retry_backoff: 1s\n    basic_auth:\n      username: vitals\n      password_file: prom.pass\n    tls_config:\n      server_name: mimir.example\n      insecure_skip_verify: true\n    headers:\n      X-Scope-OrgID: team-a\n  alertmanagers:\n    - url: http://am:9093\n      authorization:\n        credentials: token\n";
+        let c = Config::parse(text, "vitals.yml", Some(tmp.path())).expect("valid");
         let p = &c.sidecar.prometheus;
         assert_eq!(p.timeout.0, std::time::Duration::from_secs(5));
         assert_eq!(p.retries, 3);
