@@ -7,7 +7,7 @@ PACKAGES=(
   # servers the integration tests start on loopback
   postgresql-15 postgresql-client-15 postgresql-contrib
   openssh-server openssh-client sshpass
-  prometheus prometheus-alertmanager
+  prometheus prometheus-alertmanager victoria-metrics
   # tools the tests call
   curl openssl ca-certificates procps util-linux mount passwd iproute2 python3 time systemd
   # peers for side-by-side benchmarks (scripts/bench/)

@@ -578,28 +578,133 @@ impl Default for ForecastConfig {
     }
 }
 
-/// A Prometheus-compatible HTTP API.
+/// A Prometheus-compatible HTTP query API: Prometheus, Thanos, Mimir or VictoriaMetrics.
+pub type PrometheusEndpoint = HttpEndpoint;
+
+/// An Alertmanager API endpoint (same keys as the Prometheus endpoint).
+pub type AlertmanagerEndpoint = HttpEndpoint;
+
+/// An HTTP API vitals calls, and how: the keys of Prometheus' own `http_config` where they
+/// exist. One type for the Prometheus query API and the Alertmanager API, so that both take
+/// the same authentication, TLS and header settings (and errors keep exact key positions,
+/// which `#[serde(flatten)]` would lose).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct PrometheusEndpoint {
-    /// Base URL, including any path prefix (Thanos, Mimir).
+pub struct HttpEndpoint {
+    /// Base URL, including any path prefix (Thanos, Mimir `/prometheus`, VictoriaMetrics
+    /// `/prometheus` or `/select/0/prometheus`); the clients append the API paths.
     pub url: String,
+    /// Time allowed for one request, from connecting to the last byte of the answer.
+    /// Default `30s`.
+    #[serde(default = "default_http_timeout")]
+    pub timeout: PromDuration,
+    /// Further attempts after a connection error, a timeout, HTTP 429 or a 5xx answer (never
+    /// after another 4xx, such as a bad query). Default 2.
+    #[serde(default = "default_http_retries")]
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one, with random jitter
+    /// (x0.5 to x1.5). Default `500ms`.
+    #[serde(default = "default_http_retry_backoff")]
+    pub retry_backoff: PromDuration,
+    /// HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// An `Authorization: <type> <credentials>` header, e.g. a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    /// TLS settings for `https://` URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsClientConfig>,
+    /// Extra request headers, e.g. `X-Scope-OrgID` for Mimir or Cortex tenants.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
-impl Default for PrometheusEndpoint {
-    fn default() -> Self {
+impl HttpEndpoint {
+    /// An endpoint at `url` with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: "http://127.0.0.1:9090".into(),
+            url: url.into(),
+            timeout: default_http_timeout(),
+            retries: default_http_retries(),
+            retry_backoff: default_http_retry_backoff(),
+            basic_auth: None,
+            authorization: None,
+            tls_config: None,
+            headers: BTreeMap::new(),
         }
     }
 }
 
-/// An Alertmanager API endpoint.
+impl Default for HttpEndpoint {
+    /// A local Prometheus, `http://127.0.0.1:9090`.
+    fn default() -> Self {
+        Self::new("http://127.0.0.1:9090")
+    }
+}
+
+fn default_http_timeout() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(30))
+}
+fn default_http_retries() -> u32 {
+    2
+}
+fn default_http_retry_backoff() -> PromDuration {
+    PromDuration(std::time::Duration::from_millis(500))
+}
+
+/// HTTP basic authentication; the password comes from a file or `${ENV}`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AlertmanagerEndpoint {
-    /// Base URL.
-    pub url: String,
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password, inline or as `${ENV_VAR}`; prefer `password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// File holding the password (one line), read for every request so rotation works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// An `Authorization` header with a type and credentials from a file or `${ENV}`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// The scheme. Default `Bearer`.
+    #[serde(rename = "type", default = "default_authorization_type")]
+    pub kind: String,
+    /// Credentials, inline or as `${ENV_VAR}`; prefer `credentials_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Secret>,
+    /// File holding the credentials (one line), read for every request so that rotated
+    /// tokens are picked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+}
+
+fn default_authorization_type() -> String {
+    "Bearer".into()
+}
+
+/// TLS client settings, as Prometheus' `tls_config`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsClientConfig {
+    /// CA certificates (PEM) that sign the server's certificate. Default: the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one; needs `key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it differs from the URL's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Default false; for tests only.
+    pub insecure_skip_verify: bool,
 }
 
 /// Which way a signal gets worse.
@@ -815,6 +920,23 @@ impl Config {
             fix(&mut t.known_hosts);
             fix(&mut t.passphrase_file);
         }
+        let fix_http = |h: &mut HttpEndpoint| {
+            if let Some(b) = h.basic_auth.as_mut() {
+                fix(&mut b.password_file);
+            }
+            if let Some(a) = h.authorization.as_mut() {
+                fix(&mut a.credentials_file);
+            }
+            if let Some(t) = h.tls_config.as_mut() {
+                fix(&mut t.ca_file);
+                fix(&mut t.cert_file);
+                fix(&mut t.key_file);
+            }
+        };
+        fix_http(&mut self.sidecar.prometheus);
+        for am in &mut self.sidecar.alertmanagers {
+            fix_http(am);
+        }
     }
 
     /// Checks what single values cannot: unique names, exclusive keys, readable files.
@@ -1004,6 +1126,14 @@ impl Config {
             &mut problems,
         );
         sidecar_problems(&self.sidecar, &mut problems);
+        http_endpoint_problems(
+            "sidecar.prometheus",
+            &self.sidecar.prometheus,
+            &mut problems,
+        );
+        for (i, am) in self.sidecar.alertmanagers.iter().enumerate() {
+            http_endpoint_problems(&format!("sidecar.alertmanagers[{i}]"), am, &mut problems);
+        }
         problems
     }
 }
@@ -1151,6 +1281,166 @@ fn ssh_target_problems(key: &str, t: &SshTarget, problems: &mut Vec<Problem>) {
     if t.max_age.is_some_and(|m| m < t.interval) {
         push("max_age", "must be at least interval");
     }
+}
+
+/// Request headers vitals sets itself, or that would break the request if overridden.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "proxy-authorization",
+    "user-agent",
+];
+
+/// Checks of an HTTP API endpoint: a usable URL without credentials, one way to
+/// authenticate, readable files, sane timing and header names.
+fn http_endpoint_problems(key: &str, h: &HttpEndpoint, problems: &mut Vec<Problem>) {
+    let mut push = |field: &str, reason: String| {
+        problems.push(Problem::new(format!("{key}.{field}"), reason));
+    };
+    if let Err(reason) = check_http_url(&h.url) {
+        push("url", reason);
+    }
+    if h.timeout.0 < std::time::Duration::from_millis(1) {
+        push("timeout", "must be at least 1ms".into());
+    }
+    if h.retries > 10 {
+        push("retries", format!("must be at most 10, got {}", h.retries));
+    }
+    if h.retries > 0 && h.retry_backoff.0.is_zero() {
+        push(
+            "retry_backoff",
+            "must be more than 0s when retries > 0".into(),
+        );
+    }
+    if h.basic_auth.is_some() && h.authorization.is_some() {
+        push(
+            "authorization",
+            "set either basic_auth or authorization, not both".into(),
+        );
+    }
+    if let Some(b) = &h.basic_auth {
+        if b.username.is_empty() {
+            push("basic_auth.username", "must not be empty".into());
+        }
+        match (&b.password, &b.password_file) {
+            (Some(_), Some(_)) => push(
+                "basic_auth.password_file",
+                "set either password or password_file, not both".into(),
+            ),
+            (None, None) => push(
+                "basic_auth.password",
+                "set password or password_file".into(),
+            ),
+            _ => {}
+        }
+        if let Some(Err(reason)) = b.password_file.as_deref().map(types::check_readable) {
+            push("basic_auth.password_file", reason);
+        }
+    }
+    if let Some(a) = &h.authorization {
+        let kind_ok = !a.kind.is_empty()
+            && a.kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+        if !kind_ok {
+            push(
+                "authorization.type",
+                format!("not a valid scheme: {:?}", a.kind),
+            );
+        } else if a.kind.eq_ignore_ascii_case("basic") {
+            push(
+                "authorization.type",
+                "use basic_auth for basic authentication".into(),
+            );
+        }
+        match (&a.credentials, &a.credentials_file) {
+            (Some(_), Some(_)) => push(
+                "authorization.credentials_file",
+                "set either credentials or credentials_file, not both".into(),
+            ),
+            (None, None) => push(
+                "authorization.credentials",
+                "set credentials or credentials_file".into(),
+            ),
+            _ => {}
+        }
+        if let Some(Err(reason)) = a.credentials_file.as_deref().map(types::check_readable) {
+            push("authorization.credentials_file", reason);
+        }
+    }
+    if let Some(t) = &h.tls_config {
+        for (field, path) in [
+            ("ca_file", &t.ca_file),
+            ("cert_file", &t.cert_file),
+            ("key_file", &t.key_file),
+        ] {
+            if let Some(Err(reason)) = path.as_deref().map(types::check_readable) {
+                push(&format!("tls_config.{field}"), reason);
+            }
+        }
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            push(
+                "tls_config.key_file",
+                "cert_file and key_file go together".into(),
+            );
+        }
+        if let Some(name) = &t.server_name
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            push(
+                "tls_config.server_name",
+                format!("not a valid DNS name or IP address: {name:?}"),
+            );
+        }
+    }
+    for (name, value) in &h.headers {
+        if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            push(&format!("headers.{name}"), "invalid header name".into());
+        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            push(
+                &format!("headers.{name}"),
+                "reserved header: vitals sets it (use basic_auth or authorization for credentials)"
+                    .into(),
+            );
+        }
+        if hyper::header::HeaderValue::from_str(value).is_err() {
+            push(
+                &format!("headers.{name}"),
+                "invalid header value (visible ASCII only)".into(),
+            );
+        }
+    }
+}
+
+/// An `http://` or `https://` URL with a host, optionally a path prefix, and no user
+/// information (credentials go to `basic_auth`), query or fragment.
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a valid URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("must start with http:// or https://".into()),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| "must name a host".to_string())?;
+    if authority.as_str().contains('@') {
+        return Err("must not contain credentials: use basic_auth or authorization".into());
+    }
+    if authority.host().is_empty() {
+        return Err("must name a host".into());
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err("must not have a query string or fragment".into());
+    }
+    Ok(())
 }
 
 fn unique_names<'a>(
@@ -1374,6 +1664,80 @@ mod tests {
     }
 
     #[test]
+    fn http_endpoint_keys_parse_and_are_checked() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let pass = tmp.path().join("prom.pass");
+        std::fs::write(&pass, "pw\n").expect("write password");
+        let text = "sidecar:\n  prometheus:\n    url: https://mimir:8080/prometheus\n    timeout: 5s\n    retries: 3\n    retry_backoff: 1s\n    basic_auth:\n      username: vitals\n      password_file: prom.pass\n    tls_config:\n      server_name: mimir.example\n      insecure_skip_verify: true\n    headers:\n      X-Scope-OrgID: team-a\n  alertmanagers:\n    - url: http://am:9093\n      authorization:\n        credentials: token\n";
+        let c = Config::parse(text, "vitals.yml", Some(tmp.path())).expect("valid");
+        let p = &c.sidecar.prometheus;
+        assert_eq!(p.timeout.0, std::time::Duration::from_secs(5));
+        assert_eq!(p.retries, 3);
+        let basic = p.basic_auth.as_ref().expect("basic_auth");
+        assert_eq!(basic.password_file.as_deref(), Some(pass.as_path()));
+        assert_eq!(p.headers["X-Scope-OrgID"], "team-a");
+        let am = &c.sidecar.alertmanagers[0];
+        assert_eq!(
+            am.authorization.as_ref().map(|a| a.kind.as_str()),
+            Some("Bearer")
+        );
+        assert_eq!(am.timeout.0, std::time::Duration::from_secs(30));
+        assert_eq!(Config::default().sidecar.prometheus.retries, 2);
+
+        let msg = err("sidecar:\n  prometheus:\n    url: http://p:9090\n    timout: 5s\n");
+        assert!(msg.contains("timout"), "unknown key not named: {msg}");
+        let msg = err("sidecar:\n  prometheus:\n    url: http://p\n    tls_config: {ca_fil: x}\n");
+        assert!(msg.contains("ca_fil"), "{msg}");
+        let msg = err("sidecar:\n  prometheus:\n    url: http://u:secret@p:9090\n");
+        assert!(
+            msg.contains("sidecar.prometheus.url: must not contain credentials"),
+            "{msg}"
+        );
+        assert!(!msg.contains("secret"), "the password leaked: {msg}");
+        let msg = err("sidecar:\n  prometheus:\n    url: p:9090\n");
+        assert!(msg.contains("sidecar.prometheus.url"), "{msg}");
+        let msg =
+            err("sidecar:\n  prometheus:\n    url: http://p\n    basic_auth: {username: u}\n");
+        assert!(
+            msg.contains("basic_auth.password: set password or password_file"),
+            "{msg}"
+        );
+        let msg = err(
+            "sidecar:\n  prometheus:\n    url: http://p\n    basic_auth: {username: u, password: x}\n    authorization: {credentials: y}\n",
+        );
+        assert!(
+            msg.contains("set either basic_auth or authorization"),
+            "{msg}"
+        );
+        let msg =
+            err("sidecar:\n  prometheus:\n    url: http://p\n    headers: {Authorization: x}\n");
+        assert!(
+            msg.contains("headers.Authorization: reserved header"),
+            "{msg}"
+        );
+        let msg = err(
+            "sidecar:\n  prometheus:\n    url: http://p\n    tls_config: {cert_file: /nonexistent/c}\n",
+        );
+        assert!(
+            msg.contains("tls_config.cert_file: cannot read /nonexistent/c"),
+            "{msg}"
+        );
+        let msg = err(
+            "sidecar:\n  alertmanagers:\n    - url: http://am\n      authorization: {type: Basic, credentials: x}\n",
+        );
+        assert!(
+            msg.contains("sidecar.alertmanagers[0].authorization.type"),
+            "{msg}"
+        );
+        let msg = err("sidecar:\n  prometheus:\n    url: http://p\n    timeout: 5\n");
+        assert!(
+            msg.starts_with("vitals.yml:3:")
+                && msg.contains("sidecar.prometheus.timeout: expected a duration"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn relative_paths_resolve_against_config_dir() {
         let dir = std::env::temp_dir();
         let file = dir.join("vitals-config-test-pass");
@@ -1456,9 +1820,8 @@ mod doc_tests {
             max_line_bytes: 65536,
             labels: BTreeMap::from([("k".into(), "v".into())]),
         });
-        c.sidecar
-            .alertmanagers
-            .push(AlertmanagerEndpoint { url: "u".into() });
+        c.sidecar.alertmanagers.push(full_http("http://am:9093"));
+        c.sidecar.prometheus = full_http("http://p:9090");
         c.sidecar.signals.push(Signal {
             name: "n".into(),
             domain: "d".into(),
@@ -1485,6 +1848,31 @@ mod doc_tests {
             every: PromDuration(std::time::Duration::from_secs(60)),
         });
         c
+    }
+
+    /// Every key of an HTTP client set (headers stay an empty map: free-form).
+    fn full_http(url: &str) -> HttpEndpoint {
+        let secret: Secret = serde_norway::from_str("x").expect("secret");
+        HttpEndpoint {
+            basic_auth: Some(BasicAuth {
+                username: "u".into(),
+                password: Some(secret.clone()),
+                password_file: Some("p".into()),
+            }),
+            authorization: Some(Authorization {
+                kind: default_authorization_type(),
+                credentials: Some(secret),
+                credentials_file: Some("c".into()),
+            }),
+            tls_config: Some(TlsClientConfig {
+                ca_file: Some("ca".into()),
+                cert_file: Some("crt".into()),
+                key_file: Some("key".into()),
+                server_name: Some("n".into()),
+                insecure_skip_verify: true,
+            }),
+            ..HttpEndpoint::new(url)
+        }
     }
 
     fn keys(prefix: &str, v: &serde_norway::Value, out: &mut BTreeSet<String>) {

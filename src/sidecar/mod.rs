@@ -9,6 +9,7 @@ pub mod correlate;
 pub mod detector;
 pub mod forecast;
 pub mod health;
+pub mod http;
 pub mod nab;
 pub mod promql;
 pub mod recommend;

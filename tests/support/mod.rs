@@ -1,8 +1,9 @@
 //! Test harness: real servers from Debian packages, started on free loopback ports.
 //!
 //! Every helper here starts one real server (PostgreSQL 15, OpenSSH sshd, Prometheus,
-//! Alertmanager, or the `vitals` binary under test) in its own [`tempfile::TempDir`], on a port
-//! picked by [`free_port`], polls until the server is ready (bounded by [`STARTUP_TIMEOUT`]), and
+//! Alertmanager, VictoriaMetrics, or the `vitals` binary under test) in its own
+//! [`tempfile::TempDir`], on a port picked by [`free_port`], polls until the server is ready
+//! (bounded by [`STARTUP_TIMEOUT`]), and
 //! stops it and removes the directory when the helper is dropped. Tests run as root in parallel
 //! processes under cargo nextest, so nothing here shares ports, directories or global state,
 //! except the `vitalstest` OS user of [`sshd`], whose creation is serialised with a file lock.
@@ -28,6 +29,7 @@ pub mod alertmanager;
 pub mod postgres;
 pub mod prometheus;
 pub mod sshd;
+pub mod victoria;
 pub mod vitals;
 
 use std::fs::File;

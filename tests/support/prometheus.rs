@@ -5,6 +5,16 @@
 //! optionally rule files and Alertmanager targets. Firing alerts are resent every second
 //! (`--rules.alert.resend-delay=1s`): Prometheus drops the first notification when it fires
 //! before the Alertmanager target is discovered. Readiness is `GET /-/ready` == 200.
+//!
+//! # History and protected servers
+//!
+//! [`PrometheusBuilder::backfill_openmetrics`] loads history into the TSDB before the start,
+//! with `promtool tsdb create-blocks-from openmetrics` (read its rules there), and sets a
+//! 100-year retention so the history is not deleted at the start.
+//! [`PrometheusBuilder::web_basic_auth`] and [`PrometheusBuilder::web_tls`] start Prometheus
+//! with a `--web.config.file` (bcrypt basic auth, TLS with a generated self-signed
+//! certificate); the harness' own requests then authenticate and trust that certificate, so
+//! [`Prometheus::query`] and friends keep working.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,10 +24,11 @@ use serde_json::Value;
 
 use super::{
     LOOPBACK, START_ATTEMPTS, http_client, kill_and_reap, log_block, poll_until, require_binary,
-    says_address_in_use, temp_dir, write_file,
+    run_ok, says_address_in_use, temp_dir, write_file,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
+const PROMTOOL: &str = "/usr/bin/promtool";
 const PACKAGE: &str = "prometheus";
 
 /// A `scrape_configs` list entry (YAML, indented for [`Prometheus::start`]) for one static
@@ -50,6 +61,10 @@ pub struct PrometheusBuilder {
     rule_files: Vec<(String, String)>,
     alertmanagers: Vec<String>,
     extra_args: Vec<String>,
+    extra_config: String,
+    backfill: Vec<String>,
+    basic_auth: Option<(String, String)>,
+    tls: bool,
 }
 
 impl PrometheusBuilder {
@@ -85,6 +100,45 @@ impl PrometheusBuilder {
         self
     }
 
+    /// Appends top-level YAML to the generated prometheus.yml (e.g. a `remote_read:` section).
+    pub fn extra_config(mut self, yaml: &str) -> Self {
+        self.extra_config.push_str(yaml);
+        if !yaml.ends_with('\n') {
+            self.extra_config.push('\n');
+        }
+        self
+    }
+
+    /// Loads `text` (OpenMetrics: timestamps in **seconds**, optional `# TYPE` lines, `# EOF`
+    /// added when missing) into the TSDB before Prometheus starts, with `promtool tsdb
+    /// create-blocks-from openmetrics FILE DATA_DIR`; sets `--storage.tsdb.retention.time=100y`
+    /// so old history survives the start. May be called several times (one promtool run each).
+    ///
+    /// promtool's rules: the samples of one series must be in ascending time order within a
+    /// call, the families must not interleave, and values may be `NaN`, `+Inf`, `-Inf`. It
+    /// cuts 2-hour blocks, so history up to "now" works; Prometheus then refuses scraped or
+    /// pushed samples older than the newest backfilled one (its head starts there).
+    ///
+    /// Example: `"# TYPE x gauge\nx{a=\"1\"} 5 1700000000\nx{a=\"1\"} 6 1700000060\n"`.
+    pub fn backfill_openmetrics(mut self, text: &str) -> Self {
+        self.backfill.push(text.to_string());
+        self
+    }
+
+    /// Protects every endpoint with HTTP basic auth (`basic_auth_users` in a
+    /// `--web.config.file`, bcrypt-hashed by the harness).
+    pub fn web_basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.basic_auth = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// Serves HTTPS only (`tls_server_config` in a `--web.config.file`), with a self-signed
+    /// certificate for `localhost` and `127.0.0.1`, written to [`Prometheus::tls_cert_path`].
+    pub fn web_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Writes the config and rule files and starts Prometheus; see [`Prometheus::start`].
     pub fn start(self) -> Prometheus {
         Prometheus::launch(self)
@@ -94,6 +148,8 @@ impl PrometheusBuilder {
 /// A running Prometheus, killed on drop (its TSDB and config are removed).
 pub struct Prometheus {
     port: u16,
+    scheme: &'static str,
+    tls_cert_path: Option<PathBuf>,
     child: Option<Child>,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -125,13 +181,28 @@ impl Prometheus {
         }
         let config_path = dir.path().join("prometheus.yml");
         write_file(&config_path, render_config(&builder, &rule_paths));
+        let data_dir = dir.path().join("data");
+        let mut extra_args = builder.extra_args.clone();
+        for (i, text) in builder.backfill.iter().enumerate() {
+            backfill(dir.path(), &data_dir, i, text);
+        }
+        if !builder.backfill.is_empty() {
+            extra_args.push("--storage.tsdb.retention.time=100y".into());
+        }
+        let (web_config, tls_cert_path) = write_web_config(dir.path(), &builder);
+        if let Some(path) = &web_config {
+            extra_args.push(format!("--web.config.file={}", path.display()));
+        }
+        let client = harness_client(builder.basic_auth.as_ref(), tls_cert_path.is_some());
 
         let mut prom = Prometheus {
             port: 0,
+            scheme: if builder.tls { "https" } else { "http" },
+            tls_cert_path,
             child: None,
             config_path,
             log_path: dir.path().join("prometheus.log"),
-            client: http_client(),
+            client,
             dir,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -143,17 +214,14 @@ impl Prometheus {
                 .unwrap_or_else(|e| panic!("cloning the log handle failed: {e}"));
             let child = Command::new(&binary)
                 .arg(format!("--config.file={}", prom.config_path.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    prom.dir.path().join("data").display()
-                ))
+                .arg(format!("--storage.tsdb.path={}", data_dir.display()))
                 .arg(format!("--web.listen-address={LOOPBACK}:{}", prom.port))
                 .arg("--web.enable-lifecycle")
                 // The first firing alert may be evaluated before the notifier has discovered
                 // the Alertmanagers and is then dropped; resend every second, not every minute.
                 .arg("--rules.alert.resend-delay=1s")
                 .arg("--log.level=info")
-                .args(&builder.extra_args)
+                .args(&extra_args)
                 .current_dir(prom.dir.path())
                 .stdin(Stdio::null())
                 .stdout(log)
@@ -189,9 +257,16 @@ impl Prometheus {
         super::wait_http_ready(child, &self.client, &url, "prometheus")
     }
 
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    /// `http://127.0.0.1:PORT` (`https://` with [`PrometheusBuilder::web_tls`]), without a
+    /// trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{LOOPBACK}:{}", self.port)
+        format!("{}://{LOOPBACK}:{}", self.scheme, self.port)
+    }
+
+    /// The self-signed certificate (PEM) served with [`PrometheusBuilder::web_tls`]; it is
+    /// its own CA, so it is the `ca_file` a client needs.
+    pub fn tls_cert_path(&self) -> Option<&Path> {
+        self.tls_cert_path.as_deref()
     }
 
     /// The port Prometheus listens on.
@@ -322,6 +397,268 @@ impl Drop for Prometheus {
     }
 }
 
+/// promtool's block length (`tsdb.DefaultBlockDuration`; promtool 2.42 has no flag for it).
+const BLOCK_MS: i64 = 2 * 3600 * 1000;
+
+/// Turns one OpenMetrics text into TSDB blocks under `data_dir`.
+///
+/// promtool 2.42 re-parses its whole input once per 2-hour block, which is quadratic: 20
+/// series of 30 days at 5 minutes take 42 s in one run. The harness therefore splits the text
+/// into one file per 2-hour window (every `#` line is kept in each, so families stay
+/// declared), runs one promtool per window into its own directory, a few at a time, and moves
+/// the blocks into `data_dir`: linear, about 40 ms of CPU per block.
+fn backfill(dir: &Path, data_dir: &Path, index: usize, text: &str) {
+    let promtool = require_binary(PROMTOOL, PACKAGE);
+    let work = dir.join(format!("backfill-{index}"));
+    std::fs::create_dir_all(&work)
+        .unwrap_or_else(|e| panic!("creating {} failed: {e}", work.display()));
+    std::fs::create_dir_all(data_dir)
+        .unwrap_or_else(|e| panic!("creating {} failed: {e}", data_dir.display()));
+    let windows = split_by_block(text);
+    let files: Vec<PathBuf> = windows
+        .into_iter()
+        .map(|(window, mut body)| {
+            body.push_str("# EOF\n");
+            let file = work.join(format!("{window}.om"));
+            write_file(&file, body);
+            file
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 2;
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(files.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    let out = file.with_extension("blocks");
+                    run_ok(
+                        Command::new(&promtool)
+                            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+                            .arg(file)
+                            .arg(&out),
+                        &format!(
+                            "promtool tsdb create-blocks-from openmetrics {}",
+                            file.display()
+                        ),
+                    );
+                }
+            });
+        }
+    });
+    for file in &files {
+        let out = file.with_extension("blocks");
+        let Ok(entries) = std::fs::read_dir(&out) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.join("meta.json").is_file() {
+                let target = data_dir.join(entry.file_name());
+                std::fs::rename(&path, &target).unwrap_or_else(|e| {
+                    panic!(
+                        "moving {} to {} failed: {e}",
+                        path.display(),
+                        target.display()
+                    )
+                });
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Splits OpenMetrics text into one text per promtool block window (by sample timestamp),
+/// each with every `#` line of the input (except `# EOF`) at its place.
+fn split_by_block(text: &str) -> std::collections::BTreeMap<i64, String> {
+    let window_of = |line: &str| -> i64 {
+        assert!(
+            !line.contains(" # "),
+            "backfill_openmetrics: exemplars are not supported: {line:?}"
+        );
+        let ts = line
+            .rsplit(' ')
+            .next()
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or_else(|| {
+                panic!("backfill_openmetrics: a sample needs a timestamp in seconds: {line:?}")
+            });
+        ((ts * 1000.0).round() as i64).div_euclid(BLOCK_MS)
+    };
+    let is_sample = |line: &str| !line.trim().is_empty() && !line.starts_with('#');
+    let mut out: std::collections::BTreeMap<i64, String> = text
+        .lines()
+        .filter(|l| is_sample(l))
+        .map(|l| (window_of(l), String::new()))
+        .collect();
+    for line in text.lines() {
+        if line.trim().is_empty() || line.trim() == "# EOF" {
+            continue;
+        }
+        if is_sample(line) {
+            let body = out
+                .get_mut(&window_of(line))
+                .expect("window found in the first pass");
+            body.push_str(line);
+            body.push('\n');
+        } else {
+            for body in out.values_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// One series of history for a backfill or an import: metric name, labels and samples
+/// `(timestamp in ms, value)` in ascending time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySeries {
+    /// Metric name.
+    pub name: String,
+    /// Label pairs (without `__name__`).
+    pub labels: Vec<(String, String)>,
+    /// `(timestamp in ms, value)`, ascending.
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl HistorySeries {
+    /// A series with these labels and no samples yet.
+    pub fn new(name: &str, labels: &[(&str, &str)]) -> Self {
+        Self {
+            name: name.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// `name{a="1",b="2"}` (label values escaped for the text formats).
+    pub fn selector(&self) -> String {
+        if self.labels.is_empty() {
+            return self.name.clone();
+        }
+        let pairs: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                format!("{k}=\"{v}\"")
+            })
+            .collect();
+        format!("{}{{{}}}", self.name, pairs.join(","))
+    }
+}
+
+/// A value as both text formats write it: `NaN`, `+Inf`, `-Inf`, or the shortest decimal that
+/// parses back to the same f64.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// OpenMetrics text for [`PrometheusBuilder::backfill_openmetrics`]: one `# TYPE <name> gauge`
+/// per metric name, the families in first-seen order, timestamps in seconds (with ms), `# EOF`.
+pub fn openmetrics_text(series: &[HistorySeries]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for s in series {
+        if !names.contains(&s.name.as_str()) {
+            names.push(&s.name);
+        }
+    }
+    let mut out = String::new();
+    for name in names {
+        out.push_str(&format!("# TYPE {name} gauge\n"));
+        for s in series.iter().filter(|s| s.name == name) {
+            let selector = s.selector();
+            for (ts, v) in &s.samples {
+                let sign = if *ts < 0 { "-" } else { "" };
+                let abs = ts.unsigned_abs();
+                out.push_str(&format!(
+                    "{selector} {} {sign}{}.{:03}\n",
+                    format_value(*v),
+                    abs / 1000,
+                    abs % 1000
+                ));
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Writes the `--web.config.file` (and the certificate) when the builder asks for basic auth
+/// or TLS; returns the config path and the certificate path.
+fn write_web_config(dir: &Path, builder: &PrometheusBuilder) -> (Option<PathBuf>, Option<PathBuf>) {
+    if builder.basic_auth.is_none() && !builder.tls {
+        return (None, None);
+    }
+    let mut yaml = String::new();
+    let mut cert_path = None;
+    if builder.tls {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), LOOPBACK.into()])
+                .unwrap_or_else(|e| panic!("generating a self-signed certificate failed: {e}"));
+        let cert = dir.join("web-cert.pem");
+        let key = dir.join("web-key.pem");
+        write_file(&cert, certified.cert.pem());
+        write_file(&key, certified.key_pair.serialize_pem());
+        yaml.push_str(&format!(
+            "tls_server_config:\n  cert_file: '{}'\n  key_file: '{}'\n",
+            cert.display(),
+            key.display()
+        ));
+        cert_path = Some(cert);
+    }
+    if let Some((user, password)) = &builder.basic_auth {
+        // Cost 4: the lowest bcrypt allows; Prometheus checks it on every request.
+        let hash = bcrypt::hash(password, 4)
+            .unwrap_or_else(|e| panic!("bcrypt-hashing the test password failed: {e}"));
+        yaml.push_str(&format!("basic_auth_users:\n  '{user}': '{hash}'\n"));
+    }
+    let path = dir.join("web-config.yml");
+    write_file(&path, yaml);
+    (Some(path), cert_path)
+}
+
+/// The harness' own client: with the basic-auth header and trusting any certificate when the
+/// server is protected (it is the server under test, not the client under test).
+fn harness_client(basic_auth: Option<&(String, String)>, tls: bool) -> reqwest::blocking::Client {
+    if basic_auth.is_none() && !tls {
+        return http_client();
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((user, password)) = basic_auth {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
+            .unwrap_or_else(|e| panic!("building the basic-auth header failed: {e}"));
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .default_headers(headers)
+        .danger_accept_invalid_certs(tls)
+        .build()
+        .unwrap_or_else(|e| panic!("building the HTTP client failed: {e}"))
+}
+
 fn render_config(builder: &PrometheusBuilder, rule_paths: &[PathBuf]) -> String {
     let mut yaml = String::from(
         "# vitals test harness\nglobal:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
@@ -352,5 +689,6 @@ fn render_config(builder: &PrometheusBuilder, rule_paths: &[PathBuf]) -> String 
             yaml.push('\n');
         }
     }
+    yaml.push_str(&builder.extra_config);
     yaml
 }
