@@ -71,8 +71,8 @@ impl Live {
     fn exposition(&self) -> String {
         let (g, t) = self.values(now_s());
         format!(
-            "# TYPE vitals_test_gauge gauge\nvitals_test_gauge{{instance=\"a\"}} {g}\n\
-             # TYPE vitals_test_trend gauge\nvitals_test_trend{{instance=\"a\"}} {t}\n"
+            "# TYPE vitals_test_gauge gauge\nvitals_test_gauge{{instance=\"a\",job=\"live\"}} {g}\n\
+             # TYPE vitals_test_trend gauge\nvitals_test_trend{{instance=\"a\",job=\"live\"}} {t}\n"
         )
     }
 }
@@ -109,11 +109,15 @@ fn history(t0: i64, end: i64) -> Vec<(i64, f64, f64)> {
 fn openmetrics(h: &[(i64, f64, f64)]) -> String {
     let mut s = String::from("# TYPE vitals_test_gauge gauge\n");
     for (t, g, _) in h {
-        s.push_str(&format!("vitals_test_gauge{{instance=\"a\"}} {g} {t}\n"));
+        s.push_str(&format!(
+            "vitals_test_gauge{{instance=\"a\",job=\"live\"}} {g} {t}\n"
+        ));
     }
     s.push_str("# TYPE vitals_test_trend gauge\n");
     for (t, _, tr) in h {
-        s.push_str(&format!("vitals_test_trend{{instance=\"a\"}} {tr} {t}\n"));
+        s.push_str(&format!(
+            "vitals_test_trend{{instance=\"a\",job=\"live\"}} {tr} {t}\n"
+        ));
     }
     s.push_str("# EOF\n");
     s
@@ -123,7 +127,7 @@ fn prometheus_text_ms(h: &[(i64, f64, f64)]) -> String {
     let mut s = String::new();
     for (t, g, tr) in h {
         s.push_str(&format!(
-            "vitals_test_gauge{{instance=\"a\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\"}} {tr} {ms}\n",
+            "vitals_test_gauge{{instance=\"a\",job=\"live\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\",job=\"live\"}} {tr} {ms}\n",
             ms = t * 1000
         ));
     }
@@ -292,7 +296,11 @@ fn sidecar_against_prometheus_backfilled_history() {
     let source = serve_live(live.clone());
     let prom = Prometheus::builder()
         .backfill_openmetrics(&openmetrics(&h))
-        .scrape("live", &source, "/metrics")
+        // honor_labels keeps the exposed instance="a", so live points continue the
+        // backfilled series instead of starting a new one.
+        .scrape_configs(&format!(
+            "  - job_name: 'live'\n    honor_labels: true\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs:\n      - targets: ['{source}']\n"
+        ))
         .start();
     let vitals = Vitals::builder()
         .subcommand("sidecar")
@@ -358,7 +366,7 @@ fn sidecar_against_victoriametrics_imported_history() {
                 let ts = now_s();
                 let (g, t) = live.values(ts);
                 let body = format!(
-                    "vitals_test_gauge{{instance=\"a\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\"}} {t} {ms}\n",
+                    "vitals_test_gauge{{instance=\"a\",job=\"live\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\",job=\"live\"}} {t} {ms}\n",
                     ms = ts * 1000
                 );
                 let _ = client
