@@ -14,6 +14,7 @@ pub mod promql;
 pub mod reexport;
 pub mod scheduler;
 pub mod signals;
+pub mod slo;
 pub mod store;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

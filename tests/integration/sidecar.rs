@@ -184,7 +184,12 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 fn check_sidecar(vitals: &Vitals, live: &Live, h: &[(i64, f64, f64)]) -> String {
     let text = poll_until(Duration::from_secs(120), || {
         let t = vitals.metrics();
-        metric(&t, "baseline_mean", &[("signal", "test_gauge"), ("window", "7d")]).map(|_| t)
+        metric(
+            &t,
+            "baseline_mean",
+            &[("signal", "test_gauge"), ("window", "7d")],
+        )
+        .map(|_| t)
     })
     .unwrap_or_else(|| {
         panic!(
@@ -195,10 +200,18 @@ fn check_sidecar(vitals: &Vitals, live: &Live, h: &[(i64, f64, f64)]) -> String 
     });
     let at = metric(&text, "vitals_sidecar_last_cycle_timestamp_seconds", &[])
         .expect("last cycle timestamp") as i64;
-    let mean = metric(&text, "baseline_mean", &[("signal", "test_gauge"), ("window", "7d")])
-        .expect("mean");
-    let sd = metric(&text, "baseline_stddev", &[("signal", "test_gauge"), ("window", "7d")])
-        .expect("stddev");
+    let mean = metric(
+        &text,
+        "baseline_mean",
+        &[("signal", "test_gauge"), ("window", "7d")],
+    )
+    .expect("mean");
+    let sd = metric(
+        &text,
+        "baseline_stddev",
+        &[("signal", "test_gauge"), ("window", "7d")],
+    )
+    .expect("stddev");
     // The newest point is the cycle's grid end or, if that point had not arrived, one
     // before it; the window ends baseline_offset (1h) before it and spans 7 days.
     let end = at.div_euclid(STEP) * STEP;
@@ -213,8 +226,12 @@ fn check_sidecar(vitals: &Vitals, live: &Live, h: &[(i64, f64, f64)]) -> String 
         true_stats(h, end - 3600 - 7 * 86_400, end - 3600)
     );
     assert!(
-        metric(&text, "baseline_quantile", &[("signal", "test_gauge"), ("window", "7d"), ("q", "0.5")])
-            .is_some_and(|q| (q - 100.0).abs() < 2.0),
+        metric(
+            &text,
+            "baseline_quantile",
+            &[("signal", "test_gauge"), ("window", "7d"), ("q", "0.5")]
+        )
+        .is_some_and(|q| (q - 100.0).abs() < 2.0),
         "median baseline near 100"
     );
     assert_eq!(
@@ -304,7 +321,9 @@ fn sidecar_against_prometheus_backfilled_history() {
                 &[("query", expr), ("time", &t.to_string())],
             )["result"]
                 .clone();
-            crate::support::prometheus::sample_values(&r).first().copied()
+            crate::support::prometheus::sample_values(&r)
+                .first()
+                .copied()
         };
         let d = q(&format!("deriv(vitals_test_trend[1h:{STEP}s])"));
         let p = q(&format!("predict_linear(vitals_test_trend[1h:{STEP}s], 0)"));
