@@ -671,8 +671,8 @@ pub struct Slo {
     /// Compliance period the error budget is computed over. Default `30d`.
     #[serde(default = "default_slo_period")]
     pub period: PromDuration,
-    /// Total events per second (the unit of `total_query`) below which no alert fires.
-    /// Default `0`.
+    /// Total events per second (the unit of `total_query`) over an alert's short window
+    /// below which that alert does not fire. Default `0`.
     #[serde(default)]
     pub min_traffic: f64,
     /// Health domain whose score the SLO's budget burn lowers. Default `slo`.

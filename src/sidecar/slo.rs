@@ -281,8 +281,8 @@ impl Condition {
     }
 
     /// Whether the condition holds, given the error ratio and total of a window by its
-    /// length in seconds. With `min_traffic > 0`, the total over the long window must reach
-    /// it too.
+    /// length in seconds. With `min_traffic > 0`, the total over the short window must reach
+    /// it too: that is where a handful of events makes a noisy ratio.
     pub fn holds(
         &self,
         budget: f64,
@@ -293,7 +293,7 @@ impl Condition {
     ) -> bool {
         let threshold = self.factor(period_s) * budget;
         let above = |s| ratio(s).is_some_and(|r| r > threshold);
-        let traffic = min_traffic <= 0.0 || total(self.long_s).is_some_and(|t| t >= min_traffic);
+        let traffic = min_traffic <= 0.0 || total(self.short_s).is_some_and(|t| t >= min_traffic);
         above(self.long_s) && above(self.short_s) && traffic
     }
 }
@@ -1096,7 +1096,7 @@ fn alert_expr(slo: &Slo, kind: AlertKind) -> String {
             if slo.min_traffic > 0.0 {
                 terms.push(format!(
                     "{}{sel} >= {}",
-                    total_record(&long),
+                    total_record(&short),
                     fmt_num(slo.min_traffic)
                 ));
             }
@@ -1137,7 +1137,7 @@ pub fn rules_yaml(slos: &[Slo]) -> Result<String, SloError> {
             && let Some(e) = &slo.sli.events
         {
             for c in CONDITIONS {
-                let w = prom_duration(c.long_s);
+                let w = prom_duration(c.short_s);
                 sli.push(Rule {
                     record: Some(total_record(&w)),
                     alert: None,
