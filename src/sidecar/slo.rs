@@ -1115,11 +1115,12 @@ fn group_name(slo: &Slo, what: &str) -> String {
 
 /// Recording and alerting rules equivalent to the sidecar's evaluation, as a Prometheus rule
 /// file: per SLO a group recording the error ratio of each alert window (and the total when
-/// `min_traffic` is set), a 5-minute group recording the period's ratio, the objective and
-/// the budget left, and a group with the page and ticket alerts.
+/// `min_traffic` is set) followed by the page and ticket alerts, and a 5-minute group
+/// recording the period's ratio, the objective and the budget left.
 pub fn rules_yaml(slos: &[Slo]) -> Result<String, SloError> {
     let mut groups = Vec::new();
     for slo in slos {
+        let first = groups.len();
         let labels = slo_labels(slo);
         let period = period_seconds(slo);
         let period_name = prom_duration(period);
@@ -1147,11 +1148,6 @@ pub fn rules_yaml(slos: &[Slo]) -> Result<String, SloError> {
                 });
             }
         }
-        groups.push(RuleGroup {
-            name: group_name(slo, "sli"),
-            interval: None,
-            rules: sli,
-        });
         let mut budget_rules = Vec::new();
         if !WINDOWS.iter().any(|(_, s)| *s == period) {
             budget_rules.push(Rule {
@@ -1186,7 +1182,9 @@ pub fn rules_yaml(slos: &[Slo]) -> Result<String, SloError> {
             interval: Some("5m".into()),
             rules: budget_rules,
         });
-        let mut alerts = Vec::new();
+        // The alerts follow the records in the same group, so they see this evaluation's
+        // ratios rather than the previous one's.
+        let mut rules = sli;
         for (kind, alert) in [
             (AlertKind::Page, &slo.alerting.page_alert),
             (AlertKind::Ticket, &slo.alerting.ticket_alert),
@@ -1194,7 +1192,7 @@ pub fn rules_yaml(slos: &[Slo]) -> Result<String, SloError> {
             if alert.disable {
                 continue;
             }
-            alerts.push(Rule {
+            rules.push(Rule {
                 record: None,
                 alert: Some(if slo.alerting.name.is_empty() {
                     DEFAULT_ALERT_NAME.to_string()
@@ -1206,13 +1204,14 @@ pub fn rules_yaml(slos: &[Slo]) -> Result<String, SloError> {
                 annotations: alert_annotations(slo, kind),
             });
         }
-        if !alerts.is_empty() {
-            groups.push(RuleGroup {
-                name: group_name(slo, "alerts"),
+        groups.insert(
+            first,
+            RuleGroup {
+                name: group_name(slo, "sli"),
                 interval: None,
-                rules: alerts,
-            });
-        }
+                rules,
+            },
+        );
     }
     let body = serde_norway::to_string(&RuleFile { groups })
         .map_err(|e| SloError::Render(e.to_string()))?;
