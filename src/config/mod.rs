@@ -1589,6 +1589,39 @@ mod doc_tests {
                 min: 1.0,
             }),
         });
+        let map = || BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let alert = SloAlert {
+            disable: false,
+            labels: map(),
+            annotations: map(),
+        };
+        c.sidecar.slos.push(Slo {
+            name: "s".into(),
+            objective: 99.9,
+            description: "d".into(),
+            service: Some("svc".into()),
+            labels: map(),
+            sli: Sli {
+                events: Some(SliEvents {
+                    error_query: "e[{{.window}}]".into(),
+                    total_query: "t[{{.window}}]".into(),
+                }),
+                raw: Some(SliRaw {
+                    error_ratio_query: "r[{{.window}}]".into(),
+                }),
+                plugin: None,
+            },
+            alerting: SloAlerting {
+                name: "A".into(),
+                labels: map(),
+                annotations: map(),
+                page_alert: alert.clone(),
+                ticket_alert: alert,
+            },
+            period: default_slo_period(),
+            min_traffic: 1.0,
+            domain: default_slo_domain(),
+        });
         c
     }
 
@@ -1603,7 +1636,7 @@ mod doc_tests {
                         format!("{prefix}.{k}")
                     };
                     // Free-form maps (labels) document the map, not their entries.
-                    if path.ends_with(".labels") {
+                    if path.ends_with(".labels") || path.ends_with(".annotations") {
                         out.insert(path);
                         continue;
                     }
