@@ -11,5 +11,6 @@ mod postgres;
 mod process;
 mod promql;
 mod sidecar;
+mod slo;
 mod ssh_disk;
 mod web;
