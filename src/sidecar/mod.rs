@@ -16,6 +16,7 @@ pub mod recommend;
 pub mod reexport;
 pub mod scheduler;
 pub mod signals;
+pub mod slo;
 pub mod store;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -113,6 +114,7 @@ async fn run_loop(
                     new.sidecar.interval.0,
                     new.sidecar.max_findings_per_recommendation,
                 );
+                engine.slos_mut().reconfigure(slo::effective(&new.sidecar));
                 config = new;
                 // Wait out the rest of the interval: a reload is not a reason to query early.
                 tokio::select! {
@@ -136,6 +138,7 @@ impl Sidecar {
             client,
             signals::effective(&config.sidecar),
             recommend::Recommender::from_config(&config.sidecar),
+            slo::SloEvaluator::from_config(&config.sidecar),
         );
         let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
         let (config_tx, config_rx) = watch::channel(config.clone());
@@ -266,6 +269,7 @@ impl Role for Sidecar {
                 s.latest.score.anomaly
             ));
         }
+        notes.extend(snap.slos.statuses.iter().map(|s| s.summary()));
         notes.extend(recommend::landing_lines(&snap.recommendations, 50));
         LandingPage {
             role: "sidecar".into(),
