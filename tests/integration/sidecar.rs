@@ -153,6 +153,10 @@ fn sidecar_config(url: &str, threshold: f64) -> String {
       domain: app
       expr: vitals_test_gauge
       direction: higher_is_worse
+    - name: test_gauge_db
+      domain: db
+      expr: 2 * vitals_test_gauge
+      direction: higher_is_worse
     - name: test_trend
       domain: capacity
       expr: vitals_test_trend
@@ -271,6 +275,22 @@ fn check_sidecar(vitals: &Vitals, live: &Live, h: &[(i64, f64, f64)]) -> String 
         cycles(&raised) - first <= 1.0,
         "anomaly_severity raised {} cycles after the first anomalous point was scored (within two cycles: that one and the next)",
         cycles(&raised) - first
+    );
+    // The same jump seen by a signal of another domain: one correlated event naming both.
+    let correlated = poll_until(Duration::from_secs(30), || {
+        let t = vitals.metrics();
+        metric(
+            &t,
+            "anomaly_correlation_started_timestamp_seconds",
+            &[("domains", "app,db")],
+        )
+        .map(|_| t)
+    })
+    .unwrap_or_else(|| panic!("no correlated event for app,db\n{}", vitals.metrics()));
+    assert_eq!(
+        metric(&correlated, "anomaly_correlated_events_total", &[]),
+        Some(1.0),
+        "one event for one incident"
     );
     assert!(
         metric(&raised, "anomaly_zscore", &[("signal", "test_gauge")]).is_some_and(|z| z > 3.0),
