@@ -98,11 +98,27 @@ impl Default for ExporterConfig {
 }
 
 /// PostgreSQL targets.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
+    /// Most connections vitals holds to all PostgreSQL targets together (2-10000), on top of
+    /// each target's own `max_connections`; when it is reached, the least recently used
+    /// idle connection of any target is closed to make room. Default 100.
+    pub max_connections: u32,
     /// The servers to scrape; each becomes `target="<name>"` and `/probe?target=<name>`.
     pub targets: Vec<PostgresTarget>,
+}
+
+/// Default of `exporter.postgres.max_connections`.
+pub const DEFAULT_PG_GLOBAL_MAX_CONNECTIONS: u32 = 100;
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            max_connections: DEFAULT_PG_GLOBAL_MAX_CONNECTIONS,
+            targets: Vec::new(),
+        }
+    }
 }
 
 /// TLS mode for PostgreSQL connections, as libpq's `sslmode`.
@@ -702,6 +718,15 @@ impl Config {
                 "must be shorter than exporter.scrape_timeout",
             ));
         }
+        if !(2..=10000).contains(&e.postgres.max_connections) {
+            problems.push(Problem::new(
+                "exporter.postgres.max_connections",
+                format!(
+                    "must be between 2 and 10000, got {}",
+                    e.postgres.max_connections
+                ),
+            ));
+        }
         let pg = "exporter.postgres.targets";
         unique_names(
             pg,
@@ -1071,6 +1096,21 @@ mod tests {
         ConfigSource::Embedded
             .load()
             .expect("embedded default must load");
+    }
+
+    #[test]
+    fn postgres_global_connection_limit_is_checked() {
+        let c =
+            Config::parse("exporter:\n  postgres:\n    targets: []\n", "x", None).expect("valid");
+        assert_eq!(
+            c.exporter.postgres.max_connections,
+            DEFAULT_PG_GLOBAL_MAX_CONNECTIONS
+        );
+        let msg = err("exporter:\n  postgres:\n    max_connections: 1\n");
+        assert!(
+            msg.contains("exporter.postgres.max_connections: must be between 2 and 10000, got 1"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -1115,3 +1115,195 @@ fn compat_rules_pass_promtool() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
     assert!(compat_rule_sources().len() > 40);
 }
+
+/// Counts vitals' sessions in pg_stat_activity every 10 ms until stopped; returns the
+/// highest count and the number of samples.
+struct ActivityWatcher {
+    done: Arc<AtomicBool>,
+    max_seen: Arc<AtomicUsize>,
+    samples: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ActivityWatcher {
+    fn start(pg: &Postgres) -> ActivityWatcher {
+        let done = Arc::new(AtomicBool::new(false));
+        let max_seen = Arc::new(AtomicUsize::new(0));
+        let samples = Arc::new(AtomicUsize::new(0));
+        let (d, m, n) = (done.clone(), max_seen.clone(), samples.clone());
+        let sock = pg.socket_dir().to_path_buf();
+        let port = pg.port();
+        let thread =
+            std::thread::spawn(move || {
+                while !d.load(Ordering::Relaxed) {
+                    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+                    .args(["-X", "-A", "-t", "-h"])
+                    .arg(&sock)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+                    .arg("select count(*) from pg_stat_activity where application_name = 'vitals'")
+                    .output()
+                    .expect("psql");
+                    if let Ok(v) = String::from_utf8_lossy(&out.stdout).trim().parse::<usize>() {
+                        m.fetch_max(v, Ordering::Relaxed);
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        ActivityWatcher {
+            done,
+            max_seen,
+            samples,
+            thread,
+        }
+    }
+
+    /// Stops watching; returns (highest count, samples).
+    fn stop(self) -> (usize, usize) {
+        self.done.store(true, Ordering::Relaxed);
+        self.thread.join().expect("watcher");
+        (
+            self.max_seen.load(Ordering::Relaxed),
+            self.samples.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn a_global_connection_limit_holds_across_targets_and_starves_none() {
+    // Four targets (the same server under four names, each with its own maintenance
+    // database and one database to fan out to) share a global limit of 3 connections,
+    // fewer than the targets: each target's connections are idle most of the time, and
+    // the others must get their slots by closing them.
+    const GLOBAL: usize = 3;
+    const TARGETS: usize = 4;
+    let pg = Postgres::start();
+    let mut targets = String::new();
+    for i in 0..TARGETS {
+        pg.psql(&format!("create database main{i}"));
+        pg.psql(&format!("create database fan{i}"));
+        psql_in(
+            &pg,
+            &format!("fan{i}"),
+            "create table public.items (id int primary key)",
+        );
+        // Over the unix socket (trusted): connections are cheap, so the test measures the
+        // limit and the eviction, not SCRAM in a debug build.
+        targets.push_str(&format!(
+            "      - name: t{i}\n        host: {}\n        port: {}\n        user: postgres\n        dbname: main{i}\n        databases: [fan{i}]\n        max_connections: 4\n        tables_top_n: 3\n        tables_refresh_interval: 0s\n",
+            pg.socket_dir().display(),
+            pg.port()
+        ));
+    }
+    let v = Arc::new(
+        Vitals::builder()
+            .config(&format!(
+                "exporter:\n  postgres:\n    max_connections: {GLOBAL}\n    targets:\n{targets}"
+            ))
+            .start(),
+    );
+    let watcher = ActivityWatcher::start(&pg);
+
+    // 1. One target at a time through /probe: the idle connections the previous targets
+    // keep fill the global limit, and the next target must not wait for them.
+    for round in 0..3 {
+        for i in 0..TARGETS {
+            let (status, body, took) = get_with_timeout(&v, &format!("/probe?target=t{i}"), 5.0);
+            assert_eq!(status, 200);
+            let m = parse(&body);
+            assert_eq!(
+                value(&m, "pg_up", &[("target", &format!("t{i}"))]),
+                Some(1.0),
+                "round {round}, t{i}: {body}\n{}",
+                v.logs()
+            );
+            assert!(
+                value(
+                    &m,
+                    "pg_stat_user_tables_n_live_tup",
+                    &[("datname", &format!("fan{i}")), ("relname", "items")]
+                )
+                .is_some(),
+                "round {round}, t{i}: no fan-out data\n{body}"
+            );
+            assert!(
+                took < Duration::from_secs(2),
+                "round {round}, t{i}: probe took {took:?}"
+            );
+        }
+    }
+
+    // 2. Many overlapping scrapes of all targets, some cut at 20 ms.
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                let client = http_client();
+                let mut up = [0usize; TARGETS];
+                let mut full = 0;
+                for i in 0..50 {
+                    let mut req = client.get(format!("{}/metrics", v.base_url()));
+                    let cut = (i + w) % 5 == 0;
+                    req = req.header(
+                        "X-Prometheus-Scrape-Timeout-Seconds",
+                        if cut { "0.02" } else { "5" },
+                    );
+                    let r = req.send().expect("scrape");
+                    assert_eq!(r.status().as_u16(), 200);
+                    let body = r.text().expect("body");
+                    if cut {
+                        continue;
+                    }
+                    full += 1;
+                    for (t, n) in up.iter_mut().enumerate() {
+                        if body.contains(&format!("pg_up{{target=\"t{t}\"}} 1")) {
+                            *n += 1;
+                        }
+                    }
+                }
+                (full, up)
+            })
+        })
+        .collect();
+    let mut full = 0;
+    let mut up = [0usize; TARGETS];
+    for w in workers {
+        let (f, u) = w.join().expect("worker");
+        full += f;
+        for (t, n) in u.iter().enumerate() {
+            up[t] += n;
+        }
+    }
+    let took = started.elapsed();
+    // Afterwards, a plain scrape has every target up.
+    let m = parse(&v.metrics());
+    let (max_seen, samples) = watcher.stop();
+    eprintln!(
+        "global limit {GLOBAL}: {full} full scrapes in {took:?}, pg_up 1 per target {up:?}, max {max_seen} vitals sessions in {samples} samples"
+    );
+    for i in 0..TARGETS {
+        assert_eq!(
+            value(&m, "pg_up", &[("target", &format!("t{i}"))]),
+            Some(1.0),
+            "t{i}\n{}",
+            v.logs()
+        );
+        assert!(
+            up[i] * 10 >= full * 9,
+            "t{i} was up in only {} of {full} full scrapes ({up:?})\n{}",
+            up[i],
+            v.logs()
+        );
+    }
+    assert!(samples > 20, "too few activity samples: {samples}");
+    assert!(
+        max_seen <= GLOBAL,
+        "pg_stat_activity showed {max_seen} vitals connections, global limit {GLOBAL}"
+    );
+    assert!(
+        max_seen >= 2,
+        "the targets should have used several connections: {max_seen}"
+    );
+    assert!(!v.logs().contains("panicked"), "{}", v.logs());
+}

@@ -1,7 +1,10 @@
 //! Connections to one PostgreSQL server: a small pool with a hard limit, at most two
 //! connections to the maintenance database and one to each fanned-out database, reuse of
 //! idle connections, reconnect with exponential backoff, and cancellation of in-flight
-//! queries when a scrape's future is dropped at its deadline.
+//! queries when a scrape's future is dropped at its deadline. Every pool also draws on one
+//! [`Limiter`] shared by all targets (`exporter.postgres.max_connections`): when it is
+//! exhausted, the least recently used idle connection of any target is closed to make room,
+//! so idle connections of one target never starve another.
 //!
 //! The limit is the server's view: a session's slot is free again only when the server has
 //! ended it. vitals opens the sockets itself ([`SessionSocket`]) so that closing one waits
@@ -14,7 +17,7 @@ use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -73,6 +76,17 @@ pub enum ConnError {
         /// The configured limit.
         limit: usize,
     },
+    /// Every connection of the global limit was in use (none idle to close) until the
+    /// deadline.
+    #[error(
+        "no free connection to {dsn} before the scrape deadline: all {limit} of exporter.postgres.max_connections are in use"
+    )]
+    GlobalBusy {
+        /// Where, without password.
+        dsn: String,
+        /// The global limit.
+        limit: usize,
+    },
     /// A recent attempt failed; the next one waits for the backoff.
     #[error("{last} (next attempt in {wait:?})")]
     Backoff {
@@ -101,7 +115,9 @@ impl ConnError {
                 _ => "connect",
             },
             ConnError::Socket { .. } => "connect",
-            ConnError::ConnectTimeout { .. } | ConnError::Busy { .. } => "timeout",
+            ConnError::ConnectTimeout { .. }
+            | ConnError::Busy { .. }
+            | ConnError::GlobalBusy { .. } => "timeout",
             ConnError::Backoff { .. } => "backoff",
             ConnError::Password(_) => "auth",
         }
@@ -226,6 +242,109 @@ struct Idle {
     db: String,
     client: Client,
     version: u32,
+    /// When it was last handed back (for least-recently-used eviction).
+    since: Instant,
+}
+
+type IdleList = Mutex<Vec<Idle>>;
+
+/// The limit on connections to all PostgreSQL targets together
+/// (`exporter.postgres.max_connections`), shared by every [`Pool`] of one collector.
+///
+/// A session holds one of its permits from before it is opened until the server has closed
+/// it, exactly like a pool's own limit. A pool that finds the limit exhausted closes the
+/// least recently used idle connection of any pool and waits for its slot, or for any
+/// connection to be handed back (which it can then close), until its deadline.
+pub struct Limiter {
+    limit: usize,
+    permits: Arc<Semaphore>,
+    /// Notified whenever any pool hands a connection back to its idle list.
+    returned: tokio::sync::Notify,
+    /// The idle lists of the pools drawing on this limiter.
+    idle: Mutex<Vec<Weak<IdleList>>>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("limit", &self.limit)
+            .field("open", &self.open())
+            .finish()
+    }
+}
+
+impl Limiter {
+    /// A limiter allowing `limit` connections at once (at least 1).
+    pub fn new(limit: usize) -> Arc<Limiter> {
+        let limit = limit.max(1);
+        Arc::new(Limiter {
+            limit,
+            permits: Arc::new(Semaphore::new(limit)),
+            returned: tokio::sync::Notify::new(),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The configured limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Connections open under this limiter (idle or in use, or still closing).
+    pub fn open(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+
+    fn register(&self, list: &Arc<IdleList>) {
+        let mut lists = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        lists.retain(|w| w.strong_count() > 0);
+        lists.push(Arc::downgrade(list));
+    }
+
+    /// Closes the least recently used idle connection of any pool; false if none is idle.
+    fn evict_lru(&self) -> bool {
+        let lists: Vec<Arc<IdleList>> = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        loop {
+            let mut oldest: Option<(usize, Instant)> = None;
+            for (i, list) in lists.iter().enumerate() {
+                let idle = list.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(since) = idle.iter().map(|c| c.since).min()
+                    && oldest.is_none_or(|(_, o)| since < o)
+                {
+                    oldest = Some((i, since));
+                }
+            }
+            let Some((i, since)) = oldest else {
+                return false;
+            };
+            let Some(list) = lists.get(i) else {
+                return false;
+            };
+            let victim = {
+                let mut idle = list.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.iter()
+                    .position(|c| c.since == since)
+                    .map(|at| idle.remove(at))
+            };
+            // Taken by its pool in between: look again.
+            if let Some(victim) = victim {
+                tracing::debug!(
+                    database = %victim.db,
+                    "closing the least recently used idle postgres connection for the global limit"
+                );
+                // Dropping the client ends the session; its permits come back once the
+                // server has closed the socket.
+                drop(victim);
+                return true;
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -246,8 +365,9 @@ pub struct Pool {
     limit: usize,
     connect_timeout: Duration,
     total: Arc<Semaphore>,
+    global: Arc<Limiter>,
     per_db: Mutex<HashMap<String, Arc<Semaphore>>>,
-    idle: Mutex<Vec<Idle>>,
+    idle: Arc<IdleList>,
     returned: tokio::sync::Notify,
     backoff: Mutex<Backoff>,
     version: AtomicU32,
@@ -264,8 +384,8 @@ fn millis(d: Duration) -> u128 {
 }
 
 impl Pool {
-    /// A pool for a target; opens nothing yet.
-    pub fn new(t: &PostgresTarget) -> Result<Pool, super::tls::TlsError> {
+    /// A pool for a target, drawing on `global` as well as its own limit; opens nothing yet.
+    pub fn new(t: &PostgresTarget, global: Arc<Limiter>) -> Result<Pool, super::tls::TlsError> {
         let tls = super::tls::connector(t.sslmode, t.sslrootcert.as_deref())?;
         // The socket is opened here (see SessionSocket); the driver's config carries the
         // session's settings only.
@@ -299,6 +419,8 @@ impl Pool {
             (None, None) => PasswordSource::None,
         };
         let limit = t.max_connections.max(2) as usize;
+        let idle = Arc::new(Mutex::new(Vec::new()));
+        global.register(&idle);
         Ok(Pool {
             base,
             endpoint,
@@ -309,8 +431,9 @@ impl Pool {
             limit,
             connect_timeout: t.connect_timeout.0,
             total: Arc::new(Semaphore::new(limit)),
+            global,
             per_db: Mutex::new(HashMap::new()),
-            idle: Mutex::new(Vec::new()),
+            idle,
             returned: tokio::sync::Notify::new(),
             backoff: Mutex::new(Backoff::default()),
             version: AtomicU32::new(0),
@@ -332,9 +455,10 @@ impl Pool {
         self.limit - self.total.available_permits()
     }
 
-    /// Most connections the pool opens at once.
+    /// Most connections the pool can open at once: its own limit, or the global one if
+    /// that is lower.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.min(self.global.limit())
     }
 
     /// `server_version_num` as last seen on a connection to the maintenance database; 0
@@ -374,15 +498,17 @@ impl Pool {
         }
     }
 
-    fn put_idle(&self, conn: Idle) {
+    fn put_idle(&self, mut conn: Idle) {
         if conn.client.is_closed() {
             return;
         }
+        conn.since = Instant::now();
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(conn);
         self.returned.notify_waiters();
+        self.global.returned.notify_waiters();
     }
 
     /// Closes every idle connection (used when a target is dropped or for tests).
@@ -404,28 +530,52 @@ impl Pool {
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
-        let permit = loop {
+        let (permit, global_permit) = loop {
             // Registered before the checks, so a connection returned in between wakes us.
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
+            let returned_anywhere = self.global.returned.notified();
+            tokio::pin!(returned_anywhere);
+            returned_anywhere.as_mut().enable();
             if let Some(idle) = self.take_idle(db) {
                 return Ok(Conn::new(self.clone(), idle, db_permit));
             }
             self.check_backoff()?;
-            if let Ok(p) = self.total.clone().try_acquire_owned() {
-                break p;
+            let permit = match self.total.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // Make room by closing the least recently used idle connection: its slot
+                    // comes back once its socket is closed, and the acquire below takes it.
+                    self.evict_one();
+                    tokio::select! {
+                        p = self.total.clone().acquire_owned() => p.map_err(|_| busy())?,
+                        _ = &mut returned => continue,
+                        _ = tokio::time::sleep_until(deadline) => return Err(busy()),
+                    }
+                }
+            };
+            if let Ok(g) = self.global.permits.clone().try_acquire_owned() {
+                break (permit, g);
             }
-            // Make room by closing the least recently used idle connection: its slot comes
-            // back once its socket is closed, and the acquire below takes it.
-            self.evict_one();
+            // Every connection of the global limit is open: close the least recently used
+            // idle one of any target, or wait until one is handed back and try again.
+            self.global.evict_lru();
             tokio::select! {
-                p = self.total.clone().acquire_owned() => break p.map_err(|_| busy())?,
+                g = self.global.permits.clone().acquire_owned() => break (permit, g.map_err(|_| busy())?),
+                // Our own database's connection may be idle again: look again (without
+                // holding a slot of our own limit meanwhile).
                 _ = &mut returned => continue,
-                _ = tokio::time::sleep_until(deadline) => return Err(busy()),
+                _ = &mut returned_anywhere => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ConnError::GlobalBusy {
+                        dsn: format!("{}/{db}", self.dsn),
+                        limit: self.global.limit(),
+                    });
+                }
             }
         };
-        match self.connect(db, permit).await {
+        match self.connect(db, (permit, global_permit)).await {
             Ok((client, version)) => {
                 self.succeeded();
                 Ok(Conn::new(
@@ -434,6 +584,7 @@ impl Pool {
                         db: db.to_string(),
                         client,
                         version,
+                        since: Instant::now(),
                     },
                     db_permit,
                 ))
@@ -529,7 +680,7 @@ impl Pool {
     async fn connect(
         &self,
         db: &str,
-        permit: OwnedSemaphorePermit,
+        permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) -> Result<(Client, u32), ConnError> {
         let mut config = self.base.clone();
         config.dbname(db);
@@ -571,7 +722,8 @@ impl Pool {
         drop(config);
         tokio::spawn(async move {
             // Ends when the client is dropped (after sending Terminate and closing the
-            // socket) or the server closes the session; only then is the slot free.
+            // socket) or the server closes the session; only then are the slots (the
+            // pool's and the global one) free.
             let _permit = permit;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres connection ended");

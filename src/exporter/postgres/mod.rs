@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope, TargetReport};
 use crate::config::{Config, PostgresTarget};
-use conn::{ConnError, MAIN_DB_CONNECTIONS, Pool, query_reason};
+use conn::{ConnError, Limiter, MAIN_DB_CONNECTIONS, Pool, query_reason};
 use metrics::{Block, BlockBuilder, Desc, Exposition, Labels, Samples, TargetOutput};
 use queries::{Area, PerDatabase};
 use snapshot::Snapshot;
@@ -118,9 +118,11 @@ impl PostgresCollector {
         if targets.is_empty() {
             return Ok(None);
         }
+        // One limit on the connections of all targets together.
+        let global = Limiter::new(config.exporter.postgres.max_connections as usize);
         let targets = targets
             .iter()
-            .map(|t| Target::new(t).map(Arc::new))
+            .map(|t| Target::new(t, global.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(PostgresCollector { targets }))
     }
@@ -213,8 +215,8 @@ struct Progress {
 }
 
 impl Target {
-    fn new(cfg: &PostgresTarget) -> Result<Target, BuildError> {
-        let pool = Pool::new(cfg).map_err(|source| BuildError::Tls {
+    fn new(cfg: &PostgresTarget, global: Arc<Limiter>) -> Result<Target, BuildError> {
+        let pool = Pool::new(cfg, global).map_err(|source| BuildError::Tls {
             target: cfg.name.clone(),
             source,
         })?;
@@ -735,7 +737,8 @@ mod tests {
 
     fn target(yaml: &str) -> Arc<Target> {
         let cfg = Config::parse(yaml, "t.yml", None).expect("config");
-        Arc::new(Target::new(&cfg.exporter.postgres.targets[0]).expect("target"))
+        let global = Limiter::new(cfg.exporter.postgres.max_connections as usize);
+        Arc::new(Target::new(&cfg.exporter.postgres.targets[0], global).expect("target"))
     }
 
     struct Row(Vec<(&'static str, &'static str)>);
