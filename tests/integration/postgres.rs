@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::postgres::{Postgres, SUPERUSER_PASSWORD};
+use crate::support::postgres::{OTHER_HOST, Pki, Postgres, SUPERUSER_PASSWORD};
 use crate::support::vitals::Vitals;
 use crate::support::{http_client, poll_until, promtool_check, run_ok, temp_dir, write_file};
 
@@ -1306,4 +1306,178 @@ fn a_global_connection_limit_holds_across_targets_and_starves_none() {
         "the targets should have used several connections: {max_seen}"
     );
     assert!(!v.logs().contains("panicked"), "{}", v.logs());
+}
+
+/// A TCP target with the superuser's password and the given TLS settings.
+fn tls_target(
+    name: &str,
+    host: &str,
+    pg: &Postgres,
+    mode: &str,
+    ca: Option<&std::path::Path>,
+) -> String {
+    let mut t = format!(
+        "      - name: {name}\n        host: {host}\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: {mode}\n        tables_top_n: 0\n",
+        pg.port()
+    );
+    if let Some(ca) = ca {
+        t.push_str(&format!("        sslrootcert: {}\n", ca.display()));
+    }
+    t
+}
+
+/// Scrapes once; for each `(target, up)` checks pg_up, and for the down ones that the
+/// landing page's error contains every word of `why` and that the reason is counted.
+fn check_tls(v: &Vitals, want: &[(&str, bool, &str, &[&str])]) {
+    let body = v.metrics();
+    let m = parse(&body);
+    let (_, html) = v.get("/");
+    for (target, up, reason, why) in want {
+        assert_eq!(
+            value(&m, "pg_up", &[("target", target)]),
+            Some(if *up { 1.0 } else { 0.0 }),
+            "{target}: {html}\n{}",
+            v.logs()
+        );
+        if *up {
+            continue;
+        }
+        assert!(
+            value(
+                &m,
+                "pg_scrape_errors_total",
+                &[("target", target), ("reason", reason)]
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
+            "{target}: no reason={reason} error counted\n{body}"
+        );
+        // The landing page shows each target's last error.
+        let row = html
+            .split("<tr")
+            .find(|r| r.contains(&format!("<td>{target}</td>")))
+            .unwrap_or_else(|| panic!("{target} not on the landing page: {html}"));
+        for w in *why {
+            assert!(row.contains(w), "{target}: {w:?} not in its error: {row}");
+        }
+        assert!(!row.contains(SUPERUSER_PASSWORD));
+    }
+}
+
+/// Sessions of vitals now open over TLS and without.
+fn vitals_ssl_sessions(pg: &Postgres) -> (f64, f64) {
+    let row = pg.psql(
+        "select count(*) filter (where s.ssl), count(*) filter (where not s.ssl) \
+         from pg_stat_activity a join pg_stat_ssl s using (pid) \
+         where a.application_name = 'vitals' and a.client_addr is not null",
+    );
+    let (a, b) = row.split_once('|').expect("two columns");
+    (int(a), int(b))
+}
+
+#[test]
+fn tls_verify_modes_against_a_real_server() {
+    let pg = Postgres::start();
+    let pki = Pki::new();
+    pg.enable_tls(&pki.localhost);
+    let start = |targets: String| {
+        Vitals::builder()
+            .config(&format!("exporter:\n  postgres:\n    targets:\n{targets}"))
+            .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
+            .start()
+    };
+
+    // 1. The server's certificate names 127.0.0.1 and localhost and is signed by the CA.
+    let ca = Some(pki.ca_file.as_path());
+    let wrong = Some(pki.wrong_ca_file.as_path());
+    let v = start(
+        [
+            tls_target("full_ip", "127.0.0.1", &pg, "verify-full", ca),
+            tls_target("full_name", "localhost", &pg, "verify-full", ca),
+            tls_target("ca_ok", "127.0.0.1", &pg, "verify-ca", ca),
+            tls_target("full_wrong_ca", "127.0.0.1", &pg, "verify-full", wrong),
+            tls_target("ca_wrong_ca", "127.0.0.1", &pg, "verify-ca", wrong),
+            tls_target("require", "127.0.0.1", &pg, "require", None),
+            tls_target("prefer", "127.0.0.1", &pg, "prefer", None),
+            tls_target("disable", "127.0.0.1", &pg, "disable", None),
+        ]
+        .concat(),
+    );
+    let unknown: &[&str] = &["TLS handshake", "UnknownIssuer", "sslrootcert"];
+    check_tls(
+        &v,
+        &[
+            ("full_ip", true, "", &[]),
+            ("full_name", true, "", &[]),
+            ("ca_ok", true, "", &[]),
+            ("full_wrong_ca", false, "tls", unknown),
+            ("ca_wrong_ca", false, "tls", unknown),
+            ("require", true, "", &[]),
+            ("prefer", true, "", &[]),
+            ("disable", true, "", &[]),
+        ],
+    );
+    // Five targets hold sessions over TLS, `disable` one without.
+    let (ssl, plain) = vitals_ssl_sessions(&pg);
+    assert!(ssl >= 5.0 && plain >= 1.0, "ssl {ssl}, plain {plain}");
+    drop(v);
+
+    // 2. A certificate from the same CA, for another host name: the chain is good, the
+    // name is not.
+    pg.enable_tls(&pki.other_host);
+    let v = start(
+        [
+            tls_target("ca_other", "127.0.0.1", &pg, "verify-ca", ca),
+            tls_target("full_other", "127.0.0.1", &pg, "verify-full", ca),
+            tls_target("require_other", "127.0.0.1", &pg, "require", None),
+        ]
+        .concat(),
+    );
+    check_tls(
+        &v,
+        &[
+            ("ca_other", true, "", &[]),
+            (
+                "full_other",
+                false,
+                "tls",
+                &["TLS handshake", "not valid for name"],
+            ),
+            ("require_other", true, "", &[]),
+        ],
+    );
+    drop(v);
+
+    // 3. TCP logins only over TLS: `disable` is refused with a reason that says so.
+    pg.enable_tls(&pki.localhost);
+    pg.hostssl_only();
+    let v = start(
+        [
+            tls_target("disable", "127.0.0.1", &pg, "disable", None),
+            tls_target("prefer", "127.0.0.1", &pg, "prefer", None),
+            tls_target("full", "localhost", &pg, "verify-full", ca),
+        ]
+        .concat(),
+    );
+    check_tls(
+        &v,
+        &[
+            (
+                "disable",
+                false,
+                "auth",
+                &[
+                    "no pg_hba.conf entry",
+                    "no encryption",
+                    "only over TLS, and sslmode is disable",
+                ],
+            ),
+            ("prefer", true, "", &[]),
+            ("full", true, "", &[]),
+        ],
+    );
+    let logs = v.logs();
+    assert!(!logs.contains(SUPERUSER_PASSWORD), "password leaked");
+    assert!(!logs.contains("panicked"), "{logs}");
+    let _ = OTHER_HOST;
 }

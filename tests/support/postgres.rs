@@ -4,6 +4,11 @@
 //! `runuser -u postgres --`) in a temp dir chowned to that user. Local (unix socket)
 //! connections are trusted; TCP connections need the superuser's password (scram-sha-256), so
 //! tests that connect the way vitals does really exercise password authentication.
+//!
+//! For TLS tests, [`Pki`] makes certificates with rcgen (a CA, an unrelated CA, a server
+//! certificate for 127.0.0.1/localhost and one for another host name), and
+//! [`Postgres::enable_tls`] / [`Postgres::hostssl_only`] switch a running cluster to them
+//! with a reload.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,6 +28,77 @@ pub const SUPERUSER: &str = "postgres";
 
 /// Password of [`SUPERUSER`]; TCP connections must present it.
 pub const SUPERUSER_PASSWORD: &str = "vitals-pg-Secret1";
+
+/// A server certificate and its private key, both in PEM.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    /// The certificate (signed by the CA it was made with).
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// Certificates for TLS tests, made with rcgen, with the CA files written to a temp dir.
+pub struct Pki {
+    /// PEM file of the CA that signed [`Pki::localhost`] and [`Pki::other_host`].
+    pub ca_file: PathBuf,
+    /// PEM file of another CA, which signed nothing the server uses.
+    pub wrong_ca_file: PathBuf,
+    /// Server certificate for `127.0.0.1` and `localhost`.
+    pub localhost: ServerCert,
+    /// Server certificate for [`OTHER_HOST`] only.
+    pub other_host: ServerCert,
+    _dir: tempfile::TempDir,
+}
+
+/// The only name in [`Pki::other_host`].
+pub const OTHER_HOST: &str = "db.example.invalid";
+
+impl Pki {
+    /// Makes the two CAs and the two server certificates.
+    pub fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().expect("CA key");
+            let cert = params.self_signed(&key).expect("CA certificate");
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("vitals test CA");
+        let (wrong_cert, _) = ca("vitals unrelated CA");
+        let leaf = |names: &[&str]| {
+            let mut params =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .expect("server params");
+            params.distinguished_name.push(
+                DnType::CommonName,
+                names.first().copied().unwrap_or("server"),
+            );
+            let key = KeyPair::generate().expect("server key");
+            let cert = params
+                .signed_by(&key, &ca_cert, &ca_key)
+                .expect("signing the server certificate");
+            ServerCert {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        };
+        let dir = temp_dir("pg-pki");
+        let ca_file = dir.path().join("ca.pem");
+        let wrong_ca_file = dir.path().join("wrong-ca.pem");
+        write_file(&ca_file, ca_cert.pem());
+        write_file(&wrong_ca_file, wrong_cert.pem());
+        Pki {
+            ca_file,
+            wrong_ca_file,
+            localhost: leaf(&["127.0.0.1", "localhost"]),
+            other_host: leaf(&[OTHER_HOST]),
+            _dir: dir,
+        }
+    }
+}
 
 /// A running PostgreSQL 15 cluster, stopped (`pg_ctl stop -m immediate`) and deleted on drop.
 pub struct Postgres {
@@ -206,6 +282,69 @@ impl Postgres {
         if ok.is_none() {
             panic!(
                 "PostgreSQL did not answer after a restart\n{}",
+                log_block("postgres.log", &self.log_path)
+            );
+        }
+    }
+
+    /// Serves TLS with `cert` (`ssl = on`, files in the data directory owned by the
+    /// postgres user), through a reload; calling it again switches the certificate. Panics
+    /// with the log's tail if the server does not take it.
+    pub fn enable_tls(&self, cert: &ServerCert) {
+        let (uid, gid) = postgres_ids();
+        let crt = self.data_dir.join("server.crt");
+        let key = self.data_dir.join("server.key");
+        write_file(&crt, &cert.cert_pem);
+        write_file(&key, &cert.key_pem);
+        for path in [&crt, &key] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod 600 {} failed: {e}", key.display()));
+        if self.psql("show ssl") != "on" {
+            let conf_path = self.data_dir.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf_path)
+                .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            write_file(&conf_path, text);
+        }
+        self.reload();
+        if self.psql("show ssl") != "on" {
+            panic!(
+                "PostgreSQL did not turn TLS on\n{}",
+                log_block("postgres.log", &self.log_path)
+            );
+        }
+    }
+
+    /// Replaces pg_hba.conf so that TCP logins are accepted only over TLS (`hostssl`, with
+    /// the password); the unix socket stays trusted. Applied with a reload.
+    pub fn hostssl_only(&self) {
+        let hba = self.data_dir.join("pg_hba.conf");
+        write_file(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+        );
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(&hba, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", hba.display()));
+        self.reload();
+    }
+
+    /// `pg_reload_conf()`, then waits until new sessions see the reloaded configuration
+    /// (`pg_conf_load_time()` moves once the postmaster has reloaded, TLS context included).
+    pub fn reload(&self) {
+        let before = self.psql("select pg_conf_load_time()");
+        self.psql("select pg_reload_conf()");
+        let reloaded = super::poll_until(Duration::from_secs(10), || {
+            (self.psql("select pg_conf_load_time()") != before).then_some(())
+        });
+        if reloaded.is_none() {
+            panic!(
+                "PostgreSQL did not reload its configuration\n{}",
                 log_block("postgres.log", &self.log_path)
             );
         }

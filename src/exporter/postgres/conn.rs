@@ -52,13 +52,16 @@ pub enum ConnError {
         /// The socket error.
         source: io::Error,
     },
-    /// The server refused the session, or it failed while starting.
-    #[error("connecting to {dsn}: {source}")]
+    /// The server refused the session, the TLS handshake failed, or the session failed
+    /// while starting.
+    #[error("connecting to {dsn}: {}{hint}", describe(.source))]
     Connect {
         /// Where, without password.
         dsn: String,
         /// The driver's error (never contains the password).
         source: tokio_postgres::Error,
+        /// What the configuration may have to do with it (empty when nothing).
+        hint: &'static str,
     },
     /// The connect timeout passed.
     #[error("connecting to {dsn}: no answer within {timeout:?}")]
@@ -104,6 +107,7 @@ impl ConnError {
     /// The `reason` label of `pg_scrape_errors_total` for this error.
     pub fn reason(&self) -> &'static str {
         match self {
+            ConnError::Connect { source, .. } if is_tls(source) => "tls",
             ConnError::Connect { source, .. } => match source.code() {
                 Some(c)
                     if *c == tokio_postgres::error::SqlState::INVALID_PASSWORD
@@ -122,6 +126,51 @@ impl ConnError {
             ConnError::Password(_) => "auth",
         }
     }
+}
+
+/// An error of the driver in full: the server's message (`FATAL: no pg_hba.conf entry
+/// ...`) for errors the server sent, else the driver's words followed by their causes
+/// (`error performing TLS handshake: invalid peer certificate: UnknownIssuer`), which the
+/// driver's own `Display` leaves out. Neither ever contains the password.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            out.push_str(&format!(" ({detail})"));
+        }
+        return out;
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// Whether a connection failed in TLS: the handshake (an untrusted or mismatched
+/// certificate), or a server without TLS where TLS is required.
+fn is_tls(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if c.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    // The driver's own TLS errors ("server does not support TLS") carry no rustls error.
+    e.to_string() == "error performing TLS handshake"
 }
 
 /// The `reason` label for a failed query.
@@ -359,6 +408,7 @@ pub struct Pool {
     base: tokio_postgres::Config,
     endpoint: Endpoint,
     tls: MakeRustlsConnect,
+    sslmode: SslMode,
     password: PasswordSource,
     main_db: String,
     dsn: String,
@@ -425,6 +475,7 @@ impl Pool {
             base,
             endpoint,
             tls,
+            sslmode: t.sslmode,
             password,
             main_db: t.dbname.clone(),
             dsn: format!("postgres://{}@{}:{}", t.user, t.host, t.port.0),
@@ -665,6 +716,24 @@ impl Pool {
         })
     }
 
+    /// What the configured `sslmode` may have to do with a refused session.
+    fn hint(&self, e: &tokio_postgres::Error) -> &'static str {
+        let refused =
+            e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        let unencrypted = e
+            .as_db_error()
+            .is_some_and(|db| db.message().contains("no encryption"));
+        match (self.sslmode, &self.endpoint) {
+            (SslMode::Disable, Endpoint::Tcp { .. }) if refused && unencrypted => {
+                " (the server accepts this login only over TLS, and sslmode is disable)"
+            }
+            (SslMode::VerifyCa | SslMode::VerifyFull, _) if is_tls(e) => {
+                " (check sslrootcert, and for verify-full that the certificate names the configured host)"
+            }
+            _ => "",
+        }
+    }
+
     /// The TLS connector for one socket, for the configured host name.
     fn tls_connect(&self) -> <MakeRustlsConnect as MakeTlsConnect<SessionSocket>>::TlsConnect {
         let host = match &self.endpoint {
@@ -707,9 +776,13 @@ impl Pool {
             config
                 .connect_raw(socket, self.tls_connect())
                 .await
-                .map_err(|source| ConnError::Connect {
-                    dsn: dsn.clone(),
-                    source,
+                .map_err(|source| {
+                    let hint = self.hint(&source);
+                    ConnError::Connect {
+                        dsn: dsn.clone(),
+                        source,
+                        hint,
+                    }
                 })
         };
         let (client, connection) =
@@ -741,7 +814,11 @@ impl Pool {
                 dsn: dsn.clone(),
                 timeout,
             })?
-            .map_err(|source| ConnError::Connect { dsn, source })?;
+            .map_err(|source| ConnError::Connect {
+                dsn,
+                source,
+                hint: "",
+            })?;
         let version = rows
             .iter()
             .find_map(|m| match m {

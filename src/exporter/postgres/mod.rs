@@ -87,6 +87,7 @@ pub const MAX_AGE_INTERVALS: u32 = 3;
 pub const REASONS: &[&str] = &[
     "connect",
     "auth",
+    "tls",
     "timeout",
     "permission",
     "missing",
@@ -268,11 +269,11 @@ impl Target {
                         area = area.name(),
                         database = db.unwrap_or(&self.cfg.dbname),
                         reason,
-                        error = %e,
+                        error = %conn::describe(e),
                         "postgres query failed; its families are left out until it works"
                     );
                 } else {
-                    tracing::debug!(target_name = %self.cfg.name, area = area.name(), database = db.unwrap_or(&self.cfg.dbname), error = %e, "postgres query failed");
+                    tracing::debug!(target_name = %self.cfg.name, area = area.name(), database = db.unwrap_or(&self.cfg.dbname), error = %conn::describe(e), "postgres query failed");
                 }
             }
         }
