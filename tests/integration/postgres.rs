@@ -1481,3 +1481,184 @@ fn tls_verify_modes_against_a_real_server() {
     assert!(!logs.contains("panicked"), "{logs}");
     let _ = OTHER_HOST;
 }
+
+/// A socket target (trusted: no password) for a cluster.
+fn socket_target(name: &str, pg: &Postgres) -> String {
+    format!(
+        "      - name: {name}\n        host: {}\n        port: {}\n        user: postgres\n        tables_top_n: 0\n",
+        pg.socket_dir().display(),
+        pg.port()
+    )
+}
+
+#[test]
+fn a_streaming_standby_and_its_primary_report_replication() {
+    let primary = Postgres::start();
+    primary.psql("alter system set autovacuum = off");
+    primary.psql("select pg_reload_conf()");
+    let standby = primary.start_standby("standby1");
+    // A slot nobody uses, holding WAL back from now on.
+    primary.psql("select pg_create_physical_replication_slot('stale', true)");
+    // A transaction the standby has replayed, so that it knows a replay time.
+    primary.psql("create table public.t (id int, pad text)");
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (standby.psql("select count(*) from pg_class where relname = 't'") == "1").then_some(())
+    });
+    assert!(replayed.is_some(), "the standby did not replay the table");
+    let v = Vitals::builder()
+        .config(&format!(
+            "exporter:\n  postgres:\n    targets:\n{}{}",
+            socket_target("primary", &primary),
+            socket_target("standby", &standby)
+        ))
+        .start();
+
+    // Caught up: the standby is a replica with no lag, the primary is not.
+    let m = parse(&v.metrics());
+    let p = [("target", "primary")];
+    let s = [("target", "standby")];
+    assert_eq!(value(&m, "pg_up", &s), Some(1.0), "{}", v.logs());
+    assert_eq!(value(&m, "pg_replication_is_replica", &s), Some(1.0));
+    assert_eq!(value(&m, "pg_replication_is_replica", &p), Some(0.0));
+    assert_eq!(value(&m, "pg_replication_lag_seconds", &p), Some(0.0));
+    let caught_up = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        (value(&m, "pg_replication_lag_seconds", &s) == Some(0.0)).then_some(())
+    });
+    assert!(caught_up.is_some(), "the idle standby shows a lag");
+    // Nothing failed on the standby (no query that only works on a primary).
+    for reason in ["query", "missing", "permission"] {
+        assert_eq!(
+            value(
+                &m,
+                "pg_scrape_errors_total",
+                &[("target", "standby"), ("reason", reason)]
+            ),
+            Some(0.0),
+            "{reason}\n{}",
+            v.logs()
+        );
+    }
+
+    // The standby as the primary sees it, labelled with its application_name.
+    let standby_labels = [
+        ("target", "primary"),
+        ("application_name", "standby1"),
+        ("client_addr", "local"),
+        ("state", "streaming"),
+    ];
+    assert!(
+        value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels).is_some(),
+        "no pg_stat_replication series for standby1"
+    );
+    let slot = |name: &'static str| [("target", "primary"), ("slot_name", name)];
+    assert_eq!(
+        value(
+            &m,
+            "pg_replication_slot_slot_is_active",
+            &slot("standby1_slot")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "pg_replication_slot_slot_is_active", &slot("stale")),
+        Some(0.0)
+    );
+    for status in ["reserved", "extended", "unreserved", "lost"] {
+        let want = if status == "reserved" { 1.0 } else { 0.0 };
+        assert_eq!(
+            value(
+                &m,
+                "pg_replication_slot_wal_status",
+                &[
+                    ("target", "primary"),
+                    ("slot_name", "stale"),
+                    ("wal_status", status)
+                ]
+            ),
+            Some(want),
+            "stale slot, {status}"
+        );
+    }
+
+    // 2. Replay paused on the standby, 4 MB written on the primary: the standby receives
+    // but does not replay; it lags by time, the primary sees it behind by bytes, and the
+    // unused slot retains the WAL.
+    std::thread::sleep(Duration::from_secs(2));
+    standby.psql("select pg_wal_replay_pause()");
+    primary
+        .psql("insert into public.t select g, repeat('x', 1000) from generate_series(1, 4000) g");
+    let received = poll_until(Duration::from_secs(10), || {
+        (standby.psql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") == "t")
+            .then_some(())
+    });
+    assert!(received.is_some(), "the standby did not receive the insert");
+    // The primary learns the standby's positions from its status messages (every second).
+    let mut last = String::new();
+    let checked = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        let lag = value(&m, "pg_replication_lag_seconds", &s);
+        // What psql on the standby reads right after the scrape.
+        let psql_lag = int(
+            &standby.psql("select extract(epoch from now() - pg_last_xact_replay_timestamp())")
+        );
+        let behind = value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels);
+        let stale = value(&m, "pg_replication_slot_retained_wal_bytes", &slot("stale"));
+        last = format!("lag {lag:?} (psql {psql_lag}), behind {behind:?}, stale slot {stale:?}");
+        let ok = lag.is_some_and(|l| l >= 2.0 && l <= psql_lag && psql_lag - l < 1.0)
+            && behind.is_some_and(|b| b >= 4_000_000.0)
+            && stale.is_some_and(|b| b >= 4_000_000.0);
+        ok.then_some(())
+    });
+    assert!(checked.is_some(), "{last}\n{}", v.logs());
+    // The slot's retained WAL agrees with psql on the quiet primary.
+    let agreed = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        let got = value(&m, "pg_replication_slot_retained_wal_bytes", &slot("stale"));
+        let want = int(&primary.psql(
+            "select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) from pg_replication_slots where slot_name = 'stale'",
+        ));
+        last = format!("vitals {got:?}, psql {want}");
+        (got == Some(want)).then_some(())
+    });
+    assert!(agreed.is_some(), "retained WAL of the stale slot: {last}");
+
+    // 3. Replay resumed: the standby catches up and its lag returns to 0.
+    standby.psql("select pg_wal_replay_resume()");
+    let caught_up = poll_until(Duration::from_secs(15), || {
+        let m = parse(&v.metrics());
+        let lag = value(&m, "pg_replication_lag_seconds", &s);
+        let behind = value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels);
+        last = format!("lag {lag:?}, behind {behind:?}");
+        (lag == Some(0.0) && behind == Some(0.0)).then_some(())
+    });
+    assert!(caught_up.is_some(), "after resuming: {last}");
+
+    // 4. Streaming breaks (the standby's primary_conninfo points nowhere): received equals
+    // replayed, yet the standby is not current, and its lag grows instead of showing 0.
+    standby.psql(&format!(
+        "alter system set primary_conninfo = 'host=127.0.0.1 port={} user=postgres connect_timeout=1'",
+        crate::support::free_port()
+    ));
+    standby.reload();
+    let cut = poll_until(Duration::from_secs(15), || {
+        (standby.psql("select count(*) from pg_stat_wal_receiver") == "0").then_some(())
+    });
+    assert!(cut.is_some(), "the standby's WAL receiver kept running");
+    primary.psql("insert into public.t values (0, 'unseen')");
+    let grows = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        let lag = value(&m, "pg_replication_lag_seconds", &s);
+        last = format!("lag {lag:?}");
+        lag.is_some_and(|l| l >= 1.0).then_some(())
+    });
+    assert!(grows.is_some(), "a standby without WAL receiver: {last}");
+    let m = parse(&v.metrics());
+    assert!(
+        value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels).is_none(),
+        "the disconnected standby is still listed on the primary"
+    );
+    let (ok, report) = promtool_check(&v.metrics());
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
+    assert!(!v.logs().contains("panicked"), "{}", v.logs());
+}

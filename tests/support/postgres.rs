@@ -350,6 +350,90 @@ impl Postgres {
         }
     }
 
+    /// Starts a streaming standby of this cluster on a new port: `pg_basebackup -R` over
+    /// the unix socket, with a physical replication slot `<name>_slot` created on this
+    /// server, and `cluster_name = '<name>'` so that the standby shows up in this server's
+    /// `pg_stat_replication` with `application_name = '<name>'`. Waits until it streams.
+    pub fn start_standby(&self, name: &str) -> Postgres {
+        let basebackup = bin("pg_basebackup");
+        let dir = temp_dir("pg-standby");
+        let data_dir = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        let log_path = dir.path().join("postgres.log");
+        std::fs::create_dir(&socket_dir)
+            .unwrap_or_else(|e| panic!("creating {} failed: {e}", socket_dir.display()));
+        write_file(&log_path, "");
+        let (uid, gid) = postgres_ids();
+        for path in [dir.path(), &socket_dir, &log_path] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
+        }
+        run_ok(
+            as_postgres(&basebackup)
+                .current_dir(dir.path())
+                .env("PGPASSFILE", "/dev/null")
+                .arg("--pgdata")
+                .arg(&data_dir)
+                .arg("--host")
+                .arg(&self.socket_dir)
+                .arg("--port")
+                .arg(self.port.to_string())
+                .args(["--username", SUPERUSER, "--write-recovery-conf"])
+                .args(["--checkpoint=fast", "--wal-method=stream", "--no-sync"])
+                .arg("--create-slot")
+                .arg(format!("--slot={name}_slot")),
+            "pg_basebackup (as the postgres OS user)",
+        );
+        let conf_path = data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
+        text.push_str(&format!(
+            "\n# standby\nunix_socket_directories = '{}'\ncluster_name = '{name}'\nhot_standby = on\nwal_receiver_status_interval = 1s\n",
+            socket_dir.display()
+        ));
+        write_file(&conf_path, text);
+        let mut standby = Postgres {
+            port: 0,
+            data_dir,
+            socket_dir,
+            log_path,
+            started: false,
+            dir,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            standby.port = super::start_port();
+            match standby.try_start() {
+                Ok(()) => break,
+                Err(why) => {
+                    let log = std::fs::read_to_string(&standby.log_path).unwrap_or_default();
+                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
+                        write_file(&standby.log_path, "");
+                        continue;
+                    }
+                    panic!(
+                        "the standby did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
+                        standby.port,
+                        log_block("postgres.log", &standby.log_path)
+                    );
+                }
+            }
+        }
+        let streaming = super::poll_until(STARTUP_TIMEOUT, || {
+            (self.psql(&format!(
+                "select state from pg_stat_replication where application_name = '{name}'"
+            )) == "streaming")
+                .then_some(())
+        });
+        if streaming.is_none() {
+            panic!(
+                "the standby {name} does not stream from the primary\n{}\n{}",
+                log_block("standby postgres.log", &standby.log_path),
+                log_block("primary postgres.log", &self.log_path)
+            );
+        }
+        standby
+    }
+
     /// A `pgbench` command (PostgreSQL 15's, package postgresql-15) aimed at this cluster's
     /// unix socket as the superuser; the caller adds the arguments and the database name.
     pub fn pgbench(&self) -> Command {
