@@ -1662,3 +1662,228 @@ fn a_streaming_standby_and_its_primary_report_replication() {
     assert!(ok && report.trim().is_empty(), "promtool: {report}");
     assert!(!v.logs().contains("panicked"), "{}", v.logs());
 }
+
+/// `vitals` with no arguments but the listen address (so: the embedded default config),
+/// in a private mount namespace where `/var/run/postgresql` is `socket_dir` (bind mount,
+/// invisible to the rest of the host). Killed on drop.
+struct DefaultVitals {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DefaultVitals {
+    fn start(socket_dir: &std::path::Path) -> DefaultVitals {
+        let unshare = crate::support::require_binary("/usr/bin/unshare", "util-linux");
+        let dir = temp_dir("vitals-default");
+        let stderr = dir.path().join("stderr.log");
+        let port = crate::support::free_port();
+        let child = std::process::Command::new(unshare)
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind '{}' /var/run/postgresql && exec '{}' --web.listen-address=127.0.0.1:{port}",
+                socket_dir.display(),
+                crate::support::vitals::BINARY
+            ))
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn unshare");
+        let mut v = DefaultVitals {
+            child,
+            port,
+            stderr,
+            _dir: dir,
+        };
+        let url = format!("http://127.0.0.1:{port}/-/ready");
+        let client = http_client();
+        let ready = poll_until(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = v.child.try_wait() {
+                panic!("vitals exited with {status}:\n{}", v.logs());
+            }
+            client
+                .get(&url)
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        });
+        assert!(
+            ready.is_some(),
+            "vitals did not become ready:\n{}",
+            v.logs()
+        );
+        v
+    }
+
+    fn get(&self, path: &str) -> String {
+        http_client()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for DefaultVitals {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The landing page's row of a target.
+fn landing_row(html: &str, target: &str) -> String {
+    html.split("<tr")
+        .find(|r| r.contains(&format!("<td>{target}</td>")))
+        .unwrap_or_else(|| panic!("{target} not on the landing page: {html}"))
+        .to_string()
+}
+
+#[test]
+fn the_default_config_shows_a_missing_local_server_as_down_with_the_reason() {
+    // Nothing at 127.0.0.1:5432 on this host (the test says so if there is), and an empty
+    // /var/run/postgresql in vitals' mount namespace.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", 5432)).is_err(),
+        "something listens on 127.0.0.1:5432 on this host; this test needs it free"
+    );
+    let empty = temp_dir("pg-no-socket");
+    let v = DefaultVitals::start(empty.path());
+    let body = v.get("/metrics");
+    let m = parse(&body);
+    assert_eq!(
+        value(&m, "pg_up", &[("target", "local")]),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "local"), ("reason", "connect")]
+        ),
+        Some(1.0)
+    );
+    // Fast: nothing to wait for when nothing listens.
+    let took = value(&m, "pg_scrape_duration_seconds", &[("target", "local")]);
+    assert!(took.is_some_and(|t| t < 1.0), "{took:?}");
+    let row = landing_row(&v.get("/"), "local");
+    for want in [
+        "DOWN",
+        "no server socket /var/run/postgresql/.s.PGSQL.5432",
+        "127.0.0.1:5432: connection refused",
+    ] {
+        assert!(row.contains(want), "{want:?} not in {row}");
+    }
+    // The other collectors of the default config work as usual.
+    assert_eq!(
+        value(
+            &m,
+            "vitals_scrape_collector_success",
+            &[("collector", "postgres")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    let (ok, report) = promtool_check(&body);
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
+}
+
+#[test]
+fn the_default_config_finds_the_local_server_with_peer_authentication() {
+    let pg = Postgres::start();
+    // Debian's default for the socket: peer authentication (the harness' own psql, as
+    // role postgres from the root OS user, stays trusted).
+    pg.set_hba(
+        "local all postgres trust\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    );
+    let os_user = vitals::config::os_user_name().expect("the OS user's name");
+    // /var/run/postgresql for vitals: a directory whose .s.PGSQL.5432 is this cluster's.
+    let dir = temp_dir("pg-default-socket");
+    std::os::unix::fs::symlink(
+        pg.socket_dir().join(format!(".s.PGSQL.{}", pg.port())),
+        dir.path().join(".s.PGSQL.5432"),
+    )
+    .expect("symlink the socket");
+    let v = DefaultVitals::start(dir.path());
+
+    // 1. No role for the OS user yet: down, with the server's reason and what to do.
+    let body = v.get("/metrics");
+    assert_eq!(
+        value(&parse(&body), "pg_up", &[("target", "local")]),
+        Some(0.0),
+        "{body}"
+    );
+    let row = landing_row(&v.get("/"), "local");
+    let role_missing = format!("role &quot;{os_user}&quot; does not exist");
+    for want in [role_missing.as_str(), "peer authentication", "pg_monitor"] {
+        assert!(row.contains(want), "{want:?} not in {row}");
+    }
+
+    // 2. The OS user's role with pg_monitor, as the docs say: up, over peer authentication.
+    pg.psql(&format!(
+        "create role \"{os_user}\" login in role pg_monitor"
+    ));
+    let up = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.get("/metrics"));
+        (value(&m, "pg_up", &[("target", "local")]) == Some(1.0)).then_some(m)
+    });
+    let m = up.unwrap_or_else(|| panic!("the local target never came up:\n{}", v.logs()));
+    assert!(
+        value(
+            &m,
+            "pg_stat_database_xact_commit_total",
+            &[("target", "local"), ("datname", "postgres")]
+        )
+        .is_some()
+    );
+    let seen = pg.psql(&format!(
+        "select count(*) from pg_stat_activity where application_name = 'vitals' and usename = '{os_user}' and client_addr is null"
+    ));
+    assert!(
+        int(&seen) >= 1.0,
+        "no vitals session as {os_user} over the socket"
+    );
+}
+
+#[test]
+fn several_hosts_are_tried_in_order() {
+    let pg = Postgres::start();
+    let v = start_vitals(&format!(
+        "      - name: fallback\n        host: /nonexistent/socket/dir, 127.0.0.1\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: disable\n        tables_top_n: 0\n      - name: first\n        host: {},127.0.0.1\n        port: {}\n        user: postgres\n        tables_top_n: 0\n",
+        pg.port(),
+        pg.socket_dir().display(),
+        pg.port()
+    ));
+    let m = parse(&v.metrics());
+    assert_eq!(
+        value(&m, "pg_up", &[("target", "fallback")]),
+        Some(1.0),
+        "{}",
+        v.logs()
+    );
+    assert_eq!(
+        value(&m, "pg_up", &[("target", "first")]),
+        Some(1.0),
+        "{}",
+        v.logs()
+    );
+    // `first` is on the socket (no client address), `fallback` on TCP.
+    let sessions = pg.psql(
+        "select count(*) filter (where client_addr is null), count(*) filter (where client_addr is not null) \
+         from pg_stat_activity where application_name = 'vitals'",
+    );
+    let (socket, tcp) = sessions.split_once('|').expect("two columns");
+    assert!(
+        int(socket) >= 1.0 && int(tcp) >= 1.0,
+        "socket {socket}, tcp {tcp}"
+    );
+}

@@ -323,11 +323,15 @@ impl Postgres {
     /// Replaces pg_hba.conf so that TCP logins are accepted only over TLS (`hostssl`, with
     /// the password); the unix socket stays trusted. Applied with a reload.
     pub fn hostssl_only(&self) {
-        let hba = self.data_dir.join("pg_hba.conf");
-        write_file(
-            &hba,
+        self.set_hba(
             "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
         );
+    }
+
+    /// Replaces pg_hba.conf with `text` and reloads.
+    pub fn set_hba(&self, text: &str) {
+        let hba = self.data_dir.join("pg_hba.conf");
+        write_file(&hba, text);
         let (uid, gid) = postgres_ids();
         std::os::unix::fs::chown(&hba, Some(uid), Some(gid))
             .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", hba.display()));

@@ -44,13 +44,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
-    /// The server's address could not be reached.
-    #[error("connecting to {dsn}: {source}")]
+    /// The server's address (none of them, with several) could not be reached.
+    #[error("connecting to {dsn}: {reason}")]
     Socket {
         /// Where, without password.
         dsn: String,
-        /// The socket error.
-        source: io::Error,
+        /// What each address answered.
+        reason: String,
     },
     /// The server refused the session, the TLS handshake failed, or the session failed
     /// while starting.
@@ -199,6 +199,40 @@ enum Endpoint {
     Unix(PathBuf),
 }
 
+impl Endpoint {
+    /// One entry of `host`: a socket directory (starting with `/`) or a host name/address.
+    fn parse(host: &str, port: u16) -> Endpoint {
+        if host.starts_with('/') {
+            Endpoint::Unix(PathBuf::from(host).join(format!(".s.PGSQL.{port}")))
+        } else {
+            Endpoint::Tcp {
+                host: host.to_string(),
+                port,
+            }
+        }
+    }
+
+    /// Why a socket to it could not be opened, in words a user can act on.
+    fn describe(&self, e: &io::Error) -> String {
+        match (self, e.kind()) {
+            (Endpoint::Unix(path), io::ErrorKind::NotFound) => format!(
+                "no server socket {} (is PostgreSQL running there?)",
+                path.display()
+            ),
+            (Endpoint::Unix(path), _) => format!("{}: {e}", path.display()),
+            (Endpoint::Tcp { host, port }, io::ErrorKind::ConnectionRefused) => {
+                format!("{host}:{port}: connection refused (is PostgreSQL listening there?)")
+            }
+            (Endpoint::Tcp { host, port }, _) => format!("{host}:{port}: {e}"),
+        }
+    }
+}
+
+/// The entries of a target's `host`: comma-separated, tried in order (as libpq).
+pub fn hosts(host: &str) -> impl Iterator<Item = &str> {
+    host.split(',').map(str::trim).filter(|h| !h.is_empty())
+}
+
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -291,6 +325,8 @@ struct Idle {
     db: String,
     client: Client,
     version: u32,
+    /// Which of the pool's endpoints the session is on (where its cancel request goes).
+    endpoint: usize,
     /// When it was last handed back (for least-recently-used eviction).
     since: Instant,
 }
@@ -406,7 +442,7 @@ struct Backoff {
 /// The connections of one target.
 pub struct Pool {
     base: tokio_postgres::Config,
-    endpoint: Endpoint,
+    endpoints: Vec<Endpoint>,
     tls: MakeRustlsConnect,
     sslmode: SslMode,
     password: PasswordSource,
@@ -439,14 +475,13 @@ impl Pool {
         let tls = super::tls::connector(t.sslmode, t.sslrootcert.as_deref())?;
         // The socket is opened here (see SessionSocket); the driver's config carries the
         // session's settings only.
-        let endpoint = if t.host.starts_with('/') {
-            Endpoint::Unix(PathBuf::from(&t.host).join(format!(".s.PGSQL.{}", t.port.0)))
-        } else {
-            Endpoint::Tcp {
-                host: t.host.clone(),
-                port: t.port.0,
-            }
-        };
+        let mut endpoints: Vec<Endpoint> = hosts(&t.host)
+            .map(|h| Endpoint::parse(h, t.port.0))
+            .collect();
+        if endpoints.is_empty() {
+            // Rejected by the config's validation; as libpq, an empty host is the default.
+            endpoints.push(Endpoint::parse("/var/run/postgresql", t.port.0));
+        }
         let mut base = tokio_postgres::Config::new();
         base.user(&t.user)
             .application_name("vitals")
@@ -454,15 +489,7 @@ impl Pool {
                 "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout=60000",
                 millis(t.statement_timeout.0),
                 millis(t.lock_timeout.0)
-            ))
-            .ssl_mode(match (&endpoint, t.sslmode) {
-                // As libpq: no TLS on Unix sockets.
-                (Endpoint::Unix(_), _) | (_, SslMode::Disable) => {
-                    tokio_postgres::config::SslMode::Disable
-                }
-                (_, SslMode::Prefer) => tokio_postgres::config::SslMode::Prefer,
-                _ => tokio_postgres::config::SslMode::Require,
-            });
+            ));
         let password = match (&t.password, &t.password_file) {
             (Some(p), _) => PasswordSource::Inline(p.clone()),
             (None, Some(f)) => PasswordSource::File(f.clone()),
@@ -473,7 +500,7 @@ impl Pool {
         global.register(&idle);
         Ok(Pool {
             base,
-            endpoint,
+            endpoints,
             tls,
             sslmode: t.sslmode,
             password,
@@ -627,7 +654,7 @@ impl Pool {
             }
         };
         match self.connect(db, (permit, global_permit)).await {
-            Ok((client, version)) => {
+            Ok((client, version, endpoint)) => {
                 self.succeeded();
                 Ok(Conn::new(
                     self.clone(),
@@ -635,6 +662,7 @@ impl Pool {
                         db: db.to_string(),
                         client,
                         version,
+                        endpoint,
                         since: Instant::now(),
                     },
                     db_permit,
@@ -677,9 +705,25 @@ impl Pool {
         b.last = e.to_string();
     }
 
-    /// Opens a socket to the server (keepalives on, as libpq's default).
-    async fn open_socket(&self) -> io::Result<SessionSocket> {
-        let stream = match &self.endpoint {
+    /// Opens a socket to the first endpoint that answers, in the configured order; which
+    /// one it is, or what each answered.
+    async fn open_any(&self) -> Result<(usize, SessionSocket), String> {
+        let mut failures = Vec::new();
+        for (at, endpoint) in self.endpoints.iter().enumerate() {
+            match self.open_socket(at).await {
+                Ok(socket) => return Ok((at, socket)),
+                Err(e) => failures.push(endpoint.describe(&e)),
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    /// Opens a socket to endpoint `at` (keepalives on, as libpq's default).
+    async fn open_socket(&self, at: usize) -> io::Result<SessionSocket> {
+        let Some(endpoint) = self.endpoints.get(at) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such endpoint"));
+        };
+        let stream = match endpoint {
             Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
             Endpoint::Tcp { host, port } => {
                 let mut last = None;
@@ -717,15 +761,18 @@ impl Pool {
     }
 
     /// What the configured `sslmode` may have to do with a refused session.
-    fn hint(&self, e: &tokio_postgres::Error) -> &'static str {
+    fn hint(&self, at: usize, e: &tokio_postgres::Error) -> &'static str {
         let refused =
             e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
         let unencrypted = e
             .as_db_error()
             .is_some_and(|db| db.message().contains("no encryption"));
-        match (self.sslmode, &self.endpoint) {
-            (SslMode::Disable, Endpoint::Tcp { .. }) if refused && unencrypted => {
+        match (self.sslmode, self.endpoints.get(at)) {
+            (SslMode::Disable, Some(Endpoint::Tcp { .. })) if refused && unencrypted => {
                 " (the server accepts this login only over TLS, and sslmode is disable)"
+            }
+            (_, Some(Endpoint::Unix(_))) if refused => {
+                " (on a Unix socket, peer authentication accepts only the role named like the OS user vitals runs as: create it with pg_monitor, or set user and a password)"
             }
             (SslMode::VerifyCa | SslMode::VerifyFull, _) if is_tls(e) => {
                 " (check sslrootcert, and for verify-full that the certificate names the configured host)"
@@ -734,11 +781,24 @@ impl Pool {
         }
     }
 
-    /// The TLS connector for one socket, for the configured host name.
-    fn tls_connect(&self) -> <MakeRustlsConnect as MakeTlsConnect<SessionSocket>>::TlsConnect {
-        let host = match &self.endpoint {
-            Endpoint::Tcp { host, .. } => host.as_str(),
-            Endpoint::Unix(_) => "localhost",
+    /// The driver's TLS mode on endpoint `at`: as libpq, never TLS on a Unix socket.
+    fn ssl_mode(&self, at: usize) -> tokio_postgres::config::SslMode {
+        use tokio_postgres::config::SslMode as Driver;
+        match (self.endpoints.get(at), self.sslmode) {
+            (Some(Endpoint::Unix(_)) | None, _) | (_, SslMode::Disable) => Driver::Disable,
+            (_, SslMode::Prefer) => Driver::Prefer,
+            _ => Driver::Require,
+        }
+    }
+
+    /// The TLS connector for one socket to endpoint `at`, for its host name.
+    fn tls_connect(
+        &self,
+        at: usize,
+    ) -> <MakeRustlsConnect as MakeTlsConnect<SessionSocket>>::TlsConnect {
+        let host = match self.endpoints.get(at) {
+            Some(Endpoint::Tcp { host, .. }) => host.as_str(),
+            Some(Endpoint::Unix(_)) | None => "localhost",
         };
         match MakeTlsConnect::<SessionSocket>::make_tls_connect(&mut self.tls.clone(), host) {
             Ok(c) => c,
@@ -750,7 +810,7 @@ impl Pool {
         &self,
         db: &str,
         permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    ) -> Result<(Client, u32), ConnError> {
+    ) -> Result<(Client, u32, usize), ConnError> {
         let mut config = self.base.clone();
         config.dbname(db);
         match &self.password {
@@ -766,18 +826,17 @@ impl Pool {
         let dsn = format!("{}/{db}", self.dsn);
         let timeout = self.connect_timeout;
         let session = async {
-            let socket = self
-                .open_socket()
-                .await
-                .map_err(|source| ConnError::Socket {
-                    dsn: dsn.clone(),
-                    source,
-                })?;
+            let (at, socket) = self.open_any().await.map_err(|reason| ConnError::Socket {
+                dsn: dsn.clone(),
+                reason,
+            })?;
+            config.ssl_mode(self.ssl_mode(at));
             config
-                .connect_raw(socket, self.tls_connect())
+                .connect_raw(socket, self.tls_connect(at))
                 .await
+                .map(|session| (session, at))
                 .map_err(|source| {
-                    let hint = self.hint(&source);
+                    let hint = self.hint(at, &source);
                     ConnError::Connect {
                         dsn: dsn.clone(),
                         source,
@@ -785,12 +844,11 @@ impl Pool {
                     }
                 })
         };
-        let (client, connection) =
-            tokio::time::timeout(timeout, session).await.map_err(|_| {
-                ConnError::ConnectTimeout {
-                    dsn: dsn.clone(),
-                    timeout,
-                }
+        let ((client, connection), endpoint) = tokio::time::timeout(timeout, session)
+            .await
+            .map_err(|_| ConnError::ConnectTimeout {
+                dsn: dsn.clone(),
+                timeout,
             })??;
         drop(config);
         tokio::spawn(async move {
@@ -806,7 +864,7 @@ impl Pool {
         // every scrape opens first) and reuse the answer for the fan-out's connections.
         let known = self.version.load(Ordering::Relaxed);
         if known != 0 && db != self.main_db {
-            return Ok((client, known));
+            return Ok((client, known, endpoint));
         }
         let rows = tokio::time::timeout(timeout, client.simple_query("show server_version_num"))
             .await
@@ -827,8 +885,8 @@ impl Pool {
             })
             .unwrap_or(0);
         self.version.store(version, Ordering::Relaxed);
-        tracing::debug!(dsn = %self.dsn, db, version, "connected to postgres");
-        Ok((client, version))
+        tracing::debug!(dsn = %self.dsn, db, version, endpoint, "connected to postgres");
+        Ok((client, version, endpoint))
     }
 }
 
@@ -947,9 +1005,13 @@ impl Drop for Conn {
             let _db_permit = db_permit;
             let token = idle.client.cancel_token();
             let cancel = async {
-                let socket = pool.open_socket().await.map_err(|e| e.to_string())?;
+                // To the endpoint the session is on, not whichever answers first now.
+                let socket = pool
+                    .open_socket(idle.endpoint)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 token
-                    .cancel_query_raw(socket, pool.tls_connect())
+                    .cancel_query_raw(socket, pool.tls_connect(idle.endpoint))
                     .await
                     .map_err(|e| e.to_string())
             };
