@@ -1298,6 +1298,21 @@ fn a_global_connection_limit_holds_across_targets_and_starves_none() {
             v.logs()
         );
     }
+    // The exporter reports the global limit and the evictions it needed.
+    assert_eq!(
+        value(&m, "vitals_postgres_global_connections_max", &[]),
+        Some(GLOBAL as f64)
+    );
+    let open = value(&m, "vitals_postgres_global_connections", &[]);
+    assert!(open.is_some_and(|o| o <= GLOBAL as f64), "{open:?}");
+    let evictions = value(&m, "vitals_postgres_global_evictions_total", &[]);
+    assert!(
+        evictions.is_some_and(|e| e >= TARGETS as f64),
+        "evictions {evictions:?}"
+    );
+    eprintln!("evictions: {evictions:?}");
+    let (ok, report) = promtool_check(&v.metrics());
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
     assert!(samples > 20, "too few activity samples: {samples}");
     assert!(
         max_seen <= GLOBAL,

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -347,6 +347,7 @@ pub struct Limiter {
     returned: tokio::sync::Notify,
     /// The idle lists of the pools drawing on this limiter.
     idle: Mutex<Vec<Weak<IdleList>>>,
+    evictions: AtomicU64,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -367,7 +368,13 @@ impl Limiter {
             permits: Arc::new(Semaphore::new(limit)),
             returned: tokio::sync::Notify::new(),
             idle: Mutex::new(Vec::new()),
+            evictions: AtomicU64::new(0),
         })
+    }
+
+    /// Idle connections closed so far to make room under this limit.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// The configured limit.
@@ -426,6 +433,7 @@ impl Limiter {
                 // Dropping the client ends the session; its permits come back once the
                 // server has closed the socket.
                 drop(victim);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
         }

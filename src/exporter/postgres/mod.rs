@@ -59,6 +59,22 @@ pub const OPEN_CONNECTIONS: Desc = Desc::gauge(
     "Connections vitals holds to this PostgreSQL target (idle or in use)",
 );
 
+/// `vitals_postgres_global_connections`
+pub const GLOBAL_CONNECTIONS: Desc = Desc::gauge(
+    "vitals_postgres_global_connections",
+    "Connections vitals holds to all PostgreSQL targets together (idle, in use, or closing)",
+);
+/// `vitals_postgres_global_connections_max`
+pub const GLOBAL_CONNECTIONS_MAX: Desc = Desc::gauge(
+    "vitals_postgres_global_connections_max",
+    "Most connections vitals holds to all PostgreSQL targets together (exporter.postgres.max_connections)",
+);
+/// `vitals_postgres_global_evictions_total`
+pub const GLOBAL_EVICTIONS: Desc = Desc::counter(
+    "vitals_postgres_global_evictions",
+    "Idle PostgreSQL connections closed to make room under exporter.postgres.max_connections",
+);
+
 /// `vitals_postgres_fanout_age_seconds`
 pub const FANOUT_AGE: Desc = Desc::gauge(
     "vitals_postgres_fanout_age",
@@ -97,6 +113,7 @@ pub const REASONS: &[&str] = &[
 /// Collects the configured PostgreSQL targets.
 pub struct PostgresCollector {
     targets: Vec<Arc<Target>>,
+    global: Arc<Limiter>,
 }
 
 /// Why the collector could not be built from the config.
@@ -125,7 +142,7 @@ impl PostgresCollector {
             .iter()
             .map(|t| Target::new(t, global.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(PostgresCollector { targets }))
+        Ok(Some(PostgresCollector { targets, global }))
     }
 }
 
@@ -156,6 +173,16 @@ impl Collector for PostgresCollector {
                 exposition.targets.push(output);
                 reports.push(report);
             }
+            // The global limit's state, without a target label.
+            let mut samples = Samples::default();
+            samples.push(&GLOBAL_CONNECTIONS, vec![], self.global.open() as f64);
+            samples.push(&GLOBAL_CONNECTIONS_MAX, vec![], self.global.limit() as f64);
+            samples.push(&GLOBAL_EVICTIONS, vec![], self.global.evictions() as f64);
+            exposition.targets.push(TargetOutput {
+                prefix: Labels::new(),
+                blocks: Vec::new(),
+                samples,
+            });
             Ok(Collected {
                 registry: exposition.into_registry(),
                 targets: reports,
@@ -836,6 +863,9 @@ pub fn families() -> Vec<Desc> {
         SCRAPE_DURATION,
         SCRAPE_ERRORS,
         OPEN_CONNECTIONS,
+        GLOBAL_CONNECTIONS,
+        GLOBAL_CONNECTIONS_MAX,
+        GLOBAL_EVICTIONS,
         FANOUT_AGE,
         FANOUT_DATABASES,
         FANOUT_REFRESH_DURATION,
