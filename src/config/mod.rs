@@ -98,11 +98,27 @@ impl Default for ExporterConfig {
 }
 
 /// PostgreSQL targets.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
+    /// Most connections vitals holds to all PostgreSQL targets together (2-10000), on top of
+    /// each target's own `max_connections`; when it is reached, the least recently used
+    /// idle connection of any target is closed to make room. Default 100.
+    pub max_connections: u32,
     /// The servers to scrape; each becomes `target="<name>"` and `/probe?target=<name>`.
     pub targets: Vec<PostgresTarget>,
+}
+
+/// Default of `exporter.postgres.max_connections`.
+pub const DEFAULT_PG_GLOBAL_MAX_CONNECTIONS: u32 = 100;
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            max_connections: DEFAULT_PG_GLOBAL_MAX_CONNECTIONS,
+            targets: Vec::new(),
+        }
+    }
 }
 
 /// TLS mode for PostgreSQL connections, as libpq's `sslmode`.
@@ -128,13 +144,16 @@ pub enum SslMode {
 pub struct PostgresTarget {
     /// Target name, used as the `target` label.
     pub name: String,
-    /// Host name, IP address, or a Unix socket directory (starting with `/`).
+    /// Host name, IP address, or a Unix socket directory (starting with `/`); several,
+    /// comma-separated, are tried in order until one accepts the connection (as libpq's
+    /// `host`), e.g. `/var/run/postgresql,127.0.0.1`.
     #[serde(default = "default_pg_host")]
     pub host: String,
     /// TCP port (also selects the socket file name). Default 5432.
     #[serde(default = "default_pg_port")]
     pub port: Port,
-    /// Role to connect as. Default `postgres`.
+    /// Role to connect as. Default: the name of the OS user vitals runs as, as libpq (psql)
+    /// does, which is what peer authentication on a Unix socket accepts.
     #[serde(default = "default_pg_user")]
     pub user: String,
     /// Password, inline or as `${ENV_VAR}`; prefer `password_file`.
@@ -202,7 +221,28 @@ fn default_pg_port() -> Port {
     Port(5432)
 }
 fn default_pg_user() -> String {
-    "postgres".into()
+    os_user_name().unwrap_or_else(|| "postgres".into())
+}
+
+/// The name of the OS user this process runs as: from /etc/passwd by uid (as libpq's
+/// getpwuid), else `$USER` or `$LOGNAME`.
+pub fn os_user_name() -> Option<String> {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let from_passwd = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let uid_field = fields.nth(1)?;
+                (uid_field == uid && !name.is_empty()).then(|| name.to_string())
+            })
+        });
+    from_passwd.or_else(|| {
+        ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+    })
 }
 fn default_pg_databases() -> Vec<String> {
     vec!["all".into()]
@@ -1089,6 +1129,15 @@ impl Config {
                 "must be shorter than exporter.scrape_timeout",
             ));
         }
+        if !(2..=10000).contains(&e.postgres.max_connections) {
+            problems.push(Problem::new(
+                "exporter.postgres.max_connections",
+                format!(
+                    "must be between 2 and 10000, got {}",
+                    e.postgres.max_connections
+                ),
+            ));
+        }
         let pg = "exporter.postgres.targets";
         unique_names(
             pg,
@@ -1127,6 +1176,9 @@ impl Config {
             }
             if t.dbname.trim().is_empty() {
                 problems.push(Problem::new(format!("{key}.dbname"), "must not be empty"));
+            }
+            if t.host.split(',').all(|h| h.trim().is_empty()) {
+                problems.push(Problem::new(format!("{key}.host"), "must not be empty"));
             }
             for (field, d) in [
                 ("connect_timeout", t.connect_timeout),
@@ -1768,6 +1820,21 @@ mod tests {
         ConfigSource::Embedded
             .load()
             .expect("embedded default must load");
+    }
+
+    #[test]
+    fn postgres_global_connection_limit_is_checked() {
+        let c =
+            Config::parse("exporter:\n  postgres:\n    targets: []\n", "x", None).expect("valid");
+        assert_eq!(
+            c.exporter.postgres.max_connections,
+            DEFAULT_PG_GLOBAL_MAX_CONNECTIONS
+        );
+        let msg = err("exporter:\n  postgres:\n    max_connections: 1\n");
+        assert!(
+            msg.contains("exporter.postgres.max_connections: must be between 2 and 10000, got 1"),
+            "{msg}"
+        );
     }
 
     #[test]
