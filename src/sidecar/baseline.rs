@@ -33,10 +33,23 @@ pub fn stats(values: &mut [f64]) -> Option<Stats> {
         mean += d / (i + 1) as f64;
         m2 += d * (v - mean);
     }
-    values.sort_unstable_by(f64::total_cmp);
+    // Selection instead of a full sort: each quantile needs two order statistics, found in
+    // the part of the slice above the previous one (QUANTILES ascend).
     let mut quantiles = [0.0; 5];
+    let mut from = 0;
     for (q, out) in QUANTILES.iter().zip(quantiles.iter_mut()) {
-        *out = quantile_sorted(values, *q);
+        let rank = q * (n - 1) as f64;
+        let lo = (rank.floor() as usize).clamp(from, n - 1);
+        let w = rank - lo as f64;
+        let (_, lo_v, rest) = values[from..].select_nth_unstable_by(lo - from, f64::total_cmp);
+        let lo_v = *lo_v;
+        let hi_v = if w > 0.0 {
+            rest.iter().copied().min_by(f64::total_cmp).unwrap_or(lo_v)
+        } else {
+            lo_v
+        };
+        *out = lo_v * (1.0 - w) + hi_v * w;
+        from = lo;
     }
     Some(Stats {
         mean,
@@ -44,16 +57,6 @@ pub fn stats(values: &mut [f64]) -> Option<Stats> {
         quantiles,
         count: n,
     })
-}
-
-/// PromQL's quantile: linear interpolation between the closest ranks, rank = q * (n - 1).
-fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    let n = sorted.len();
-    let rank = q * (n - 1) as f64;
-    let lo = rank.floor() as usize;
-    let hi = (lo + 1).min(n - 1);
-    let w = rank - lo as f64;
-    sorted[lo] * (1.0 - w) + sorted[hi] * w
 }
 
 /// Statistics over `[end - window, end]`, if at least `min_count` points fall in it.
@@ -126,6 +129,33 @@ mod tests {
         assert!((s.quantiles[0] - 1.2).abs() < 1e-12);
         assert_eq!(s.quantiles[2], 3.0);
         assert!(stats(&mut []).is_none());
+    }
+
+    #[test]
+    fn selection_matches_sorting() {
+        // Pseudo-random values with ties; compare with the sorted-rank definition.
+        let mut x: u64 = 7;
+        let mut v: Vec<f64> = (0..1001)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                ((x >> 33) % 97) as f64
+            })
+            .collect();
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        let s = stats(&mut v).expect("stats");
+        for (q, got) in QUANTILES.iter().zip(s.quantiles) {
+            let rank = q * 1000.0;
+            let (lo, w) = (rank.floor() as usize, rank - rank.floor());
+            let want = sorted[lo] * (1.0 - w) + sorted[(lo + 1).min(1000)] * w;
+            assert_eq!(got, want, "q {q}");
+        }
+        let mut two = vec![2.0, 1.0];
+        let s = stats(&mut two).expect("stats");
+        assert!((s.quantiles[0] - 1.05).abs() < 1e-12);
+        assert!((s.quantiles[4] - 1.95).abs() < 1e-12);
+        let mut one = vec![3.0];
+        assert_eq!(stats(&mut one).expect("stats").quantiles, [3.0; 5]);
     }
 
     #[test]

@@ -189,7 +189,12 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 /// Waits for the first cycle that has baselines, checks them against the data, then
 /// injects the anomaly and times its detection. Returns the sidecar's last /metrics text.
-fn check_sidecar(vitals: &Vitals, live: &Live, h: &[(i64, f64, f64)]) -> String {
+fn check_sidecar(
+    vitals: &Vitals,
+    live: &Live,
+    h: &[(i64, f64, f64)],
+    diag: &dyn Fn() -> String,
+) -> String {
     let text = poll_until(Duration::from_secs(120), || {
         let t = vitals.metrics();
         metric(
@@ -269,7 +274,14 @@ fn check_sidecar(vitals: &Vitals, live: &Live, h: &[(i64, f64, f64)]) -> String 
         (metric(&t, "anomaly_severity", &[("signal", "test_gauge")]).unwrap_or(0.0) >= 1.0)
             .then_some(t)
     })
-    .unwrap_or_else(|| panic!("no anomaly_severity after 60 s\n{}", vitals.metrics()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no anomaly_severity after 60 s\n{}\n--- sidecar log ---\n{}\n{}",
+            vitals.metrics(),
+            vitals.logs(),
+            diag()
+        )
+    });
     let first = first_high.expect("the anomalous point scored above the warning threshold");
     assert!(
         cycles(&raised) - first <= 1.0,
@@ -332,7 +344,9 @@ fn sidecar_against_prometheus_backfilled_history() {
         .subcommand("sidecar")
         .config(&sidecar_config(&prom.url(), threshold))
         .start();
-    let text = check_sidecar(&vitals, &live, &h);
+    let text = check_sidecar(&vitals, &live, &h, &|| {
+        crate::support::log_block("prometheus log", prom.log_path())
+    });
 
     // Forecast = PromQL's deriv / predict_linear over the same grid points (a subquery at
     // the sidecar's step), evaluated at the sidecar's newest point.
@@ -385,8 +399,9 @@ fn sidecar_against_victoriametrics_imported_history() {
     vm.import_prometheus(&prometheus_text_ms(&h));
     // Live points: imported every second, as a remote-write client would.
     let stop = Arc::new(AtomicBool::new(false));
+    let pushes = Arc::new(std::sync::Mutex::new((0u64, Vec::<String>::new())));
     let pusher = {
-        let (live, stop, url) = (live.clone(), stop.clone(), vm.url());
+        let (live, stop, url, pushes) = (live.clone(), stop.clone(), vm.url(), pushes.clone());
         std::thread::spawn(move || {
             let client = crate::support::http_client();
             while !stop.load(Ordering::SeqCst) {
@@ -396,10 +411,19 @@ fn sidecar_against_victoriametrics_imported_history() {
                     "vitals_test_gauge{{instance=\"a\",job=\"live\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\",job=\"live\"}} {t} {ms}\n",
                     ms = ts * 1000
                 );
-                let _ = client
+                let result = client
                     .post(format!("{url}/api/v1/import/prometheus"))
                     .body(body)
                     .send();
+                let mut p = pushes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                p.0 += 1;
+                match result {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => p.1.push(format!("{ts}: HTTP {}", r.status())),
+                    Err(e) => p.1.push(format!("{ts}: {e}")),
+                }
                 std::thread::sleep(Duration::from_millis(1000));
             }
         })
@@ -408,7 +432,18 @@ fn sidecar_against_victoriametrics_imported_history() {
         .subcommand("sidecar")
         .config(&sidecar_config(&vm.url(), 1e12))
         .start();
-    check_sidecar(&vitals, &live, &h);
+    check_sidecar(&vitals, &live, &h, &|| {
+        let p = pushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        format!(
+            "live imports: {} (failures: {:?}), now {}\n{}",
+            p.0,
+            p.1,
+            now_s(),
+            crate::support::log_block("victoria-metrics log", vm.log_path())
+        )
+    });
     stop.store(true, Ordering::SeqCst);
     let _ = pusher.join();
 }
