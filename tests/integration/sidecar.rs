@@ -144,6 +144,10 @@ fn sidecar_config(url: &str, threshold: f64) -> String {
   history: {HISTORY_DAYS}d
   baseline_offset: 1h
   default_signals: false
+  # Only this test's signals: the default SLOs and recommendations query months-long ranges
+  # every cycle, which only loads the server here.
+  default_slos: false
+  default_recommendations: false
   forecast:
     window: 1h
     min_r_squared: 0.5
