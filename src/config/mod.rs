@@ -1229,7 +1229,10 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
         push("sidecar.alert_resend_delay".into(), "must be at least 1s");
     }
     if sc.alert_queue.max_alerts == 0 {
-        push("sidecar.alert_queue.max_alerts".into(), "must be at least 1");
+        push(
+            "sidecar.alert_queue.max_alerts".into(),
+            "must be at least 1",
+        );
     }
     if sc
         .alert_queue
@@ -1923,7 +1926,6 @@ mod doc_tests {
             every: PromDuration(std::time::Duration::from_secs(60)),
         });
         c.sidecar.alert_queue.path = Some("/var/lib/vitals/q.json".into());
-        c.sidecar.external_labels = BTreeMap::from([("cluster".into(), "a".into())]);
         c.sidecar.grafana_url = Some("http://grafana:3000".into());
         c
     }

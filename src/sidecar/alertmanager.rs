@@ -661,7 +661,11 @@ pub fn alerts_from_snapshot(snap: &Snapshot, cfg: &Config) -> Vec<Alert> {
         let mut annotations = Labels::new();
         annotations.insert(
             "summary".into(),
-            format!("Anomalies in {} domains at once: {}", e.domains.len(), e.domains_label()),
+            format!(
+                "Anomalies in {} domains at once: {}",
+                e.domains.len(),
+                e.domains_label()
+            ),
         );
         annotations.insert(
             "description".into(),
@@ -746,7 +750,10 @@ fn writable(dir: &Path) -> bool {
 
 /// The queue file in force for a config.
 pub fn queue_path(cfg: &SidecarConfig) -> PathBuf {
-    cfg.alert_queue.path.clone().unwrap_or_else(default_queue_path)
+    cfg.alert_queue
+        .path
+        .clone()
+        .unwrap_or_else(default_queue_path)
 }
 
 /// Writes `data` atomically: a temporary file, fsync, rename, fsync of the directory.
@@ -909,7 +916,8 @@ fn build_targets(cfg: &SidecarConfig) -> Result<Vec<Target>, DeliveryError> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (index, am) in cfg.alertmanagers.iter().enumerate() {
-        let client = HttpClient::new(am).map_err(|source| DeliveryError::Client { index, source })?;
+        let client =
+            HttpClient::new(am).map_err(|source| DeliveryError::Client { index, source })?;
         let name = display_url(&am.url);
         if seen.insert(name.clone()) {
             out.push(Target {
@@ -1161,6 +1169,7 @@ impl Delivery {
             }
         });
         let results = futures_util::future::join_all(posts).await;
+        let resend = self.lock().notifier.settings.resend_delay;
         let now = tokio::time::Instant::now();
         for (i, ok) in results {
             let t = &mut targets[i];
@@ -1169,9 +1178,10 @@ impl Delivery {
                 t.retry_at = None;
             } else {
                 t.failures = t.failures.saturating_add(1);
+                // Never wait longer than a resend: retrying less often would be pointless.
                 let delay = MIN_RETRY_DELAY
                     .saturating_mul(1u32 << (t.failures - 1).min(8))
-                    .min(MAX_RETRY_DELAY);
+                    .min(MAX_RETRY_DELAY.min(resend).max(MIN_RETRY_DELAY));
                 t.retry_at = Some(now + delay);
             }
         }
@@ -1236,7 +1246,9 @@ mod tests {
 
     #[test]
     fn batches_hold_at_most_64_alerts_oldest_first() {
-        let mut n = Notifier::new(settings(), ams(&["a"]));
+        let mut s = settings();
+        s.max_alerts = 1000;
+        let mut n = Notifier::new(s, ams(&["a"]));
         let alerts: Vec<Alert> = (0..150).map(|i| alert(&format!("{i:03}"), 0)).collect();
         n.update(alerts, 1000);
         let b = n.batches("a");
@@ -1326,7 +1338,11 @@ mod tests {
         n.ack("b", &stale);
         let sent = drain(&mut n, "b");
         assert_eq!(sent.len(), 1);
-        assert_eq!(ts(&sent[0], "endsAt"), t0 + 7 * MIN, "the resolution survives");
+        assert_eq!(
+            ts(&sent[0], "endsAt"),
+            t0 + 7 * MIN,
+            "the resolution survives"
+        );
     }
 
     #[test]

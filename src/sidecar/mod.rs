@@ -91,7 +91,10 @@ async fn run_loop(
             series = snap.series.len(),
             "evaluation cycle done"
         );
-        delivery.update(alertmanager::alerts_from_snapshot(&snap, &config), snap.at_ms);
+        delivery.update(
+            alertmanager::alerts_from_snapshot(&snap, &config),
+            snap.at_ms,
+        );
         *snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snap);
         let next = started + config.sidecar.interval.0;
         tokio::select! {
@@ -274,16 +277,20 @@ impl Role for Sidecar {
         active.sort_by(|a, b| b.latest.score.anomaly.total_cmp(&a.latest.score.anomaly));
         for s in active.iter().take(50) {
             let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-            let link = cfg.sidecar.grafana_url.as_deref().map_or(String::new(), |g| {
-                format!(
-                    " - Grafana: {}",
-                    alertmanager::grafana_link(
-                        g,
-                        s.latest.ts_ms,
-                        s.labels.get("target").map(String::as_str)
+            let link = cfg
+                .sidecar
+                .grafana_url
+                .as_deref()
+                .map_or(String::new(), |g| {
+                    format!(
+                        " - Grafana: {}",
+                        alertmanager::grafana_link(
+                            g,
+                            s.latest.ts_ms,
+                            s.labels.get("target").map(String::as_str)
+                        )
                     )
-                )
-            });
+                });
             notes.push(format!(
                 "Anomaly {} in {}: {}{{{}}} = {} (expected {:.4}, z {:.1}, score {:.3}){link}",
                 s.latest.severity.as_str(),
@@ -297,7 +304,11 @@ impl Role for Sidecar {
             ));
         }
         notes.extend(recommend::landing_lines(&snap.recommendations, 50));
-        notes.extend(alertmanager::landing_lines(&self.delivery, &cfg.sidecar, 100));
+        notes.extend(alertmanager::landing_lines(
+            &self.delivery,
+            &cfg.sidecar,
+            100,
+        ));
         LandingPage {
             role: "sidecar".into(),
             config_source: self.source.describe(),
