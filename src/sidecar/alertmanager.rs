@@ -1424,6 +1424,132 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_alerts_have_identity_labels_and_numbers_in_annotations() {
+        use super::super::baseline::Stats;
+        use super::super::correlate::Event;
+        use super::super::detector::Score;
+        use super::super::recommend::{FindingState, Report};
+        use super::super::scheduler::Latest;
+        use crate::config::{Direction, RecommendationCategory, RecommendationSeverity};
+        let series = |severity, muted| SeriesOut {
+            signal: Arc::from("disk_used"),
+            domain: Arc::from("disk"),
+            direction: Direction::HigherIsWorse,
+            labels: Labels::from([
+                ("target".to_string(), "db1".to_string()),
+                ("severity".to_string(), "x".to_string()),
+            ]),
+            latest: Latest {
+                ts_ms: 1000,
+                value: 95.5,
+                score: Score {
+                    anomaly: 0.99,
+                    zscore: 6.25,
+                    drift_ratio: 1.5,
+                    expected: 60.0,
+                    seasonal: false,
+                },
+                severity,
+                muted,
+            },
+            baselines: vec![(
+                "7d",
+                Stats {
+                    mean: 60.0,
+                    stddev: 5.0,
+                    quantiles: [52.0, 57.0, 60.0, 63.0, 68.0],
+                    count: 100,
+                },
+            )],
+            forecast: None,
+            time_to_threshold: Some(7200.0),
+        };
+        let finding = Finding {
+            id: "table_needs_vacuum".into(),
+            category: RecommendationCategory::Vacuum,
+            severity: RecommendationSeverity::Warning,
+            target: "main/db/public.t".into(),
+            title: "Table public.t needs VACUUM".into(),
+            description: "41% dead".into(),
+            remediation: vec!["VACUUM".into()],
+            runbook_url: Some("https://r".into()),
+            labels: Labels::new(),
+            value: 0.41,
+            state: FindingState::Active,
+            first_seen_ms: 500,
+            active_since_ms: Some(700),
+            last_seen_ms: 2000,
+            resolved_at_ms: None,
+        };
+        let mut resolved = finding.clone();
+        resolved.title = "other".into();
+        resolved.state = FindingState::Resolved;
+        let snap = Snapshot {
+            at_ms: 2000,
+            series: vec![
+                series(Severity::Critical, false),
+                series(Severity::Warning, true),
+                series(Severity::Ok, false),
+            ],
+            correlation: Some(Event {
+                domains: ["disk".to_string(), "postgres".to_string()].into(),
+                signals: ["disk_used".to_string(), "tps".to_string()].into(),
+                started_ms: 1500,
+            }),
+            recommendations: Report {
+                at_ms: 2000,
+                findings: vec![finding, resolved],
+                rules: vec![],
+            },
+            ..Snapshot::default()
+        };
+        let mut cfg = Config::default();
+        cfg.sidecar.grafana_url = Some("http://g".into());
+        cfg.sidecar.external_labels = Labels::from([
+            ("cluster".to_string(), "eu".to_string()),
+            ("target".to_string(), "ignored".to_string()),
+        ]);
+        let alerts = alerts_from_snapshot(&snap, &cfg);
+        assert_eq!(alerts.len(), 3, "muted, ok and resolved ones do not fire");
+        let a = &alerts[0];
+        assert_eq!(
+            fingerprint(&a.labels),
+            r#"{alertname="VitalsAnomaly", cluster="eu", domain="disk", exported_severity="x", severity="critical", signal="disk_used", target="db1"}"#
+        );
+        assert_eq!(a.starts_at_ms, 2000);
+        let d = &a.annotations["description"];
+        for part in [
+            "is 95.5 where 60 was expected",
+            "z-score 6.25",
+            "drift ratio 1.500",
+            "anomaly score 0.990",
+            "7d baseline mean 60 stddev 5 (p5 52, p95 68)",
+            "reaches its threshold in 2h",
+        ] {
+            assert!(d.contains(part), "{part:?} not in {d:?}");
+        }
+        assert_eq!(a.annotations["zscore"], "6.250");
+        assert_eq!(a.annotations["baseline_7d_mean"], "60");
+        assert_eq!(
+            a.annotations["grafana_url"],
+            "http://g/d/vitals-event-snapshot/vitals-event-snapshot?from=-1798000&to=1802000&var-target=db1"
+        );
+        let c = &alerts[1];
+        assert_eq!(c.labels["alertname"], CORRELATED_ALERT);
+        assert_eq!(c.labels["domains"], "disk,postgres");
+        assert_eq!(c.starts_at_ms, 1500);
+        assert_eq!(c.annotations["signals"], "disk_used,tps");
+        let r = &alerts[2];
+        assert_eq!(
+            fingerprint(&r.labels),
+            r#"{alertname="VitalsRecommendation", category="vacuum", cluster="eu", id="table_needs_vacuum", severity="warning", target="main/db/public.t", title="Table public.t needs VACUUM"}"#
+        );
+        assert_eq!(r.starts_at_ms, 700);
+        assert_eq!(r.annotations["description"], "41% dead");
+        assert_eq!(r.annotations["runbook_url"], "https://r");
+    }
+
+    #[test]
     fn grafana_link_frames_the_start() {
         let l = grafana_link("http://g:3000/", 3_600_000, Some("main/db"));
         assert_eq!(

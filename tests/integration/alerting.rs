@@ -25,14 +25,15 @@ const GRAFANA: &str = "http://grafana.example:3000";
 const INTERVAL: &str = "1s";
 const RESEND: &str = "2s";
 
-/// A recommendation rule that always returns one series with `target` = `name`.
+/// A recommendation rule that always returns one series with `target` = `name` (titles
+/// differ per rule: configured rules with the same title replace each other).
 fn rule(name: &str, value: u32) -> String {
     format!(
         r#"    - id: always_{name}
       category: configuration
       severity: warning
       condition: 'label_replace(vector({value}), "target", "{name}", "", "")'
-      title: 'Always firing on {{{{target}}}}'
+      title: 'Rule {name} always fires on {{{{target}}}}'
       target: '{{{{target}}}}'
       description: 'the condition returned {{{{value}}}} for {{{{target}}}}'
       remediation: ['nothing to do, it is a test']
@@ -140,7 +141,7 @@ fn alerts_reach_alertmanager_with_identity_labels_and_resolve() {
         ("id", "always_db1"),
         ("category", "configuration"),
         ("target", "db1"),
-        ("title", "Always firing on db1"),
+        ("title", "Rule db1 always fires on db1"),
         ("cluster", "it"),
     ]);
     let got: BTreeMap<&str, &str> = labels
@@ -151,7 +152,7 @@ fn alerts_reach_alertmanager_with_identity_labels_and_resolve() {
         .collect();
     assert_eq!(got, expected, "identity labels only, no numbers");
     let ann = &alert["annotations"];
-    assert_eq!(ann["summary"], "Always firing on db1");
+    assert_eq!(ann["summary"], "Rule db1 always fires on db1");
     assert_eq!(ann["description"], "the condition returned 40 for db1");
     assert_eq!(ann["value"], "40");
     assert_eq!(ann["runbook_url"], "https://example.com/runbooks/always");
