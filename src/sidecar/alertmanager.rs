@@ -450,6 +450,14 @@ impl Notifier {
         }
     }
 
+    /// Whether a notification waits for `alertmanager`.
+    pub fn has_pending(&self, alertmanager: &str) -> bool {
+        self.state
+            .queue
+            .values()
+            .any(|e| e.pending.contains(alertmanager))
+    }
+
     /// Notifications waiting for at least one Alertmanager.
     pub fn queue_len(&self) -> usize {
         self.state.queue.len()
@@ -764,7 +772,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -867,31 +875,13 @@ struct Target {
 struct Shared {
     notifier: Notifier,
     path: PathBuf,
+    /// Whether the file is used: only with Alertmanagers to deliver to.
+    persist: bool,
     stats: DeliveryStats,
     save_failing: bool,
 }
 
 impl Shared {
-    fn save(&mut self) {
-        let data = self.notifier.to_json();
-        match write_atomic(&self.path, &data) {
-            Ok(()) => {
-                if self.save_failing {
-                    tracing::info!(file = %self.path.display(), "alert queue file written again");
-                }
-                self.save_failing = false;
-            }
-            Err(e) => {
-                self.stats.save_errors += 1;
-                if !self.save_failing {
-                    tracing::error!(file = %self.path.display(), error = %e, "cannot write the alert queue file; alerts stay queued in memory only");
-                }
-                self.save_failing = true;
-            }
-        }
-        self.refresh_stats();
-    }
-
     fn refresh_stats(&mut self) {
         self.stats.queue_length = self.notifier.queue_len();
         self.stats.dropped = self.notifier.dropped_total();
@@ -990,39 +980,50 @@ pub fn landing_lines(d: &Delivery, cfg: &SidecarConfig, max: usize) -> Vec<Strin
 }
 
 /// The delivery side: the notifier with its file, and the Alertmanager clients. Cheap to
-/// clone; the sidecar's evaluation loop feeds it and a task of the same runtime delivers.
+/// clone; the sidecar's evaluation loop feeds it ([`Delivery::update`]) and a task of the
+/// same runtime delivers ([`Delivery::run`]).
 #[derive(Clone)]
 pub struct Delivery {
     shared: Arc<Mutex<Shared>>,
-    targets: Arc<tokio::sync::Mutex<Vec<Target>>>,
+    /// New clients after a reload, taken by the delivery task before its next round.
+    new_targets: Arc<Mutex<Option<Vec<Target>>>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl Delivery {
-    /// Builds the clients and reloads the queue file if there is one (an unreadable or
-    /// corrupt file is logged and set aside as `<path>.corrupt`, and delivery starts empty).
+    /// Builds the clients and, when there are Alertmanagers to deliver to, reloads the queue
+    /// file if there is one (an unreadable or corrupt file is logged and set aside as
+    /// `<path>.corrupt`, and delivery starts empty). Without Alertmanagers nothing is read
+    /// or written: alerts are only counted and listed.
     pub fn new(cfg: &SidecarConfig) -> Result<Delivery, DeliveryError> {
         let targets = build_targets(cfg)?;
         let names: BTreeSet<String> = targets.iter().map(|t| t.name.clone()).collect();
         let settings = NotifierSettings::from_config(cfg);
         let path = queue_path(cfg);
-        let notifier = match std::fs::read(&path) {
-            Ok(data) => match Notifier::restore(settings.clone(), names.clone(), &data) {
-                Ok(n) => {
-                    tracing::info!(file = %path.display(), queued = n.queue_len(), "alert queue reloaded");
-                    n
-                }
-                Err(e) => {
-                    let aside = path.with_extension("json.corrupt");
-                    tracing::error!(file = %path.display(), error = %e, moved_to = %aside.display(), "alert queue file unreadable; starting empty");
-                    let _ = std::fs::rename(&path, &aside);
+        let persist = !names.is_empty();
+        let notifier = if !persist {
+            Notifier::new(settings, names)
+        } else {
+            match std::fs::read(&path) {
+                Ok(data) => match Notifier::restore(settings.clone(), names.clone(), &data) {
+                    Ok(n) => {
+                        tracing::info!(file = %path.display(), queued = n.queue_len(), "alert queue reloaded");
+                        n
+                    }
+                    Err(e) => {
+                        let aside = path.with_extension("json.corrupt");
+                        tracing::error!(file = %path.display(), error = %e, moved_to = %aside.display(), "alert queue file unreadable; starting empty");
+                        let _ = std::fs::rename(&path, &aside);
+                        Notifier::new(settings, names)
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     Notifier::new(settings, names)
                 }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notifier::new(settings, names),
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot read the alert queue file; starting empty");
-                Notifier::new(settings, names)
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot read the alert queue file; starting empty");
+                    Notifier::new(settings, names)
+                }
             }
         };
         let mut stats = DeliveryStats::default();
@@ -1033,13 +1034,14 @@ impl Delivery {
         let mut shared = Shared {
             notifier,
             path,
+            persist,
             stats,
             save_failing: false,
         };
         shared.refresh_stats();
         Ok(Delivery {
             shared: Arc::new(Mutex::new(shared)),
-            targets: Arc::new(tokio::sync::Mutex::new(targets)),
+            new_targets: Arc::new(Mutex::new(Some(targets))),
             wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -1048,33 +1050,66 @@ impl Delivery {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Writes the queue file (serialised under the lock, written outside it, so that
+    /// `/metrics` never waits for an fsync).
+    fn save(&self) {
+        let (data, path) = {
+            let mut s = self.lock();
+            s.refresh_stats();
+            if !s.persist {
+                return;
+            }
+            (s.notifier.to_json(), s.path.clone())
+        };
+        let result = write_atomic(&path, &data);
+        let mut s = self.lock();
+        match result {
+            Ok(()) => {
+                if s.save_failing {
+                    tracing::info!(file = %path.display(), "alert queue file written again");
+                }
+                s.save_failing = false;
+            }
+            Err(e) => {
+                s.stats.save_errors += 1;
+                if !s.save_failing {
+                    tracing::error!(file = %path.display(), error = %e, "cannot write the alert queue file; alerts stay queued in memory only");
+                }
+                s.save_failing = true;
+            }
+        }
+    }
+
     /// Applies a reloaded config: new clients, settings and queue bound (the queue file's
     /// path is only read at start).
-    pub async fn reconfigure(&self, cfg: &SidecarConfig) -> Result<(), DeliveryError> {
+    pub fn reconfigure(&self, cfg: &SidecarConfig) -> Result<(), DeliveryError> {
         let targets = build_targets(cfg)?;
         let names: BTreeSet<String> = targets.iter().map(|t| t.name.clone()).collect();
-        *self.targets.lock().await = targets;
-        let mut s = self.lock();
-        s.notifier.set_settings(NotifierSettings::from_config(cfg));
-        s.notifier.set_alertmanagers(names.clone());
-        s.stats.sent.retain(|k, _| names.contains(k));
-        s.stats.failed.retain(|k, _| names.contains(k));
-        for n in names {
-            s.stats.sent.entry(n.clone()).or_insert(0);
-            s.stats.failed.entry(n).or_insert(0);
+        *self
+            .new_targets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(targets);
+        {
+            let mut s = self.lock();
+            s.notifier.set_settings(NotifierSettings::from_config(cfg));
+            s.notifier.set_alertmanagers(names.clone());
+            s.persist = !names.is_empty();
+            s.stats.sent.retain(|k, _| names.contains(k));
+            s.stats.failed.retain(|k, _| names.contains(k));
+            for n in names {
+                s.stats.sent.entry(n.clone()).or_insert(0);
+                s.stats.failed.entry(n).or_insert(0);
+            }
         }
-        s.save();
-        drop(s);
+        self.save();
         self.wake.notify_one();
         Ok(())
     }
 
     /// Takes the alerts firing now; queues what is due, saves the file and wakes delivery.
     pub fn update(&self, alerts: Vec<Alert>, now_ms: i64) {
-        let mut s = self.lock();
-        s.notifier.update(alerts, now_ms);
-        s.save();
-        drop(s);
+        self.lock().notifier.update(alerts, now_ms);
+        self.save();
         self.wake.notify_one();
     }
 
@@ -1091,8 +1126,17 @@ impl Delivery {
     /// Delivers until `stop` turns true: after every update, and again after a failure
     /// (backing off from 1 s to 30 s per Alertmanager).
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut targets: Vec<Target> = Vec::new();
         loop {
-            let next = self.deliver_once().await;
+            let fresh = self
+                .new_targets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(t) = fresh {
+                targets = t;
+            }
+            let next = self.deliver_once(&mut targets).await;
             let sleep = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -1112,8 +1156,7 @@ impl Delivery {
 
     /// One round: every Alertmanager not backing off gets its queued batches (concurrently,
     /// so one that hangs does not delay the others). Returns when the next retry is due.
-    async fn deliver_once(&self) -> Option<tokio::time::Instant> {
-        let mut targets = self.targets.lock().await;
+    async fn deliver_once(&self, targets: &mut [Target]) -> Option<tokio::time::Instant> {
         let now = tokio::time::Instant::now();
         let work: Vec<(usize, Vec<Batch>)> = {
             let s = self.lock();
@@ -1160,7 +1203,7 @@ impl Delivery {
                             ok = false;
                         }
                     }
-                    s.save();
+                    drop(s);
                     if !ok {
                         break;
                     }
@@ -1169,11 +1212,19 @@ impl Delivery {
             }
         });
         let results = futures_util::future::join_all(posts).await;
+        if results.iter().any(|(_, ok)| *ok) {
+            self.save();
+        } else {
+            self.lock().refresh_stats();
+        }
         let resend = self.lock().notifier.settings.resend_delay;
         let now = tokio::time::Instant::now();
         for (i, ok) in results {
             let t = &mut targets[i];
             if ok {
+                if t.failures > 0 {
+                    tracing::info!(alertmanager = %t.name, "Alertmanager accepts alerts again");
+                }
                 t.failures = 0;
                 t.retry_at = None;
             } else {
@@ -1189,8 +1240,8 @@ impl Delivery {
         let s = self.lock();
         targets
             .iter()
+            .filter(|t| s.notifier.has_pending(&t.name))
             .filter_map(|t| t.retry_at)
-            .filter(|_| s.notifier.queue_len() > 0)
             .min()
     }
 }
@@ -1582,7 +1633,13 @@ mod tests {
         let data = std::fs::read(&path).expect("read");
         let r = Notifier::restore(settings(), ams(&["a"]), &data).expect("restore");
         assert_eq!(r.queue_len(), 1);
-        assert!(!path.with_extension("json.tmp").exists());
+        assert_eq!(
+            std::fs::read_dir(path.parent().expect("dir"))
+                .expect("list")
+                .count(),
+            1,
+            "no temporary file is left behind"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -126,7 +126,7 @@ async fn run_loop(
                     new.sidecar.interval.0,
                     new.sidecar.max_findings_per_recommendation,
                 );
-                if let Err(e) = delivery.reconfigure(&new.sidecar).await {
+                if let Err(e) = delivery.reconfigure(&new.sidecar) {
                     tracing::error!(error = %e, "new Alertmanager settings rejected; keeping the previous ones");
                 }
                 config = new;
