@@ -50,6 +50,28 @@ pub enum Commands {
     /// Offline tools of the log collector: pattern mining on files and streams.
     #[command(subcommand)]
     Logs(LogsCommand),
+    /// Write Prometheus rules for users who prefer Prometheus to evaluate them.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// `vitals rules ...`: Prometheus rule files generated from the config.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RulesCommand {
+    /// Recording and alerting rules for the SLOs of a vitals config (`sidecar.slos` and the
+    /// shipped defaults) or of a Sloth prometheus/v1 spec, with the sidecar's math.
+    Slo(RulesSloArgs),
+}
+
+/// Flags of `rules slo`.
+#[derive(Debug, Clone, Args)]
+pub struct RulesSloArgs {
+    /// A vitals config file or a Sloth prometheus/v1 spec file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Where to write the rules; standard output when absent.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Default listen address of the exporter.
@@ -355,6 +377,25 @@ mod tests {
             Some(Commands::Logs(LogsCommand::Fingerprint(a))) => {
                 assert_eq!(a.parser, "raw");
                 assert_eq!(a.max_clusters, Some(10));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules_slo_parses() {
+        let p = parse_from([
+            "vitals",
+            "rules",
+            "slo",
+            "--config",
+            "c.yml",
+            "--output=r.yml",
+        ]);
+        match p.cli.command {
+            Some(Commands::Rules(RulesCommand::Slo(a))) => {
+                assert_eq!(a.config, PathBuf::from("c.yml"));
+                assert_eq!(a.output, Some(PathBuf::from("r.yml")));
             }
             other => panic!("unexpected {other:?}"),
         }

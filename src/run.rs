@@ -7,7 +7,9 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::cli::{Commands, LogArgs, LogFormat, LogLevel, LogsCommand, Parsed, ServeArgs};
+use crate::cli::{
+    Commands, LogArgs, LogFormat, LogLevel, LogsCommand, Parsed, RulesCommand, ServeArgs,
+};
 use crate::config::ConfigSource;
 use crate::exporter::{Exporter, Selection};
 use crate::sidecar::Sidecar;
@@ -74,7 +76,31 @@ pub fn main(parsed: Parsed) -> anyhow::Result<i32> {
         }
         Some(Commands::Backtest(args)) => quiet_on_broken_pipe(backtest_command(&args)),
         Some(Commands::Logs(cmd)) => quiet_on_broken_pipe(logs_command(cmd)),
+        Some(Commands::Rules(RulesCommand::Slo(args))) => {
+            quiet_on_broken_pipe(rules_slo(&args.config, args.output.as_deref()))
+        }
     }
+}
+
+/// `vitals rules slo`: SLO rules to a file or stdout; a bad input file is exit code 1.
+fn rules_slo(config: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    use std::io::Write;
+    let slos = match crate::sidecar::slo::load_file(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    let text = crate::sidecar::slo::rules_yaml(&slos)?;
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("writing the rules to {}", path.display()))?,
+        None => std::io::stdout()
+            .write_all(text.as_bytes())
+            .context("writing the rules to standard output")?,
+    }
+    Ok(0)
 }
 
 fn source_of(args: &ServeArgs) -> ConfigSource {

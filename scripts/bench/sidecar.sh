@@ -90,10 +90,14 @@ run_case() {
   {
     echo "sidecar:"
     echo "  prometheus: {url: 'http://127.0.0.1:$vm_port'}"
-    echo "  interval: 2s"
+    # A long interval: a cycle that overruns it is followed at once by the next, and the
+    # first cycle's figures would be overwritten before they are read.
+    echo "  interval: 30s"
     echo "  resolution: 5m"
     echo "  history: ${DAYS}d"
     echo "  default_signals: false"
+    echo "  default_recommendations: false"
+    echo "  default_slos: false"
     echo "  max_series_per_signal: 100000"
     echo "  signals:"
     if [ "$signals" = 1 ]; then

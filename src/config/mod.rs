@@ -98,11 +98,27 @@ impl Default for ExporterConfig {
 }
 
 /// PostgreSQL targets.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
+    /// Most connections vitals holds to all PostgreSQL targets together (2-10000), on top of
+    /// each target's own `max_connections`; when it is reached, the least recently used
+    /// idle connection of any target is closed to make room. Default 100.
+    pub max_connections: u32,
     /// The servers to scrape; each becomes `target="<name>"` and `/probe?target=<name>`.
     pub targets: Vec<PostgresTarget>,
+}
+
+/// Default of `exporter.postgres.max_connections`.
+pub const DEFAULT_PG_GLOBAL_MAX_CONNECTIONS: u32 = 100;
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            max_connections: DEFAULT_PG_GLOBAL_MAX_CONNECTIONS,
+            targets: Vec::new(),
+        }
+    }
 }
 
 /// TLS mode for PostgreSQL connections, as libpq's `sslmode`.
@@ -128,13 +144,16 @@ pub enum SslMode {
 pub struct PostgresTarget {
     /// Target name, used as the `target` label.
     pub name: String,
-    /// Host name, IP address, or a Unix socket directory (starting with `/`).
+    /// Host name, IP address, or a Unix socket directory (starting with `/`); several,
+    /// comma-separated, are tried in order until one accepts the connection (as libpq's
+    /// `host`), e.g. `/var/run/postgresql,127.0.0.1`.
     #[serde(default = "default_pg_host")]
     pub host: String,
     /// TCP port (also selects the socket file name). Default 5432.
     #[serde(default = "default_pg_port")]
     pub port: Port,
-    /// Role to connect as. Default `postgres`.
+    /// Role to connect as. Default: the name of the OS user vitals runs as, as libpq (psql)
+    /// does, which is what peer authentication on a Unix socket accepts.
     #[serde(default = "default_pg_user")]
     pub user: String,
     /// Password, inline or as `${ENV_VAR}`; prefer `password_file`.
@@ -202,7 +221,28 @@ fn default_pg_port() -> Port {
     Port(5432)
 }
 fn default_pg_user() -> String {
-    "postgres".into()
+    os_user_name().unwrap_or_else(|| "postgres".into())
+}
+
+/// The name of the OS user this process runs as: from /etc/passwd by uid (as libpq's
+/// getpwuid), else `$USER` or `$LOGNAME`.
+pub fn os_user_name() -> Option<String> {
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let from_passwd = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let uid_field = fields.nth(1)?;
+                (uid_field == uid && !name.is_empty()).then(|| name.to_string())
+            })
+        });
+    from_passwd.or_else(|| {
+        ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+    })
 }
 fn default_pg_databases() -> Vec<String> {
     vec!["all".into()]
@@ -531,6 +571,11 @@ pub struct SidecarConfig {
     /// Recommendation rules added to the shipped defaults; a rule with a default's `id` or
     /// `title` replaces it.
     pub recommendations: Vec<Recommendation>,
+    /// Whether the shipped default SLOs are evaluated. Default `true`.
+    pub default_slos: bool,
+    /// Service level objectives, in Sloth's prometheus/v1 SLO format plus vitals' keys,
+    /// added to the shipped defaults (an SLO with a default's name replaces it).
+    pub slos: Vec<Slo>,
     /// How often firing alerts are re-sent to Alertmanager (resolved ones are repeated as
     /// often for 15 minutes). Default `1m`.
     pub alert_resend_delay: PromDuration,
@@ -586,6 +631,8 @@ impl Default for SidecarConfig {
             default_recommendations: true,
             max_findings_per_recommendation: 100,
             recommendations: Vec::new(),
+            default_slos: true,
+            slos: Vec::new(),
             alert_resend_delay: d(60),
             alert_queue: AlertQueueConfig::default(),
             external_labels: BTreeMap::new(),
@@ -906,6 +953,138 @@ fn zero_duration() -> PromDuration {
     PromDuration(std::time::Duration::ZERO)
 }
 
+/// A service level objective, in Sloth's prometheus/v1 SLO format (so that a Sloth spec's
+/// `slos:` entries can be pasted unchanged) plus vitals' own keys `service`, `period`,
+/// `min_traffic` and `domain`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// SLO name, used as the `slo` label.
+    pub name: String,
+    /// Objective in percent of good events (or good time), above 0 and below 100, e.g. `99.9`.
+    pub objective: f64,
+    /// What the SLO promises, for people.
+    #[serde(default)]
+    pub description: String,
+    /// The service the SLO belongs to, used as the `service` label (a Sloth spec's top-level
+    /// `service`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Labels added to every series, rule and alert of the SLO.
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub labels: BTreeMap<String, String>,
+    /// How good and bad events are counted.
+    pub sli: Sli,
+    /// The burn-rate alerts.
+    #[serde(default)]
+    pub alerting: SloAlerting,
+    /// Compliance period the error budget is computed over. Default `30d`.
+    #[serde(default = "default_slo_period")]
+    pub period: PromDuration,
+    /// Total events per second (the unit of `total_query`) over an alert's short window
+    /// below which that alert does not fire. Default `0`.
+    #[serde(default)]
+    pub min_traffic: f64,
+    /// Health domain whose score the SLO's budget burn lowers. Default `slo`.
+    #[serde(default = "default_slo_domain")]
+    pub domain: String,
+}
+
+/// A map of label or annotation values that also takes numbers and booleans as their text, as
+/// Sloth's Go YAML parser does (`severity: 1`, `disable: true` under `labels`).
+pub(crate) fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::Error;
+    let raw = Option::<BTreeMap<String, serde_norway::Value>>::deserialize(d)?;
+    raw.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_norway::Value::String(s) => s,
+                serde_norway::Value::Bool(b) => b.to_string(),
+                serde_norway::Value::Number(n) => n.to_string(),
+                serde_norway::Value::Null => String::new(),
+                _ => return Err(D::Error::custom(format!("{k}: expected a text value"))),
+            };
+            Ok((k, text))
+        })
+        .collect()
+}
+
+fn default_slo_period() -> PromDuration {
+    PromDuration(std::time::Duration::from_secs(30 * 86_400))
+}
+
+fn default_slo_domain() -> String {
+    "slo".into()
+}
+
+/// The service level indicator: exactly one of `events` and `raw`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sli {
+    /// Bad events over total events.
+    #[serde(default)]
+    pub events: Option<SliEvents>,
+    /// An error ratio computed by the query itself.
+    #[serde(default)]
+    pub raw: Option<SliRaw>,
+    /// Sloth's SLI plugins: accepted by the parser only to be refused with a clear reason.
+    #[serde(default, skip_serializing)]
+    pub plugin: Option<serde_norway::Value>,
+}
+
+/// An events SLI: both queries contain `{{.window}}`, replaced by each window (`5m`, `1h`...).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SliEvents {
+    /// PromQL counting bad events over `{{.window}}` (e.g. `sum(rate(errors_total[{{.window}}]))`).
+    pub error_query: String,
+    /// PromQL counting all events over `{{.window}}`, in the same unit as `error_query`.
+    pub total_query: String,
+}
+
+/// A raw SLI: the query returns the error ratio (0 to 1) over `{{.window}}` itself.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SliRaw {
+    /// PromQL giving the error ratio over `{{.window}}`.
+    pub error_ratio_query: String,
+}
+
+/// The multi-window, multi-burn-rate alerts of an SLO.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloAlerting {
+    /// Alert name (`alertname`) of both alerts; empty means `SloErrorBudgetBurn`.
+    pub name: String,
+    /// Labels of both alerts.
+    #[serde(deserialize_with = "scalar_map")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of both alerts (`summary`, `description`, `runbook_url`...).
+    #[serde(deserialize_with = "scalar_map")]
+    pub annotations: BTreeMap<String, String>,
+    /// The fast-burn alert (default label `severity: critical`).
+    pub page_alert: SloAlert,
+    /// The slow-burn alert (default label `severity: warning`).
+    pub ticket_alert: SloAlert,
+}
+
+/// One of the two alerts of an SLO.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloAlert {
+    /// Do not raise this alert.
+    pub disable: bool,
+    /// Labels of this alert, over the SLO's alerting labels.
+    #[serde(deserialize_with = "scalar_map")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of this alert, over the SLO's alerting annotations.
+    #[serde(deserialize_with = "scalar_map")]
+    pub annotations: BTreeMap<String, String>,
+}
+
 impl Config {
     /// Parses and validates YAML text. `file` names the source in errors; relative file
     /// references are resolved against `base_dir`.
@@ -989,6 +1168,15 @@ impl Config {
                 "must be shorter than exporter.scrape_timeout",
             ));
         }
+        if !(2..=10000).contains(&e.postgres.max_connections) {
+            problems.push(Problem::new(
+                "exporter.postgres.max_connections",
+                format!(
+                    "must be between 2 and 10000, got {}",
+                    e.postgres.max_connections
+                ),
+            ));
+        }
         let pg = "exporter.postgres.targets";
         unique_names(
             pg,
@@ -1027,6 +1215,9 @@ impl Config {
             }
             if t.dbname.trim().is_empty() {
                 problems.push(Problem::new(format!("{key}.dbname"), "must not be empty"));
+            }
+            if t.host.split(',').all(|h| h.trim().is_empty()) {
+                problems.push(Problem::new(format!("{key}.host"), "must not be empty"));
             }
             for (field, d) in [
                 ("connect_timeout", t.connect_timeout),
@@ -1162,6 +1353,11 @@ impl Config {
         unique_names(
             sig,
             self.sidecar.signals.iter().map(|s| &s.name),
+            &mut problems,
+        );
+        unique_names(
+            "sidecar.slos",
+            self.sidecar.slos.iter().map(|s| &s.name),
             &mut problems,
         );
         sidecar_problems(&self.sidecar, &mut problems);
@@ -1307,6 +1503,125 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
             }
         }
     }
+    for (i, s) in sc.slos.iter().enumerate() {
+        problems.extend(slo_problems(&format!("sidecar.slos[{i}]"), s));
+    }
+}
+
+/// Labels the SLO series, rules and alerts set themselves.
+const SLO_RESERVED_LABELS: [&str; 5] = ["slo", "service", "window", "alert", "slo_alert"];
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+/// Checks of one SLO (`key` is where it sits, e.g. `sidecar.slos[0]`): one SLI kind with
+/// `{{.window}}` queries, an objective that leaves a budget, a period that holds the longest
+/// alert window, valid label and alert names. Also used for Sloth spec files.
+pub fn slo_problems(key: &str, s: &Slo) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut push =
+        |f: &str, reason: &str| problems.push(Problem::new(format!("{key}.{f}"), reason));
+    if s.name.is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        push(
+            "name",
+            "must be a non-empty name of letters, digits, '-', '_', '.' and ':'",
+        );
+    }
+    if !(s.objective > 0.0 && s.objective < 100.0) {
+        push(
+            "objective",
+            "must be a percentage above 0 and below 100 (100 leaves no error budget)",
+        );
+    }
+    let has_window = |q: &str| crate::sidecar::slo::has_window_placeholder(q);
+    if s.sli.plugin.is_some() {
+        push(
+            "sli.plugin",
+            "Sloth SLI plugins are not supported by vitals; write the plugin's queries as sli.events or sli.raw",
+        );
+    }
+    match (&s.sli.events, &s.sli.raw) {
+        (Some(e), None) => {
+            for (f, q) in [
+                ("sli.events.error_query", &e.error_query),
+                ("sli.events.total_query", &e.total_query),
+            ] {
+                if !has_window(q) {
+                    push(f, "must contain {{.window}}");
+                }
+            }
+        }
+        (None, Some(r)) => {
+            if !has_window(&r.error_ratio_query) {
+                push("sli.raw.error_ratio_query", "must contain {{.window}}");
+            }
+            if s.min_traffic != 0.0 {
+                push(
+                    "min_traffic",
+                    "needs sli.events: a raw SLI has no total events to compare with",
+                );
+            }
+        }
+        (Some(_), Some(_)) => push("sli", "set one of sli.events and sli.raw, not both"),
+        (None, None) if s.sli.plugin.is_none() => push("sli", "set sli.events or sli.raw"),
+        (None, None) => {}
+    }
+    if s.period.0 < std::time::Duration::from_secs(3 * 86_400) {
+        push(
+            "period",
+            "must be at least 3d, the longest burn-rate alert window",
+        );
+    }
+    if !(s.min_traffic.is_finite() && s.min_traffic >= 0.0) {
+        push("min_traffic", "must be a finite number, 0 or more");
+    }
+    if s.domain.is_empty()
+        || !s
+            .domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        push(
+            "domain",
+            "must be a non-empty word of letters, digits and '_'",
+        );
+    }
+    if !s.alerting.name.is_empty() && !is_label_name(&s.alerting.name) {
+        push(
+            "alerting.name",
+            "must be a valid alert name: letters, digits and '_', not starting with a digit",
+        );
+    }
+    let label_sets = [
+        ("labels", &s.labels),
+        ("alerting.labels", &s.alerting.labels),
+        ("alerting.page_alert.labels", &s.alerting.page_alert.labels),
+        (
+            "alerting.ticket_alert.labels",
+            &s.alerting.ticket_alert.labels,
+        ),
+    ];
+    for (f, labels) in label_sets {
+        for k in labels.keys() {
+            if !is_label_name(k) {
+                push(f, &format!("{k:?} is not a valid label name"));
+            } else if SLO_RESERVED_LABELS.contains(&k.as_str()) {
+                push(f, &format!("{k:?} is set by vitals itself"));
+            }
+        }
+    }
+    problems
 }
 
 /// Cross-field checks of one SSH target: host keys are always verified, and the timing keys
@@ -1583,6 +1898,21 @@ mod tests {
         ConfigSource::Embedded
             .load()
             .expect("embedded default must load");
+    }
+
+    #[test]
+    fn postgres_global_connection_limit_is_checked() {
+        let c =
+            Config::parse("exporter:\n  postgres:\n    targets: []\n", "x", None).expect("valid");
+        assert_eq!(
+            c.exporter.postgres.max_connections,
+            DEFAULT_PG_GLOBAL_MAX_CONNECTIONS
+        );
+        let msg = err("exporter:\n  postgres:\n    max_connections: 1\n");
+        assert!(
+            msg.contains("exporter.postgres.max_connections: must be between 2 and 10000, got 1"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -1925,6 +2255,39 @@ mod doc_tests {
             hold_for: PromDuration(std::time::Duration::from_secs(60)),
             every: PromDuration(std::time::Duration::from_secs(60)),
         });
+        let map = || BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let alert = SloAlert {
+            disable: false,
+            labels: map(),
+            annotations: map(),
+        };
+        c.sidecar.slos.push(Slo {
+            name: "s".into(),
+            objective: 99.9,
+            description: "d".into(),
+            service: Some("svc".into()),
+            labels: map(),
+            sli: Sli {
+                events: Some(SliEvents {
+                    error_query: "e[{{.window}}]".into(),
+                    total_query: "t[{{.window}}]".into(),
+                }),
+                raw: Some(SliRaw {
+                    error_ratio_query: "r[{{.window}}]".into(),
+                }),
+                plugin: None,
+            },
+            alerting: SloAlerting {
+                name: "A".into(),
+                labels: map(),
+                annotations: map(),
+                page_alert: alert.clone(),
+                ticket_alert: alert,
+            },
+            period: default_slo_period(),
+            min_traffic: 1.0,
+            domain: default_slo_domain(),
+        });
         c.sidecar.alert_queue.path = Some("/var/lib/vitals/q.json".into());
         c.sidecar.grafana_url = Some("http://grafana:3000".into());
         c
@@ -1965,8 +2328,11 @@ mod doc_tests {
                     } else {
                         format!("{prefix}.{k}")
                     };
-                    // Free-form maps (labels, values) document the map, not their entries.
-                    if path.ends_with(".labels") || path.ends_with("].values") {
+                    // Free-form maps (labels, annotations, values) document the map, not their entries.
+                    if path.ends_with(".labels")
+                        || path.ends_with(".annotations")
+                        || path.ends_with("].values")
+                    {
                         out.insert(path);
                         continue;
                     }

@@ -17,6 +17,7 @@ pub mod recommend;
 pub mod reexport;
 pub mod scheduler;
 pub mod signals;
+pub mod slo;
 pub mod store;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -126,6 +127,7 @@ async fn run_loop(
                     new.sidecar.interval.0,
                     new.sidecar.max_findings_per_recommendation,
                 );
+                engine.slos_mut().reconfigure(slo::effective(&new.sidecar));
                 if let Err(e) = delivery.reconfigure(&new.sidecar) {
                     tracing::error!(error = %e, "new Alertmanager settings rejected; keeping the previous ones");
                 }
@@ -152,6 +154,7 @@ impl Sidecar {
             client,
             signals::effective(&config.sidecar),
             recommend::Recommender::from_config(&config.sidecar),
+            slo::SloEvaluator::from_config(&config.sidecar),
         );
         let delivery = Delivery::new(&config.sidecar)?;
         let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
@@ -303,6 +306,7 @@ impl Role for Sidecar {
                 s.latest.score.anomaly
             ));
         }
+        notes.extend(snap.slos.statuses.iter().map(|s| s.summary()));
         notes.extend(recommend::landing_lines(&snap.recommendations, 50));
         notes.extend(alertmanager::landing_lines(
             &self.delivery,

@@ -183,6 +183,7 @@ pub fn encode(snap: &Snapshot, out: &mut String) -> std::fmt::Result {
         events,
     );
     super::recommend::register(&snap.recommendations, &mut reg);
+    super::slo::encode(&snap.slos, &mut reg);
     encode_self(snap, &mut reg);
     encode_registry(out, &reg)
 }

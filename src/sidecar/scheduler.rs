@@ -17,6 +17,7 @@ use super::forecast::{self, Fit};
 use super::health::{Health, HealthBuilder, Observation};
 use super::promql::{InstantData, Labels, PromClient, RangeSeries};
 use super::recommend::{Recommender, Report};
+use super::slo::{SloEvaluator, SloReport};
 use super::store::History;
 use crate::config::{Direction, SidecarConfig, Signal};
 
@@ -188,6 +189,8 @@ pub struct Snapshot {
     pub history_bytes: usize,
     /// Recommendations found this cycle (active and recently resolved).
     pub recommendations: Report,
+    /// SLO budgets and burn rates of this cycle.
+    pub slos: SloReport,
 }
 
 /// The sidecar's analysis state.
@@ -197,6 +200,7 @@ pub struct Engine {
     signals: Vec<SignalState>,
     correlator: Correlator,
     recommender: Recommender,
+    slos: SloEvaluator,
     cycles: u64,
     queries_ok: u64,
     queries_failed: u64,
@@ -209,6 +213,7 @@ impl Engine {
         client: PromClient,
         signals: Vec<Signal>,
         recommender: Recommender,
+        slos: SloEvaluator,
     ) -> Engine {
         Engine {
             settings,
@@ -216,6 +221,7 @@ impl Engine {
             signals: signals.into_iter().map(SignalState::new).collect(),
             correlator: Correlator::default(),
             recommender,
+            slos,
             cycles: 0,
             queries_ok: 0,
             queries_failed: 0,
@@ -273,8 +279,16 @@ impl Engine {
             self.signals.push(st);
         }
         let recommendations = self.recommender.evaluate(&self.client, now_ms).await;
+        let slos = self.slos.evaluate(&self.client, now_ms).await;
+        self.queries_ok += slos.queries_ok;
+        self.queries_failed += slos.queries_failed;
         self.cycles += 1;
-        self.snapshot(now_ms, end, started.elapsed(), recommendations)
+        self.snapshot(now_ms, end, started.elapsed(), recommendations, slos)
+    }
+
+    /// The SLO evaluator, for reconfiguration.
+    pub fn slos_mut(&mut self) -> &mut SloEvaluator {
+        &mut self.slos
     }
 
     /// The recommendation rules, for reconfiguration.
@@ -288,6 +302,7 @@ impl Engine {
         end: i64,
         took: Duration,
         recommendations: Report,
+        slos: SloReport,
     ) -> Snapshot {
         let s = &self.settings;
         let mut series = Vec::new();
@@ -335,6 +350,7 @@ impl Engine {
                 });
             }
         }
+        slos.observe_health(&mut health);
         let correlation = self.correlator.observe(&anomalous, now_ms).cloned();
         Snapshot {
             at_ms: now_ms,
@@ -350,6 +366,7 @@ impl Engine {
             http_requests: self.client.requests(),
             history_bytes,
             recommendations,
+            slos,
         }
     }
 }

@@ -14,5 +14,6 @@ mod process;
 mod promql;
 mod recommend;
 mod sidecar;
+mod slo;
 mod ssh_disk;
 mod web;

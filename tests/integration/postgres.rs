@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::postgres::{Postgres, SUPERUSER_PASSWORD};
+use crate::support::postgres::{OTHER_HOST, Pki, Postgres, SUPERUSER_PASSWORD};
 use crate::support::vitals::Vitals;
 use crate::support::{http_client, poll_until, promtool_check, run_ok, temp_dir, write_file};
 
@@ -399,8 +399,10 @@ fn an_unreachable_target_does_not_delay_the_others() {
     // The landing page lists the targets with their state and the error, without secrets.
     let (_, html) = v.get("/");
     assert!(html.contains("/probe?target=hung"), "{html}");
+    // `hung` and `refused` set no user: as libpq, the OS user's name is the role.
+    let os_user = vitals::config::os_user_name().expect("the OS user's name");
     assert!(
-        html.contains("DOWN") && html.contains("postgres://postgres@127.0.0.1:"),
+        html.contains("DOWN") && html.contains(&format!("postgres://{os_user}@127.0.0.1:")),
         "{html}"
     );
     assert!(!html.contains(SUPERUSER_PASSWORD));
@@ -1114,4 +1116,791 @@ fn compat_rules_pass_promtool() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
     assert!(compat_rule_sources().len() > 40);
+}
+
+/// Counts vitals' sessions in pg_stat_activity every 10 ms until stopped; returns the
+/// highest count and the number of samples.
+struct ActivityWatcher {
+    done: Arc<AtomicBool>,
+    max_seen: Arc<AtomicUsize>,
+    samples: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ActivityWatcher {
+    fn start(pg: &Postgres) -> ActivityWatcher {
+        let done = Arc::new(AtomicBool::new(false));
+        let max_seen = Arc::new(AtomicUsize::new(0));
+        let samples = Arc::new(AtomicUsize::new(0));
+        let (d, m, n) = (done.clone(), max_seen.clone(), samples.clone());
+        let sock = pg.socket_dir().to_path_buf();
+        let port = pg.port();
+        let thread =
+            std::thread::spawn(move || {
+                while !d.load(Ordering::Relaxed) {
+                    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+                    .args(["-X", "-A", "-t", "-h"])
+                    .arg(&sock)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
+                    .arg("select count(*) from pg_stat_activity where application_name = 'vitals'")
+                    .output()
+                    .expect("psql");
+                    if let Ok(v) = String::from_utf8_lossy(&out.stdout).trim().parse::<usize>() {
+                        m.fetch_max(v, Ordering::Relaxed);
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        ActivityWatcher {
+            done,
+            max_seen,
+            samples,
+            thread,
+        }
+    }
+
+    /// Stops watching; returns (highest count, samples).
+    fn stop(self) -> (usize, usize) {
+        self.done.store(true, Ordering::Relaxed);
+        self.thread.join().expect("watcher");
+        (
+            self.max_seen.load(Ordering::Relaxed),
+            self.samples.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn a_global_connection_limit_holds_across_targets_and_starves_none() {
+    // Four targets (the same server under four names, each with its own maintenance
+    // database and one database to fan out to) share a global limit of 3 connections,
+    // fewer than the targets: each target's connections are idle most of the time, and
+    // the others must get their slots by closing them.
+    const GLOBAL: usize = 3;
+    const TARGETS: usize = 4;
+    let pg = Postgres::start();
+    let mut targets = String::new();
+    for i in 0..TARGETS {
+        pg.psql(&format!("create database main{i}"));
+        pg.psql(&format!("create database fan{i}"));
+        psql_in(
+            &pg,
+            &format!("fan{i}"),
+            "create table public.items (id int primary key)",
+        );
+        // Over the unix socket (trusted): connections are cheap, so the test measures the
+        // limit and the eviction, not SCRAM in a debug build.
+        targets.push_str(&format!(
+            "      - name: t{i}\n        host: {}\n        port: {}\n        user: postgres\n        dbname: main{i}\n        databases: [fan{i}]\n        max_connections: 4\n        tables_top_n: 3\n        tables_refresh_interval: 0s\n",
+            pg.socket_dir().display(),
+            pg.port()
+        ));
+    }
+    let v = Arc::new(
+        Vitals::builder()
+            .config(&format!(
+                "exporter:\n  postgres:\n    max_connections: {GLOBAL}\n    targets:\n{targets}"
+            ))
+            .start(),
+    );
+    let watcher = ActivityWatcher::start(&pg);
+
+    // 1. One target at a time through /probe: the idle connections the previous targets
+    // keep fill the global limit, and the next target must not wait for them.
+    for round in 0..3 {
+        for i in 0..TARGETS {
+            let (status, body, took) = get_with_timeout(&v, &format!("/probe?target=t{i}"), 5.0);
+            assert_eq!(status, 200);
+            let m = parse(&body);
+            assert_eq!(
+                value(&m, "pg_up", &[("target", &format!("t{i}"))]),
+                Some(1.0),
+                "round {round}, t{i}: {body}\n{}",
+                v.logs()
+            );
+            assert!(
+                value(
+                    &m,
+                    "pg_stat_user_tables_n_live_tup",
+                    &[("datname", &format!("fan{i}")), ("relname", "items")]
+                )
+                .is_some(),
+                "round {round}, t{i}: no fan-out data\n{body}"
+            );
+            assert!(
+                took < Duration::from_secs(2),
+                "round {round}, t{i}: probe took {took:?}"
+            );
+        }
+    }
+
+    // 2. Many overlapping scrapes of all targets, some cut at 20 ms.
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                let client = http_client();
+                let mut up = [0usize; TARGETS];
+                let mut full = 0;
+                for i in 0..50 {
+                    let mut req = client.get(format!("{}/metrics", v.base_url()));
+                    let cut = (i + w) % 5 == 0;
+                    req = req.header(
+                        "X-Prometheus-Scrape-Timeout-Seconds",
+                        if cut { "0.02" } else { "5" },
+                    );
+                    let r = req.send().expect("scrape");
+                    assert_eq!(r.status().as_u16(), 200);
+                    let body = r.text().expect("body");
+                    if cut {
+                        continue;
+                    }
+                    full += 1;
+                    for (t, n) in up.iter_mut().enumerate() {
+                        if body.contains(&format!("pg_up{{target=\"t{t}\"}} 1")) {
+                            *n += 1;
+                        }
+                    }
+                }
+                (full, up)
+            })
+        })
+        .collect();
+    let mut full = 0;
+    let mut up = [0usize; TARGETS];
+    for w in workers {
+        let (f, u) = w.join().expect("worker");
+        full += f;
+        for (t, n) in u.iter().enumerate() {
+            up[t] += n;
+        }
+    }
+    let took = started.elapsed();
+    // Afterwards, a plain scrape has every target up.
+    let m = parse(&v.metrics());
+    let (max_seen, samples) = watcher.stop();
+    eprintln!(
+        "global limit {GLOBAL}: {full} full scrapes in {took:?}, pg_up 1 per target {up:?}, max {max_seen} vitals sessions in {samples} samples"
+    );
+    for i in 0..TARGETS {
+        assert_eq!(
+            value(&m, "pg_up", &[("target", &format!("t{i}"))]),
+            Some(1.0),
+            "t{i}\n{}",
+            v.logs()
+        );
+        assert!(
+            up[i] * 10 >= full * 9,
+            "t{i} was up in only {} of {full} full scrapes ({up:?})\n{}",
+            up[i],
+            v.logs()
+        );
+    }
+    // The exporter reports the global limit and the evictions it needed.
+    assert_eq!(
+        value(&m, "vitals_postgres_global_connections_max", &[]),
+        Some(GLOBAL as f64)
+    );
+    let open = value(&m, "vitals_postgres_global_connections", &[]);
+    assert!(open.is_some_and(|o| o <= GLOBAL as f64), "{open:?}");
+    let evictions = value(&m, "vitals_postgres_global_evictions_total", &[]);
+    assert!(
+        evictions.is_some_and(|e| e >= TARGETS as f64),
+        "evictions {evictions:?}"
+    );
+    eprintln!("evictions: {evictions:?}");
+    let (ok, report) = promtool_check(&v.metrics());
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
+    assert!(samples > 20, "too few activity samples: {samples}");
+    assert!(
+        max_seen <= GLOBAL,
+        "pg_stat_activity showed {max_seen} vitals connections, global limit {GLOBAL}"
+    );
+    assert!(
+        max_seen >= 2,
+        "the targets should have used several connections: {max_seen}"
+    );
+    assert!(!v.logs().contains("panicked"), "{}", v.logs());
+}
+
+/// A TCP target with the superuser's password and the given TLS settings.
+fn tls_target(
+    name: &str,
+    host: &str,
+    pg: &Postgres,
+    mode: &str,
+    ca: Option<&std::path::Path>,
+) -> String {
+    let mut t = format!(
+        "      - name: {name}\n        host: {host}\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: {mode}\n        tables_top_n: 0\n",
+        pg.port()
+    );
+    if let Some(ca) = ca {
+        t.push_str(&format!("        sslrootcert: {}\n", ca.display()));
+    }
+    t
+}
+
+/// Scrapes once; for each `(target, up)` checks pg_up, and for the down ones that the
+/// landing page's error contains every word of `why` and that the reason is counted.
+fn check_tls(v: &Vitals, want: &[(&str, bool, &str, &[&str])]) {
+    let body = v.metrics();
+    let m = parse(&body);
+    let (_, html) = v.get("/");
+    for (target, up, reason, why) in want {
+        assert_eq!(
+            value(&m, "pg_up", &[("target", target)]),
+            Some(if *up { 1.0 } else { 0.0 }),
+            "{target}: {html}\n{}",
+            v.logs()
+        );
+        if *up {
+            continue;
+        }
+        assert!(
+            value(
+                &m,
+                "pg_scrape_errors_total",
+                &[("target", target), ("reason", reason)]
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
+            "{target}: no reason={reason} error counted\n{body}"
+        );
+        // The landing page shows each target's last error.
+        let row = html
+            .split("<tr")
+            .find(|r| r.contains(&format!("<td>{target}</td>")))
+            .unwrap_or_else(|| panic!("{target} not on the landing page: {html}"));
+        for w in *why {
+            assert!(row.contains(w), "{target}: {w:?} not in its error: {row}");
+        }
+        assert!(!row.contains(SUPERUSER_PASSWORD));
+    }
+}
+
+/// Sessions of vitals now open over TLS and without.
+fn vitals_ssl_sessions(pg: &Postgres) -> (f64, f64) {
+    let row = pg.psql(
+        "select count(*) filter (where s.ssl), count(*) filter (where not s.ssl) \
+         from pg_stat_activity a join pg_stat_ssl s using (pid) \
+         where a.application_name = 'vitals' and a.client_addr is not null",
+    );
+    let (a, b) = row.split_once('|').expect("two columns");
+    (int(a), int(b))
+}
+
+#[test]
+fn tls_verify_modes_against_a_real_server() {
+    let pg = Postgres::start();
+    let pki = Pki::new();
+    pg.enable_tls(&pki.localhost);
+    let start = |targets: String| {
+        Vitals::builder()
+            .config(&format!("exporter:\n  postgres:\n    targets:\n{targets}"))
+            .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
+            .start()
+    };
+
+    // 1. The server's certificate names 127.0.0.1 and localhost and is signed by the CA.
+    let ca = Some(pki.ca_file.as_path());
+    let wrong = Some(pki.wrong_ca_file.as_path());
+    let v = start(
+        [
+            tls_target("full_ip", "127.0.0.1", &pg, "verify-full", ca),
+            tls_target("full_name", "localhost", &pg, "verify-full", ca),
+            tls_target("ca_ok", "127.0.0.1", &pg, "verify-ca", ca),
+            tls_target("full_wrong_ca", "127.0.0.1", &pg, "verify-full", wrong),
+            tls_target("ca_wrong_ca", "127.0.0.1", &pg, "verify-ca", wrong),
+            tls_target("require", "127.0.0.1", &pg, "require", None),
+            tls_target("prefer", "127.0.0.1", &pg, "prefer", None),
+            tls_target("disable", "127.0.0.1", &pg, "disable", None),
+        ]
+        .concat(),
+    );
+    let unknown: &[&str] = &["TLS handshake", "UnknownIssuer", "sslrootcert"];
+    check_tls(
+        &v,
+        &[
+            ("full_ip", true, "", &[]),
+            ("full_name", true, "", &[]),
+            ("ca_ok", true, "", &[]),
+            ("full_wrong_ca", false, "tls", unknown),
+            ("ca_wrong_ca", false, "tls", unknown),
+            ("require", true, "", &[]),
+            ("prefer", true, "", &[]),
+            ("disable", true, "", &[]),
+        ],
+    );
+    // Five targets hold sessions over TLS, `disable` one without.
+    let (ssl, plain) = vitals_ssl_sessions(&pg);
+    assert!(ssl >= 5.0 && plain >= 1.0, "ssl {ssl}, plain {plain}");
+    drop(v);
+
+    // 2. A certificate from the same CA, for another host name: the chain is good, the
+    // name is not.
+    pg.enable_tls(&pki.other_host);
+    let v = start(
+        [
+            tls_target("ca_other", "127.0.0.1", &pg, "verify-ca", ca),
+            tls_target("full_other", "127.0.0.1", &pg, "verify-full", ca),
+            tls_target("require_other", "127.0.0.1", &pg, "require", None),
+        ]
+        .concat(),
+    );
+    check_tls(
+        &v,
+        &[
+            ("ca_other", true, "", &[]),
+            (
+                "full_other",
+                false,
+                "tls",
+                &["TLS handshake", "not valid for name"],
+            ),
+            ("require_other", true, "", &[]),
+        ],
+    );
+    drop(v);
+
+    // 3. TCP logins only over TLS: `disable` is refused with a reason that says so.
+    pg.enable_tls(&pki.localhost);
+    pg.hostssl_only();
+    let v = start(
+        [
+            tls_target("disable", "127.0.0.1", &pg, "disable", None),
+            tls_target("prefer", "127.0.0.1", &pg, "prefer", None),
+            tls_target("full", "localhost", &pg, "verify-full", ca),
+        ]
+        .concat(),
+    );
+    check_tls(
+        &v,
+        &[
+            (
+                "disable",
+                false,
+                "auth",
+                &[
+                    "no pg_hba.conf entry",
+                    "no encryption",
+                    "only over TLS, and sslmode is disable",
+                ],
+            ),
+            ("prefer", true, "", &[]),
+            ("full", true, "", &[]),
+        ],
+    );
+    let logs = v.logs();
+    assert!(!logs.contains(SUPERUSER_PASSWORD), "password leaked");
+    assert!(!logs.contains("panicked"), "{logs}");
+    let _ = OTHER_HOST;
+}
+
+/// A socket target (trusted: no password) for a cluster.
+fn socket_target(name: &str, pg: &Postgres) -> String {
+    format!(
+        "      - name: {name}\n        host: {}\n        port: {}\n        user: postgres\n        tables_top_n: 0\n",
+        pg.socket_dir().display(),
+        pg.port()
+    )
+}
+
+#[test]
+fn a_streaming_standby_and_its_primary_report_replication() {
+    let primary = Postgres::start();
+    primary.psql("alter system set autovacuum = off");
+    primary.psql("select pg_reload_conf()");
+    let standby = primary.start_standby("standby1");
+    // A slot nobody uses, holding WAL back from now on.
+    primary.psql("select pg_create_physical_replication_slot('stale', true)");
+    // A transaction the standby has replayed, so that it knows a replay time.
+    primary.psql("create table public.t (id int, pad text)");
+    let replayed = poll_until(Duration::from_secs(10), || {
+        (standby.psql("select count(*) from pg_class where relname = 't'") == "1").then_some(())
+    });
+    assert!(replayed.is_some(), "the standby did not replay the table");
+    let v = Vitals::builder()
+        .config(&format!(
+            "exporter:\n  postgres:\n    targets:\n{}{}",
+            socket_target("primary", &primary),
+            socket_target("standby", &standby)
+        ))
+        .start();
+
+    // Caught up: the standby is a replica with no lag, the primary is not.
+    let m = parse(&v.metrics());
+    let p = [("target", "primary")];
+    let s = [("target", "standby")];
+    assert_eq!(value(&m, "pg_up", &s), Some(1.0), "{}", v.logs());
+    assert_eq!(value(&m, "pg_replication_is_replica", &s), Some(1.0));
+    assert_eq!(value(&m, "pg_replication_is_replica", &p), Some(0.0));
+    assert_eq!(value(&m, "pg_replication_lag_seconds", &p), Some(0.0));
+    let caught_up = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        (value(&m, "pg_replication_lag_seconds", &s) == Some(0.0)).then_some(())
+    });
+    assert!(caught_up.is_some(), "the idle standby shows a lag");
+    // Nothing failed on the standby (no query that only works on a primary).
+    for reason in ["query", "missing", "permission"] {
+        assert_eq!(
+            value(
+                &m,
+                "pg_scrape_errors_total",
+                &[("target", "standby"), ("reason", reason)]
+            ),
+            Some(0.0),
+            "{reason}\n{}",
+            v.logs()
+        );
+    }
+
+    // The standby as the primary sees it, labelled with its application_name.
+    let standby_labels = [
+        ("target", "primary"),
+        ("application_name", "standby1"),
+        ("client_addr", "local"),
+        ("state", "streaming"),
+    ];
+    assert!(
+        value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels).is_some(),
+        "no pg_stat_replication series for standby1"
+    );
+    let slot = |name: &'static str| [("target", "primary"), ("slot_name", name)];
+    assert_eq!(
+        value(
+            &m,
+            "pg_replication_slot_slot_is_active",
+            &slot("standby1_slot")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "pg_replication_slot_slot_is_active", &slot("stale")),
+        Some(0.0)
+    );
+    for status in ["reserved", "extended", "unreserved", "lost"] {
+        let want = if status == "reserved" { 1.0 } else { 0.0 };
+        assert_eq!(
+            value(
+                &m,
+                "pg_replication_slot_wal_status",
+                &[
+                    ("target", "primary"),
+                    ("slot_name", "stale"),
+                    ("wal_status", status)
+                ]
+            ),
+            Some(want),
+            "stale slot, {status}"
+        );
+    }
+
+    // 2. Replay paused on the standby, 4 MB written on the primary: the standby receives
+    // but does not replay; it lags by time, the primary sees it behind by bytes, and the
+    // unused slot retains the WAL.
+    std::thread::sleep(Duration::from_secs(2));
+    standby.psql("select pg_wal_replay_pause()");
+    primary
+        .psql("insert into public.t select g, repeat('x', 1000) from generate_series(1, 4000) g");
+    let received = poll_until(Duration::from_secs(10), || {
+        (standby.psql("select pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()") == "t")
+            .then_some(())
+    });
+    assert!(received.is_some(), "the standby did not receive the insert");
+    // The primary learns the standby's positions from its status messages (every second).
+    let mut last = String::new();
+    let checked = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        let lag = value(&m, "pg_replication_lag_seconds", &s);
+        // What psql on the standby reads right after the scrape.
+        let psql_lag = int(
+            &standby.psql("select extract(epoch from now() - pg_last_xact_replay_timestamp())")
+        );
+        let behind = value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels);
+        let stale = value(&m, "pg_replication_slot_retained_wal_bytes", &slot("stale"));
+        last = format!("lag {lag:?} (psql {psql_lag}), behind {behind:?}, stale slot {stale:?}");
+        let ok = lag.is_some_and(|l| l >= 2.0 && l <= psql_lag && psql_lag - l < 1.0)
+            && behind.is_some_and(|b| b >= 4_000_000.0)
+            && stale.is_some_and(|b| b >= 4_000_000.0);
+        ok.then_some(())
+    });
+    assert!(checked.is_some(), "{last}\n{}", v.logs());
+    // The slot's retained WAL agrees with psql on the quiet primary.
+    let agreed = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        let got = value(&m, "pg_replication_slot_retained_wal_bytes", &slot("stale"));
+        let want = int(&primary.psql(
+            "select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) from pg_replication_slots where slot_name = 'stale'",
+        ));
+        last = format!("vitals {got:?}, psql {want}");
+        (got == Some(want)).then_some(())
+    });
+    assert!(agreed.is_some(), "retained WAL of the stale slot: {last}");
+
+    // 3. Replay resumed: the standby catches up and its lag returns to 0.
+    standby.psql("select pg_wal_replay_resume()");
+    let caught_up = poll_until(Duration::from_secs(15), || {
+        let m = parse(&v.metrics());
+        let lag = value(&m, "pg_replication_lag_seconds", &s);
+        let behind = value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels);
+        last = format!("lag {lag:?}, behind {behind:?}");
+        (lag == Some(0.0) && behind == Some(0.0)).then_some(())
+    });
+    assert!(caught_up.is_some(), "after resuming: {last}");
+
+    // 4. Streaming breaks (the standby's primary_conninfo points nowhere): received equals
+    // replayed, yet the standby is not current, and its lag grows instead of showing 0.
+    standby.psql(&format!(
+        "alter system set primary_conninfo = 'host=127.0.0.1 port={} user=postgres connect_timeout=1'",
+        crate::support::free_port()
+    ));
+    standby.reload();
+    let cut = poll_until(Duration::from_secs(15), || {
+        (standby.psql("select count(*) from pg_stat_wal_receiver") == "0").then_some(())
+    });
+    assert!(cut.is_some(), "the standby's WAL receiver kept running");
+    primary.psql("insert into public.t values (0, 'unseen')");
+    let grows = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.metrics());
+        let lag = value(&m, "pg_replication_lag_seconds", &s);
+        last = format!("lag {lag:?}");
+        lag.is_some_and(|l| l >= 1.0).then_some(())
+    });
+    assert!(grows.is_some(), "a standby without WAL receiver: {last}");
+    let m = parse(&v.metrics());
+    assert!(
+        value(&m, "pg_stat_replication_replay_lag_bytes", &standby_labels).is_none(),
+        "the disconnected standby is still listed on the primary"
+    );
+    let (ok, report) = promtool_check(&v.metrics());
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
+    assert!(!v.logs().contains("panicked"), "{}", v.logs());
+}
+
+/// `vitals` with no arguments but the listen address (so: the embedded default config),
+/// in a private mount namespace where `/var/run/postgresql` is `socket_dir` (bind mount,
+/// invisible to the rest of the host). Killed on drop.
+struct DefaultVitals {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DefaultVitals {
+    fn start(socket_dir: &std::path::Path) -> DefaultVitals {
+        let unshare = crate::support::require_binary("/usr/bin/unshare", "util-linux");
+        let dir = temp_dir("vitals-default");
+        let stderr = dir.path().join("stderr.log");
+        let port = crate::support::free_port();
+        let child = std::process::Command::new(unshare)
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind '{}' /var/run/postgresql && exec '{}' --web.listen-address=127.0.0.1:{port}",
+                socket_dir.display(),
+                crate::support::vitals::BINARY
+            ))
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn unshare");
+        let mut v = DefaultVitals {
+            child,
+            port,
+            stderr,
+            _dir: dir,
+        };
+        let url = format!("http://127.0.0.1:{port}/-/ready");
+        let client = http_client();
+        let ready = poll_until(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = v.child.try_wait() {
+                panic!("vitals exited with {status}:\n{}", v.logs());
+            }
+            client
+                .get(&url)
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        });
+        assert!(
+            ready.is_some(),
+            "vitals did not become ready:\n{}",
+            v.logs()
+        );
+        v
+    }
+
+    fn get(&self, path: &str) -> String {
+        http_client()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for DefaultVitals {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The landing page's row of a target.
+fn landing_row(html: &str, target: &str) -> String {
+    html.split("<tr")
+        .find(|r| r.contains(&format!("<td>{target}</td>")))
+        .unwrap_or_else(|| panic!("{target} not on the landing page: {html}"))
+        .to_string()
+}
+
+#[test]
+fn the_default_config_shows_a_missing_local_server_as_down_with_the_reason() {
+    // Nothing at 127.0.0.1:5432 on this host (the test says so if there is), and an empty
+    // /var/run/postgresql in vitals' mount namespace.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", 5432)).is_err(),
+        "something listens on 127.0.0.1:5432 on this host; this test needs it free"
+    );
+    let empty = temp_dir("pg-no-socket");
+    let v = DefaultVitals::start(empty.path());
+    let body = v.get("/metrics");
+    let m = parse(&body);
+    assert_eq!(
+        value(&m, "pg_up", &[("target", "local")]),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_scrape_errors_total",
+            &[("target", "local"), ("reason", "connect")]
+        ),
+        Some(1.0)
+    );
+    // Fast: nothing to wait for when nothing listens.
+    let took = value(&m, "pg_scrape_duration_seconds", &[("target", "local")]);
+    assert!(took.is_some_and(|t| t < 1.0), "{took:?}");
+    let row = landing_row(&v.get("/"), "local");
+    for want in [
+        "DOWN",
+        "no server socket /var/run/postgresql/.s.PGSQL.5432",
+        "127.0.0.1:5432: connection refused",
+    ] {
+        assert!(row.contains(want), "{want:?} not in {row}");
+    }
+    // The other collectors of the default config work as usual.
+    assert_eq!(
+        value(
+            &m,
+            "vitals_scrape_collector_success",
+            &[("collector", "postgres")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    let (ok, report) = promtool_check(&body);
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
+}
+
+#[test]
+fn the_default_config_finds_the_local_server_with_peer_authentication() {
+    let pg = Postgres::start();
+    // Debian's default for the socket: peer authentication (the harness' own psql, as
+    // role postgres from the root OS user, stays trusted).
+    pg.set_hba(
+        "local all postgres trust\nlocal all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    );
+    let os_user = vitals::config::os_user_name().expect("the OS user's name");
+    // /var/run/postgresql for vitals: a directory whose .s.PGSQL.5432 is this cluster's.
+    let dir = temp_dir("pg-default-socket");
+    std::os::unix::fs::symlink(
+        pg.socket_dir().join(format!(".s.PGSQL.{}", pg.port())),
+        dir.path().join(".s.PGSQL.5432"),
+    )
+    .expect("symlink the socket");
+    let v = DefaultVitals::start(dir.path());
+
+    // 1. No role for the OS user yet: down, with the server's reason and what to do.
+    let body = v.get("/metrics");
+    assert_eq!(
+        value(&parse(&body), "pg_up", &[("target", "local")]),
+        Some(0.0),
+        "{body}"
+    );
+    let row = landing_row(&v.get("/"), "local");
+    let role_missing = format!("role &quot;{os_user}&quot; does not exist");
+    for want in [role_missing.as_str(), "peer authentication", "pg_monitor"] {
+        assert!(row.contains(want), "{want:?} not in {row}");
+    }
+
+    // 2. The OS user's role with pg_monitor, as the docs say: up, over peer authentication.
+    pg.psql(&format!(
+        "create role \"{os_user}\" login in role pg_monitor"
+    ));
+    let up = poll_until(Duration::from_secs(10), || {
+        let m = parse(&v.get("/metrics"));
+        (value(&m, "pg_up", &[("target", "local")]) == Some(1.0)).then_some(m)
+    });
+    let m = up.unwrap_or_else(|| panic!("the local target never came up:\n{}", v.logs()));
+    assert!(
+        value(
+            &m,
+            "pg_stat_database_xact_commit_total",
+            &[("target", "local"), ("datname", "postgres")]
+        )
+        .is_some()
+    );
+    let seen = pg.psql(&format!(
+        "select count(*) from pg_stat_activity where application_name = 'vitals' and usename = '{os_user}' and client_addr is null"
+    ));
+    assert!(
+        int(&seen) >= 1.0,
+        "no vitals session as {os_user} over the socket"
+    );
+}
+
+#[test]
+fn several_hosts_are_tried_in_order() {
+    let pg = Postgres::start();
+    let v = start_vitals(&format!(
+        "      - name: fallback\n        host: /nonexistent/socket/dir, 127.0.0.1\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: disable\n        tables_top_n: 0\n      - name: first\n        host: {},127.0.0.1\n        port: {}\n        user: postgres\n        tables_top_n: 0\n",
+        pg.port(),
+        pg.socket_dir().display(),
+        pg.port()
+    ));
+    let m = parse(&v.metrics());
+    assert_eq!(
+        value(&m, "pg_up", &[("target", "fallback")]),
+        Some(1.0),
+        "{}",
+        v.logs()
+    );
+    assert_eq!(
+        value(&m, "pg_up", &[("target", "first")]),
+        Some(1.0),
+        "{}",
+        v.logs()
+    );
+    // `first` is on the socket (no client address), `fallback` on TCP.
+    let sessions = pg.psql(
+        "select count(*) filter (where client_addr is null), count(*) filter (where client_addr is not null) \
+         from pg_stat_activity where application_name = 'vitals'",
+    );
+    let (socket, tcp) = sessions.split_once('|').expect("two columns");
+    assert!(
+        int(socket) >= 1.0 && int(tcp) >= 1.0,
+        "socket {socket}, tcp {tcp}"
+    );
 }

@@ -318,7 +318,13 @@ fn values_agree_with_prometheus_process_exporter() {
         ] {
             let a = group_value(&ours, metric, g, &extra).expect("vitals has it");
             let b = group_value(&theirs, metric, g, &extra).expect("process-exporter has it");
-            let tolerance = 0.05 * a.abs().max(b.abs()) + 0.011; // 5% plus one clock tick of CPU
+            // 5% plus one clock tick; CPU gets 10% plus two ticks: under a loaded machine the
+            // two exporters' reads of a process that just stopped burning CPU land apart.
+            let tolerance = if metric.contains("cpu") {
+                0.10 * a.abs().max(b.abs()) + 0.021
+            } else {
+                0.05 * a.abs().max(b.abs()) + 0.011
+            };
             assert!(
                 (a - b).abs() <= tolerance,
                 "{metric}{{groupname={g},{extra:?}}}: vitals {a} vs process-exporter {b}"

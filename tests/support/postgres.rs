@@ -4,6 +4,11 @@
 //! `runuser -u postgres --`) in a temp dir chowned to that user. Local (unix socket)
 //! connections are trusted; TCP connections need the superuser's password (scram-sha-256), so
 //! tests that connect the way vitals does really exercise password authentication.
+//!
+//! For TLS tests, [`Pki`] makes certificates with rcgen (a CA, an unrelated CA, a server
+//! certificate for 127.0.0.1/localhost and one for another host name), and
+//! [`Postgres::enable_tls`] / [`Postgres::hostssl_only`] switch a running cluster to them
+//! with a reload.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,6 +28,77 @@ pub const SUPERUSER: &str = "postgres";
 
 /// Password of [`SUPERUSER`]; TCP connections must present it.
 pub const SUPERUSER_PASSWORD: &str = "vitals-pg-Secret1";
+
+/// A server certificate and its private key, both in PEM.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    /// The certificate (signed by the CA it was made with).
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// Certificates for TLS tests, made with rcgen, with the CA files written to a temp dir.
+pub struct Pki {
+    /// PEM file of the CA that signed [`Pki::localhost`] and [`Pki::other_host`].
+    pub ca_file: PathBuf,
+    /// PEM file of another CA, which signed nothing the server uses.
+    pub wrong_ca_file: PathBuf,
+    /// Server certificate for `127.0.0.1` and `localhost`.
+    pub localhost: ServerCert,
+    /// Server certificate for [`OTHER_HOST`] only.
+    pub other_host: ServerCert,
+    _dir: tempfile::TempDir,
+}
+
+/// The only name in [`Pki::other_host`].
+pub const OTHER_HOST: &str = "db.example.invalid";
+
+impl Pki {
+    /// Makes the two CAs and the two server certificates.
+    pub fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().expect("CA key");
+            let cert = params.self_signed(&key).expect("CA certificate");
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("vitals test CA");
+        let (wrong_cert, _) = ca("vitals unrelated CA");
+        let leaf = |names: &[&str]| {
+            let mut params =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .expect("server params");
+            params.distinguished_name.push(
+                DnType::CommonName,
+                names.first().copied().unwrap_or("server"),
+            );
+            let key = KeyPair::generate().expect("server key");
+            let cert = params
+                .signed_by(&key, &ca_cert, &ca_key)
+                .expect("signing the server certificate");
+            ServerCert {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        };
+        let dir = temp_dir("pg-pki");
+        let ca_file = dir.path().join("ca.pem");
+        let wrong_ca_file = dir.path().join("wrong-ca.pem");
+        write_file(&ca_file, ca_cert.pem());
+        write_file(&wrong_ca_file, wrong_cert.pem());
+        Pki {
+            ca_file,
+            wrong_ca_file,
+            localhost: leaf(&["127.0.0.1", "localhost"]),
+            other_host: leaf(&[OTHER_HOST]),
+            _dir: dir,
+        }
+    }
+}
 
 /// A running PostgreSQL 15 cluster, stopped (`pg_ctl stop -m immediate`) and deleted on drop.
 pub struct Postgres {
@@ -209,6 +285,157 @@ impl Postgres {
                 log_block("postgres.log", &self.log_path)
             );
         }
+    }
+
+    /// Serves TLS with `cert` (`ssl = on`, files in the data directory owned by the
+    /// postgres user), through a reload; calling it again switches the certificate. Panics
+    /// with the log's tail if the server does not take it.
+    pub fn enable_tls(&self, cert: &ServerCert) {
+        let (uid, gid) = postgres_ids();
+        let crt = self.data_dir.join("server.crt");
+        let key = self.data_dir.join("server.key");
+        write_file(&crt, &cert.cert_pem);
+        write_file(&key, &cert.key_pem);
+        for path in [&crt, &key] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod 600 {} failed: {e}", key.display()));
+        if self.psql("show ssl") != "on" {
+            let conf_path = self.data_dir.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf_path)
+                .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            write_file(&conf_path, text);
+        }
+        self.reload();
+        if self.psql("show ssl") != "on" {
+            panic!(
+                "PostgreSQL did not turn TLS on\n{}",
+                log_block("postgres.log", &self.log_path)
+            );
+        }
+    }
+
+    /// Replaces pg_hba.conf so that TCP logins are accepted only over TLS (`hostssl`, with
+    /// the password); the unix socket stays trusted. Applied with a reload.
+    pub fn hostssl_only(&self) {
+        self.set_hba(
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+        );
+    }
+
+    /// Replaces pg_hba.conf with `text` and reloads.
+    pub fn set_hba(&self, text: &str) {
+        let hba = self.data_dir.join("pg_hba.conf");
+        write_file(&hba, text);
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(&hba, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", hba.display()));
+        self.reload();
+    }
+
+    /// `pg_reload_conf()`, then waits until new sessions see the reloaded configuration
+    /// (`pg_conf_load_time()` moves once the postmaster has reloaded, TLS context included).
+    pub fn reload(&self) {
+        let before = self.psql("select pg_conf_load_time()");
+        self.psql("select pg_reload_conf()");
+        let reloaded = super::poll_until(Duration::from_secs(10), || {
+            (self.psql("select pg_conf_load_time()") != before).then_some(())
+        });
+        if reloaded.is_none() {
+            panic!(
+                "PostgreSQL did not reload its configuration\n{}",
+                log_block("postgres.log", &self.log_path)
+            );
+        }
+    }
+
+    /// Starts a streaming standby of this cluster on a new port: `pg_basebackup -R` over
+    /// the unix socket, with a physical replication slot `<name>_slot` created on this
+    /// server, and `cluster_name = '<name>'` so that the standby shows up in this server's
+    /// `pg_stat_replication` with `application_name = '<name>'`. Waits until it streams.
+    pub fn start_standby(&self, name: &str) -> Postgres {
+        let basebackup = bin("pg_basebackup");
+        let dir = temp_dir("pg-standby");
+        let data_dir = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        let log_path = dir.path().join("postgres.log");
+        std::fs::create_dir(&socket_dir)
+            .unwrap_or_else(|e| panic!("creating {} failed: {e}", socket_dir.display()));
+        write_file(&log_path, "");
+        let (uid, gid) = postgres_ids();
+        for path in [dir.path(), &socket_dir, &log_path] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
+        }
+        run_ok(
+            as_postgres(&basebackup)
+                .current_dir(dir.path())
+                .env("PGPASSFILE", "/dev/null")
+                .arg("--pgdata")
+                .arg(&data_dir)
+                .arg("--host")
+                .arg(&self.socket_dir)
+                .arg("--port")
+                .arg(self.port.to_string())
+                .args(["--username", SUPERUSER, "--write-recovery-conf"])
+                .args(["--checkpoint=fast", "--wal-method=stream", "--no-sync"])
+                .arg("--create-slot")
+                .arg(format!("--slot={name}_slot")),
+            "pg_basebackup (as the postgres OS user)",
+        );
+        let conf_path = data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
+        text.push_str(&format!(
+            "\n# standby\nunix_socket_directories = '{}'\ncluster_name = '{name}'\nhot_standby = on\nwal_receiver_status_interval = 1s\n",
+            socket_dir.display()
+        ));
+        write_file(&conf_path, text);
+        let mut standby = Postgres {
+            port: 0,
+            data_dir,
+            socket_dir,
+            log_path,
+            started: false,
+            dir,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            standby.port = super::start_port();
+            match standby.try_start() {
+                Ok(()) => break,
+                Err(why) => {
+                    let log = std::fs::read_to_string(&standby.log_path).unwrap_or_default();
+                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
+                        write_file(&standby.log_path, "");
+                        continue;
+                    }
+                    panic!(
+                        "the standby did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
+                        standby.port,
+                        log_block("postgres.log", &standby.log_path)
+                    );
+                }
+            }
+        }
+        let streaming = super::poll_until(STARTUP_TIMEOUT, || {
+            (self.psql(&format!(
+                "select state from pg_stat_replication where application_name = '{name}'"
+            )) == "streaming")
+                .then_some(())
+        });
+        if streaming.is_none() {
+            panic!(
+                "the standby {name} does not stream from the primary\n{}\n{}",
+                log_block("standby postgres.log", &standby.log_path),
+                log_block("primary postgres.log", &self.log_path)
+            );
+        }
+        standby
     }
 
     /// A `pgbench` command (PostgreSQL 15's, package postgresql-15) aimed at this cluster's

@@ -1,7 +1,10 @@
 //! Connections to one PostgreSQL server: a small pool with a hard limit, at most two
 //! connections to the maintenance database and one to each fanned-out database, reuse of
 //! idle connections, reconnect with exponential backoff, and cancellation of in-flight
-//! queries when a scrape's future is dropped at its deadline.
+//! queries when a scrape's future is dropped at its deadline. Every pool also draws on one
+//! [`Limiter`] shared by all targets (`exporter.postgres.max_connections`): when it is
+//! exhausted, the least recently used idle connection of any target is closed to make room,
+//! so idle connections of one target never starve another.
 //!
 //! The limit is the server's view: a session's slot is free again only when the server has
 //! ended it. vitals opens the sockets itself ([`SessionSocket`]) so that closing one waits
@@ -13,8 +16,8 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -41,21 +44,24 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
-    /// The server's address could not be reached.
-    #[error("connecting to {dsn}: {source}")]
+    /// The server's address (none of them, with several) could not be reached.
+    #[error("connecting to {dsn}: {reason}")]
     Socket {
         /// Where, without password.
         dsn: String,
-        /// The socket error.
-        source: io::Error,
+        /// What each address answered.
+        reason: String,
     },
-    /// The server refused the session, or it failed while starting.
-    #[error("connecting to {dsn}: {source}")]
+    /// The server refused the session, the TLS handshake failed, or the session failed
+    /// while starting.
+    #[error("connecting to {dsn}: {}{hint}", describe(.source))]
     Connect {
         /// Where, without password.
         dsn: String,
         /// The driver's error (never contains the password).
         source: tokio_postgres::Error,
+        /// What the configuration may have to do with it (empty when nothing).
+        hint: &'static str,
     },
     /// The connect timeout passed.
     #[error("connecting to {dsn}: no answer within {timeout:?}")]
@@ -71,6 +77,17 @@ pub enum ConnError {
         /// Where, without password.
         dsn: String,
         /// The configured limit.
+        limit: usize,
+    },
+    /// Every connection of the global limit was in use (none idle to close) until the
+    /// deadline.
+    #[error(
+        "no free connection to {dsn} before the scrape deadline: all {limit} of exporter.postgres.max_connections are in use"
+    )]
+    GlobalBusy {
+        /// Where, without password.
+        dsn: String,
+        /// The global limit.
         limit: usize,
     },
     /// A recent attempt failed; the next one waits for the backoff.
@@ -90,6 +107,7 @@ impl ConnError {
     /// The `reason` label of `pg_scrape_errors_total` for this error.
     pub fn reason(&self) -> &'static str {
         match self {
+            ConnError::Connect { source, .. } if is_tls(source) => "tls",
             ConnError::Connect { source, .. } => match source.code() {
                 Some(c)
                     if *c == tokio_postgres::error::SqlState::INVALID_PASSWORD
@@ -101,11 +119,58 @@ impl ConnError {
                 _ => "connect",
             },
             ConnError::Socket { .. } => "connect",
-            ConnError::ConnectTimeout { .. } | ConnError::Busy { .. } => "timeout",
+            ConnError::ConnectTimeout { .. }
+            | ConnError::Busy { .. }
+            | ConnError::GlobalBusy { .. } => "timeout",
             ConnError::Backoff { .. } => "backoff",
             ConnError::Password(_) => "auth",
         }
     }
+}
+
+/// An error of the driver in full: the server's message (`FATAL: no pg_hba.conf entry
+/// ...`) for errors the server sent, else the driver's words followed by their causes
+/// (`error performing TLS handshake: invalid peer certificate: UnknownIssuer`), which the
+/// driver's own `Display` leaves out. Neither ever contains the password.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            out.push_str(&format!(" ({detail})"));
+        }
+        return out;
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// Whether a connection failed in TLS: the handshake (an untrusted or mismatched
+/// certificate), or a server without TLS where TLS is required.
+fn is_tls(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if c.downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    // The driver's own TLS errors ("server does not support TLS") carry no rustls error.
+    e.to_string() == "error performing TLS handshake"
 }
 
 /// The `reason` label for a failed query.
@@ -132,6 +197,40 @@ pub fn query_reason(e: &tokio_postgres::Error) -> &'static str {
 enum Endpoint {
     Tcp { host: String, port: u16 },
     Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// One entry of `host`: a socket directory (starting with `/`) or a host name/address.
+    fn parse(host: &str, port: u16) -> Endpoint {
+        if host.starts_with('/') {
+            Endpoint::Unix(PathBuf::from(host).join(format!(".s.PGSQL.{port}")))
+        } else {
+            Endpoint::Tcp {
+                host: host.to_string(),
+                port,
+            }
+        }
+    }
+
+    /// Why a socket to it could not be opened, in words a user can act on.
+    fn describe(&self, e: &io::Error) -> String {
+        match (self, e.kind()) {
+            (Endpoint::Unix(path), io::ErrorKind::NotFound) => format!(
+                "no server socket {} (is PostgreSQL running there?)",
+                path.display()
+            ),
+            (Endpoint::Unix(path), _) => format!("{}: {e}", path.display()),
+            (Endpoint::Tcp { host, port }, io::ErrorKind::ConnectionRefused) => {
+                format!("{host}:{port}: connection refused (is PostgreSQL listening there?)")
+            }
+            (Endpoint::Tcp { host, port }, _) => format!("{host}:{port}: {e}"),
+        }
+    }
+}
+
+/// The entries of a target's `host`: comma-separated, tried in order (as libpq).
+pub fn hosts(host: &str) -> impl Iterator<Item = &str> {
+    host.split(',').map(str::trim).filter(|h| !h.is_empty())
 }
 
 enum Stream {
@@ -226,6 +325,119 @@ struct Idle {
     db: String,
     client: Client,
     version: u32,
+    /// Which of the pool's endpoints the session is on (where its cancel request goes).
+    endpoint: usize,
+    /// When it was last handed back (for least-recently-used eviction).
+    since: Instant,
+}
+
+type IdleList = Mutex<Vec<Idle>>;
+
+/// The limit on connections to all PostgreSQL targets together
+/// (`exporter.postgres.max_connections`), shared by every [`Pool`] of one collector.
+///
+/// A session holds one of its permits from before it is opened until the server has closed
+/// it, exactly like a pool's own limit. A pool that finds the limit exhausted closes the
+/// least recently used idle connection of any pool and waits for its slot, or for any
+/// connection to be handed back (which it can then close), until its deadline.
+pub struct Limiter {
+    limit: usize,
+    permits: Arc<Semaphore>,
+    /// Notified whenever any pool hands a connection back to its idle list.
+    returned: tokio::sync::Notify,
+    /// The idle lists of the pools drawing on this limiter.
+    idle: Mutex<Vec<Weak<IdleList>>>,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("limit", &self.limit)
+            .field("open", &self.open())
+            .finish()
+    }
+}
+
+impl Limiter {
+    /// A limiter allowing `limit` connections at once (at least 1).
+    pub fn new(limit: usize) -> Arc<Limiter> {
+        let limit = limit.max(1);
+        Arc::new(Limiter {
+            limit,
+            permits: Arc::new(Semaphore::new(limit)),
+            returned: tokio::sync::Notify::new(),
+            idle: Mutex::new(Vec::new()),
+            evictions: AtomicU64::new(0),
+        })
+    }
+
+    /// Idle connections closed so far to make room under this limit.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// The configured limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Connections open under this limiter (idle or in use, or still closing).
+    pub fn open(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+
+    fn register(&self, list: &Arc<IdleList>) {
+        let mut lists = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        lists.retain(|w| w.strong_count() > 0);
+        lists.push(Arc::downgrade(list));
+    }
+
+    /// Closes the least recently used idle connection of any pool; false if none is idle.
+    fn evict_lru(&self) -> bool {
+        let lists: Vec<Arc<IdleList>> = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        loop {
+            let mut oldest: Option<(usize, Instant)> = None;
+            for (i, list) in lists.iter().enumerate() {
+                let idle = list.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(since) = idle.iter().map(|c| c.since).min()
+                    && oldest.is_none_or(|(_, o)| since < o)
+                {
+                    oldest = Some((i, since));
+                }
+            }
+            let Some((i, since)) = oldest else {
+                return false;
+            };
+            let Some(list) = lists.get(i) else {
+                return false;
+            };
+            let victim = {
+                let mut idle = list.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.iter()
+                    .position(|c| c.since == since)
+                    .map(|at| idle.remove(at))
+            };
+            // Taken by its pool in between: look again.
+            if let Some(victim) = victim {
+                tracing::debug!(
+                    database = %victim.db,
+                    "closing the least recently used idle postgres connection for the global limit"
+                );
+                // Dropping the client ends the session; its permits come back once the
+                // server has closed the socket.
+                drop(victim);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -238,16 +450,18 @@ struct Backoff {
 /// The connections of one target.
 pub struct Pool {
     base: tokio_postgres::Config,
-    endpoint: Endpoint,
+    endpoints: Vec<Endpoint>,
     tls: MakeRustlsConnect,
+    sslmode: SslMode,
     password: PasswordSource,
     main_db: String,
     dsn: String,
     limit: usize,
     connect_timeout: Duration,
     total: Arc<Semaphore>,
+    global: Arc<Limiter>,
     per_db: Mutex<HashMap<String, Arc<Semaphore>>>,
-    idle: Mutex<Vec<Idle>>,
+    idle: Arc<IdleList>,
     returned: tokio::sync::Notify,
     backoff: Mutex<Backoff>,
     version: AtomicU32,
@@ -264,19 +478,18 @@ fn millis(d: Duration) -> u128 {
 }
 
 impl Pool {
-    /// A pool for a target; opens nothing yet.
-    pub fn new(t: &PostgresTarget) -> Result<Pool, super::tls::TlsError> {
+    /// A pool for a target, drawing on `global` as well as its own limit; opens nothing yet.
+    pub fn new(t: &PostgresTarget, global: Arc<Limiter>) -> Result<Pool, super::tls::TlsError> {
         let tls = super::tls::connector(t.sslmode, t.sslrootcert.as_deref())?;
         // The socket is opened here (see SessionSocket); the driver's config carries the
         // session's settings only.
-        let endpoint = if t.host.starts_with('/') {
-            Endpoint::Unix(PathBuf::from(&t.host).join(format!(".s.PGSQL.{}", t.port.0)))
-        } else {
-            Endpoint::Tcp {
-                host: t.host.clone(),
-                port: t.port.0,
-            }
-        };
+        let mut endpoints: Vec<Endpoint> = hosts(&t.host)
+            .map(|h| Endpoint::parse(h, t.port.0))
+            .collect();
+        if endpoints.is_empty() {
+            // Rejected by the config's validation; as libpq, an empty host is the default.
+            endpoints.push(Endpoint::parse("/var/run/postgresql", t.port.0));
+        }
         let mut base = tokio_postgres::Config::new();
         base.user(&t.user)
             .application_name("vitals")
@@ -284,33 +497,29 @@ impl Pool {
                 "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout=60000",
                 millis(t.statement_timeout.0),
                 millis(t.lock_timeout.0)
-            ))
-            .ssl_mode(match (&endpoint, t.sslmode) {
-                // As libpq: no TLS on Unix sockets.
-                (Endpoint::Unix(_), _) | (_, SslMode::Disable) => {
-                    tokio_postgres::config::SslMode::Disable
-                }
-                (_, SslMode::Prefer) => tokio_postgres::config::SslMode::Prefer,
-                _ => tokio_postgres::config::SslMode::Require,
-            });
+            ));
         let password = match (&t.password, &t.password_file) {
             (Some(p), _) => PasswordSource::Inline(p.clone()),
             (None, Some(f)) => PasswordSource::File(f.clone()),
             (None, None) => PasswordSource::None,
         };
         let limit = t.max_connections.max(2) as usize;
+        let idle = Arc::new(Mutex::new(Vec::new()));
+        global.register(&idle);
         Ok(Pool {
             base,
-            endpoint,
+            endpoints,
             tls,
+            sslmode: t.sslmode,
             password,
             main_db: t.dbname.clone(),
             dsn: format!("postgres://{}@{}:{}", t.user, t.host, t.port.0),
             limit,
             connect_timeout: t.connect_timeout.0,
             total: Arc::new(Semaphore::new(limit)),
+            global,
             per_db: Mutex::new(HashMap::new()),
-            idle: Mutex::new(Vec::new()),
+            idle,
             returned: tokio::sync::Notify::new(),
             backoff: Mutex::new(Backoff::default()),
             version: AtomicU32::new(0),
@@ -332,9 +541,10 @@ impl Pool {
         self.limit - self.total.available_permits()
     }
 
-    /// Most connections the pool opens at once.
+    /// Most connections the pool can open at once: its own limit, or the global one if
+    /// that is lower.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.min(self.global.limit())
     }
 
     /// `server_version_num` as last seen on a connection to the maintenance database; 0
@@ -374,15 +584,17 @@ impl Pool {
         }
     }
 
-    fn put_idle(&self, conn: Idle) {
+    fn put_idle(&self, mut conn: Idle) {
         if conn.client.is_closed() {
             return;
         }
+        conn.since = Instant::now();
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(conn);
         self.returned.notify_waiters();
+        self.global.returned.notify_waiters();
     }
 
     /// Closes every idle connection (used when a target is dropped or for tests).
@@ -404,29 +616,56 @@ impl Pool {
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
-        let permit = loop {
+        let (permit, global_permit) = loop {
             // Registered before the checks, so a connection returned in between wakes us.
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
+            let returned_anywhere = self.global.returned.notified();
+            tokio::pin!(returned_anywhere);
+            returned_anywhere.as_mut().enable();
             if let Some(idle) = self.take_idle(db) {
                 return Ok(Conn::new(self.clone(), idle, db_permit));
             }
             self.check_backoff()?;
-            if let Ok(p) = self.total.clone().try_acquire_owned() {
-                break p;
+            let permit = match self.total.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // Make room by closing the least recently used idle connection: its slot
+                    // comes back once its socket is closed, and the acquire below takes it.
+                    self.evict_one();
+                    tokio::select! {
+                        p = self.total.clone().acquire_owned() => p.map_err(|_| busy())?,
+                        _ = &mut returned => continue,
+                        _ = tokio::time::sleep_until(deadline) => return Err(busy()),
+                    }
+                }
+            };
+            if let Ok(g) = self.global.permits.clone().try_acquire_owned() {
+                break (permit, g);
             }
-            // Make room by closing the least recently used idle connection: its slot comes
-            // back once its socket is closed, and the acquire below takes it.
-            self.evict_one();
+            // Every connection of the global limit is open: close the least recently used
+            // idle one of any target, or wait until one is handed back and try again. This
+            // evicts again on every wake-up: limiting each waiter to one eviction was tried
+            // and starved waiters (the semaphore hands a freed slot to the longest waiter,
+            // which may not be the one that evicted), 4x slower with 4 targets on 3 slots.
+            self.global.evict_lru();
             tokio::select! {
-                p = self.total.clone().acquire_owned() => break p.map_err(|_| busy())?,
+                g = self.global.permits.clone().acquire_owned() => break (permit, g.map_err(|_| busy())?),
+                // Our own database's connection may be idle again: look again (without
+                // holding a slot of our own limit meanwhile).
                 _ = &mut returned => continue,
-                _ = tokio::time::sleep_until(deadline) => return Err(busy()),
+                _ = &mut returned_anywhere => continue,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(ConnError::GlobalBusy {
+                        dsn: format!("{}/{db}", self.dsn),
+                        limit: self.global.limit(),
+                    });
+                }
             }
         };
-        match self.connect(db, permit).await {
-            Ok((client, version)) => {
+        match self.connect(db, (permit, global_permit)).await {
+            Ok((client, version, endpoint)) => {
                 self.succeeded();
                 Ok(Conn::new(
                     self.clone(),
@@ -434,6 +673,8 @@ impl Pool {
                         db: db.to_string(),
                         client,
                         version,
+                        endpoint,
+                        since: Instant::now(),
                     },
                     db_permit,
                 ))
@@ -475,9 +716,25 @@ impl Pool {
         b.last = e.to_string();
     }
 
-    /// Opens a socket to the server (keepalives on, as libpq's default).
-    async fn open_socket(&self) -> io::Result<SessionSocket> {
-        let stream = match &self.endpoint {
+    /// Opens a socket to the first endpoint that answers, in the configured order; which
+    /// one it is, or what each answered.
+    async fn open_any(&self) -> Result<(usize, SessionSocket), String> {
+        let mut failures = Vec::new();
+        for (at, endpoint) in self.endpoints.iter().enumerate() {
+            match self.open_socket(at).await {
+                Ok(socket) => return Ok((at, socket)),
+                Err(e) => failures.push(endpoint.describe(&e)),
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    /// Opens a socket to endpoint `at` (keepalives on, as libpq's default).
+    async fn open_socket(&self, at: usize) -> io::Result<SessionSocket> {
+        let Some(endpoint) = self.endpoints.get(at) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such endpoint"));
+        };
+        let stream = match endpoint {
             Endpoint::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
             Endpoint::Tcp { host, port } => {
                 let mut last = None;
@@ -514,11 +771,45 @@ impl Pool {
         })
     }
 
-    /// The TLS connector for one socket, for the configured host name.
-    fn tls_connect(&self) -> <MakeRustlsConnect as MakeTlsConnect<SessionSocket>>::TlsConnect {
-        let host = match &self.endpoint {
-            Endpoint::Tcp { host, .. } => host.as_str(),
-            Endpoint::Unix(_) => "localhost",
+    /// What the configured `sslmode` may have to do with a refused session.
+    fn hint(&self, at: usize, e: &tokio_postgres::Error) -> &'static str {
+        let refused =
+            e.code() == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        let unencrypted = e
+            .as_db_error()
+            .is_some_and(|db| db.message().contains("no encryption"));
+        match (self.sslmode, self.endpoints.get(at)) {
+            (SslMode::Disable, Some(Endpoint::Tcp { .. })) if refused && unencrypted => {
+                " (the server accepts this login only over TLS, and sslmode is disable)"
+            }
+            (_, Some(Endpoint::Unix(_))) if refused => {
+                " (on a Unix socket, peer authentication accepts only the role named like the OS user vitals runs as: create it with pg_monitor, or set user and a password)"
+            }
+            (SslMode::VerifyCa | SslMode::VerifyFull, _) if is_tls(e) => {
+                " (check sslrootcert, and for verify-full that the certificate names the configured host)"
+            }
+            _ => "",
+        }
+    }
+
+    /// The driver's TLS mode on endpoint `at`: as libpq, never TLS on a Unix socket.
+    fn ssl_mode(&self, at: usize) -> tokio_postgres::config::SslMode {
+        use tokio_postgres::config::SslMode as Driver;
+        match (self.endpoints.get(at), self.sslmode) {
+            (Some(Endpoint::Unix(_)) | None, _) | (_, SslMode::Disable) => Driver::Disable,
+            (_, SslMode::Prefer) => Driver::Prefer,
+            _ => Driver::Require,
+        }
+    }
+
+    /// The TLS connector for one socket to endpoint `at`, for its host name.
+    fn tls_connect(
+        &self,
+        at: usize,
+    ) -> <MakeRustlsConnect as MakeTlsConnect<SessionSocket>>::TlsConnect {
+        let host = match self.endpoints.get(at) {
+            Some(Endpoint::Tcp { host, .. }) => host.as_str(),
+            Some(Endpoint::Unix(_)) | None => "localhost",
         };
         match MakeTlsConnect::<SessionSocket>::make_tls_connect(&mut self.tls.clone(), host) {
             Ok(c) => c,
@@ -529,8 +820,8 @@ impl Pool {
     async fn connect(
         &self,
         db: &str,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(Client, u32), ConnError> {
+        permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) -> Result<(Client, u32, usize), ConnError> {
         let mut config = self.base.clone();
         config.dbname(db);
         match &self.password {
@@ -546,32 +837,35 @@ impl Pool {
         let dsn = format!("{}/{db}", self.dsn);
         let timeout = self.connect_timeout;
         let session = async {
-            let socket = self
-                .open_socket()
-                .await
-                .map_err(|source| ConnError::Socket {
-                    dsn: dsn.clone(),
-                    source,
-                })?;
+            let (at, socket) = self.open_any().await.map_err(|reason| ConnError::Socket {
+                dsn: dsn.clone(),
+                reason,
+            })?;
+            config.ssl_mode(self.ssl_mode(at));
             config
-                .connect_raw(socket, self.tls_connect())
+                .connect_raw(socket, self.tls_connect(at))
                 .await
-                .map_err(|source| ConnError::Connect {
-                    dsn: dsn.clone(),
-                    source,
+                .map(|session| (session, at))
+                .map_err(|source| {
+                    let hint = self.hint(at, &source);
+                    ConnError::Connect {
+                        dsn: dsn.clone(),
+                        source,
+                        hint,
+                    }
                 })
         };
-        let (client, connection) =
-            tokio::time::timeout(timeout, session).await.map_err(|_| {
-                ConnError::ConnectTimeout {
-                    dsn: dsn.clone(),
-                    timeout,
-                }
+        let ((client, connection), endpoint) = tokio::time::timeout(timeout, session)
+            .await
+            .map_err(|_| ConnError::ConnectTimeout {
+                dsn: dsn.clone(),
+                timeout,
             })??;
         drop(config);
         tokio::spawn(async move {
             // Ends when the client is dropped (after sending Terminate and closing the
-            // socket) or the server closes the session; only then is the slot free.
+            // socket) or the server closes the session; only then are the slots (the
+            // pool's and the global one) free.
             let _permit = permit;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres connection ended");
@@ -581,7 +875,7 @@ impl Pool {
         // every scrape opens first) and reuse the answer for the fan-out's connections.
         let known = self.version.load(Ordering::Relaxed);
         if known != 0 && db != self.main_db {
-            return Ok((client, known));
+            return Ok((client, known, endpoint));
         }
         let rows = tokio::time::timeout(timeout, client.simple_query("show server_version_num"))
             .await
@@ -589,7 +883,11 @@ impl Pool {
                 dsn: dsn.clone(),
                 timeout,
             })?
-            .map_err(|source| ConnError::Connect { dsn, source })?;
+            .map_err(|source| ConnError::Connect {
+                dsn,
+                source,
+                hint: "",
+            })?;
         let version = rows
             .iter()
             .find_map(|m| match m {
@@ -598,8 +896,8 @@ impl Pool {
             })
             .unwrap_or(0);
         self.version.store(version, Ordering::Relaxed);
-        tracing::debug!(dsn = %self.dsn, db, version, "connected to postgres");
-        Ok((client, version))
+        tracing::debug!(dsn = %self.dsn, db, version, endpoint, "connected to postgres");
+        Ok((client, version, endpoint))
     }
 }
 
@@ -718,9 +1016,13 @@ impl Drop for Conn {
             let _db_permit = db_permit;
             let token = idle.client.cancel_token();
             let cancel = async {
-                let socket = pool.open_socket().await.map_err(|e| e.to_string())?;
+                // To the endpoint the session is on, not whichever answers first now.
+                let socket = pool
+                    .open_socket(idle.endpoint)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 token
-                    .cancel_query_raw(socket, pool.tls_connect())
+                    .cancel_query_raw(socket, pool.tls_connect(idle.endpoint))
                     .await
                     .map_err(|e| e.to_string())
             };

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope, TargetReport};
 use crate::config::{Config, PostgresTarget};
-use conn::{ConnError, MAIN_DB_CONNECTIONS, Pool, query_reason};
+use conn::{ConnError, Limiter, MAIN_DB_CONNECTIONS, Pool, query_reason};
 use metrics::{Block, BlockBuilder, Desc, Exposition, Labels, Samples, TargetOutput};
 use queries::{Area, PerDatabase};
 use snapshot::Snapshot;
@@ -57,6 +57,22 @@ pub const SCRAPE_ERRORS: Desc = Desc::counter(
 pub const OPEN_CONNECTIONS: Desc = Desc::gauge(
     "vitals_postgres_connections",
     "Connections vitals holds to this PostgreSQL target (idle or in use)",
+);
+
+/// `vitals_postgres_global_connections`
+pub const GLOBAL_CONNECTIONS: Desc = Desc::gauge(
+    "vitals_postgres_global_connections",
+    "Connections vitals holds to all PostgreSQL targets together (idle, in use, or closing)",
+);
+/// `vitals_postgres_global_connections_max`
+pub const GLOBAL_CONNECTIONS_MAX: Desc = Desc::gauge(
+    "vitals_postgres_global_connections_max",
+    "Most connections vitals holds to all PostgreSQL targets together (exporter.postgres.max_connections)",
+);
+/// `vitals_postgres_global_evictions_total`
+pub const GLOBAL_EVICTIONS: Desc = Desc::counter(
+    "vitals_postgres_global_evictions",
+    "Idle PostgreSQL connections closed to make room under exporter.postgres.max_connections",
 );
 
 /// `vitals_postgres_fanout_age_seconds`
@@ -87,6 +103,7 @@ pub const MAX_AGE_INTERVALS: u32 = 3;
 pub const REASONS: &[&str] = &[
     "connect",
     "auth",
+    "tls",
     "timeout",
     "permission",
     "missing",
@@ -96,6 +113,7 @@ pub const REASONS: &[&str] = &[
 /// Collects the configured PostgreSQL targets.
 pub struct PostgresCollector {
     targets: Vec<Arc<Target>>,
+    global: Arc<Limiter>,
 }
 
 /// Why the collector could not be built from the config.
@@ -118,11 +136,13 @@ impl PostgresCollector {
         if targets.is_empty() {
             return Ok(None);
         }
+        // One limit on the connections of all targets together.
+        let global = Limiter::new(config.exporter.postgres.max_connections as usize);
         let targets = targets
             .iter()
-            .map(|t| Target::new(t).map(Arc::new))
+            .map(|t| Target::new(t, global.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(PostgresCollector { targets }))
+        Ok(Some(PostgresCollector { targets, global }))
     }
 }
 
@@ -153,6 +173,16 @@ impl Collector for PostgresCollector {
                 exposition.targets.push(output);
                 reports.push(report);
             }
+            // The global limit's state, without a target label.
+            let mut samples = Samples::default();
+            samples.push(&GLOBAL_CONNECTIONS, vec![], self.global.open() as f64);
+            samples.push(&GLOBAL_CONNECTIONS_MAX, vec![], self.global.limit() as f64);
+            samples.push(&GLOBAL_EVICTIONS, vec![], self.global.evictions() as f64);
+            exposition.targets.push(TargetOutput {
+                prefix: Labels::new(),
+                blocks: Vec::new(),
+                samples,
+            });
             Ok(Collected {
                 registry: exposition.into_registry(),
                 targets: reports,
@@ -213,8 +243,8 @@ struct Progress {
 }
 
 impl Target {
-    fn new(cfg: &PostgresTarget) -> Result<Target, BuildError> {
-        let pool = Pool::new(cfg).map_err(|source| BuildError::Tls {
+    fn new(cfg: &PostgresTarget, global: Arc<Limiter>) -> Result<Target, BuildError> {
+        let pool = Pool::new(cfg, global).map_err(|source| BuildError::Tls {
             target: cfg.name.clone(),
             source,
         })?;
@@ -266,11 +296,11 @@ impl Target {
                         area = area.name(),
                         database = db.unwrap_or(&self.cfg.dbname),
                         reason,
-                        error = %e,
+                        error = %conn::describe(e),
                         "postgres query failed; its families are left out until it works"
                     );
                 } else {
-                    tracing::debug!(target_name = %self.cfg.name, area = area.name(), database = db.unwrap_or(&self.cfg.dbname), error = %e, "postgres query failed");
+                    tracing::debug!(target_name = %self.cfg.name, area = area.name(), database = db.unwrap_or(&self.cfg.dbname), error = %conn::describe(e), "postgres query failed");
                 }
             }
         }
@@ -735,7 +765,8 @@ mod tests {
 
     fn target(yaml: &str) -> Arc<Target> {
         let cfg = Config::parse(yaml, "t.yml", None).expect("config");
-        Arc::new(Target::new(&cfg.exporter.postgres.targets[0]).expect("target"))
+        let global = Limiter::new(cfg.exporter.postgres.max_connections as usize);
+        Arc::new(Target::new(&cfg.exporter.postgres.targets[0], global).expect("target"))
     }
 
     struct Row(Vec<(&'static str, &'static str)>);
@@ -832,6 +863,9 @@ pub fn families() -> Vec<Desc> {
         SCRAPE_DURATION,
         SCRAPE_ERRORS,
         OPEN_CONNECTIONS,
+        GLOBAL_CONNECTIONS,
+        GLOBAL_CONNECTIONS_MAX,
+        GLOBAL_EVICTIONS,
         FANOUT_AGE,
         FANOUT_DATABASES,
         FANOUT_REFRESH_DURATION,

@@ -172,7 +172,7 @@ pub mod server {
     /// Replay lag of a standby.
     pub const LAG: Desc = Desc::gauge(
         "pg_replication_lag",
-        "Time since the last transaction replayed on a standby (0 on a primary or when replay has caught up)",
+        "Time since the last transaction replayed on a standby (0 on a primary, or when replay has caught up with what a connected WAL receiver received)",
     )
     .seconds();
     /// Current WAL position.
@@ -197,7 +197,8 @@ pub fn server(_version: u32) -> Query {
               extract(epoch from pg_postmaster_start_time()) as start_time, \
               pg_is_in_recovery() as is_replica, \
               case when not pg_is_in_recovery() then 0 \
-                   when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0 \
+                   when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() \
+                        and exists (select 1 from pg_stat_wal_receiver) then 0 \
                    else greatest(0, extract(epoch from now() - pg_last_xact_replay_timestamp())) end as lag, \
               pg_wal_lsn_diff(case when pg_is_in_recovery() then pg_last_wal_replay_lsn() \
                    else pg_current_wal_lsn() end, '0/0') as wal_lsn, \
@@ -581,7 +582,15 @@ pub mod replication {
         "WAL that can still be written before the slot is in danger of losing required WAL (PostgreSQL 13+)",
     )
     .bytes();
+    /// wal_status (13+), as a state set.
+    pub const SLOT_WAL_STATUS: Desc = Desc::gauge(
+        "pg_replication_slot_wal_status",
+        "Availability of the WAL a replication slot needs: 1 for its current wal_status (reserved, extended, unreserved, lost), 0 for the others (PostgreSQL 13+)",
+    );
 }
+
+/// The values of pg_replication_slots.wal_status (PostgreSQL 13+).
+pub const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
 
 const CURRENT_LSN: &str =
     "case when pg_is_in_recovery() then pg_last_wal_receive_lsn() else pg_current_wal_lsn() end";
@@ -606,6 +615,31 @@ pub fn replication(_version: u32) -> Query {
             col("replay_lag", REPLAY_LAG),
         ],
     }
+}
+
+/// `wal_status` of each replication slot as a state set (one series per possible status, 1
+/// for the current one), so that a change of status changes values, not series; `None`
+/// before PostgreSQL 13, which has no wal_status.
+pub fn replication_slot_wal_status(version: u32) -> Option<Query> {
+    use replication::*;
+    if version < 130000 {
+        return None;
+    }
+    let statuses = WAL_STATUSES
+        .iter()
+        .map(|s| format!("('{s}')"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(Query {
+        area: Area::ReplicationSlots,
+        sql: format!(
+            "select slot_name, slot_type, coalesce(database, '') as database, s.status as wal_status, \
+             (coalesce(r.wal_status, '') = s.status)::int as current \
+             from pg_replication_slots r cross join (values {statuses}) as s(status) order by 1, 4"
+        ),
+        labels: &["slot_name", "slot_type", "database", "wal_status"],
+        columns: vec![col("current", SLOT_WAL_STATUS)],
+    })
 }
 
 /// Replication slots.
@@ -1287,6 +1321,7 @@ pub fn server_queries(version: u32, statements_top_n: Option<u32>) -> Vec<Query>
         wal_dir(version),
         archiver(version),
     ];
+    q.extend(replication_slot_wal_status(version));
     q.extend(checkpointer(version));
     q.extend(wal(version));
     if let Some(n) = statements_top_n {
@@ -1460,6 +1495,11 @@ mod tests {
     fn slots_and_tables_by_version() {
         assert!(!replication_slots(120017).sql.contains("safe_wal_size"));
         assert!(has(&replication_slots(130013), "safe_wal_size"));
+        assert!(replication_slot_wal_status(120017).is_none());
+        let status = replication_slot_wal_status(130013).expect("13 has wal_status");
+        for s in WAL_STATUSES {
+            assert!(status.sql.contains(&format!("('{s}')")), "{}", status.sql);
+        }
         assert!(!tables(120017, 5).sql.contains("n_ins_since_vacuum"));
         assert!(has(&tables(130013, 5), "n_ins_since_vacuum"));
         for v in VERSIONS {
