@@ -576,6 +576,41 @@ pub struct SidecarConfig {
     /// Service level objectives, in Sloth's prometheus/v1 SLO format plus vitals' keys,
     /// added to the shipped defaults (an SLO with a default's name replaces it).
     pub slos: Vec<Slo>,
+    /// How often firing alerts are re-sent to Alertmanager (resolved ones are repeated as
+    /// often for 15 minutes). Default `1m`.
+    pub alert_resend_delay: PromDuration,
+    /// The persisted queue of alert notifications not yet accepted by every Alertmanager.
+    pub alert_queue: AlertQueueConfig,
+    /// Labels added to every alert (an alert's own label of the same name wins), e.g.
+    /// `cluster`, as Prometheus' `external_labels`.
+    pub external_labels: BTreeMap<String, String>,
+    /// Base URL of the Grafana that has vitals' dashboards: alerts and the landing page link
+    /// to the event-snapshot dashboard around each event. Default none (no links).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grafana_url: Option<String>,
+}
+
+/// Where and how much of the alert delivery queue is kept.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertQueueConfig {
+    /// The queue file (JSON, written atomically). Default: `$STATE_DIRECTORY` (systemd),
+    /// else `/var/lib/vitals` when writable, else `$XDG_STATE_HOME/vitals` or
+    /// `~/.local/state/vitals`; file name `sidecar-alerts.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Most notifications (distinct alerts) queued; beyond it the oldest is dropped and
+    /// counted. Default `10000`.
+    pub max_alerts: u32,
+}
+
+impl Default for AlertQueueConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_alerts: 10_000,
+        }
+    }
 }
 
 impl Default for SidecarConfig {
@@ -598,6 +633,10 @@ impl Default for SidecarConfig {
             recommendations: Vec::new(),
             default_slos: true,
             slos: Vec::new(),
+            alert_resend_delay: d(60),
+            alert_queue: AlertQueueConfig::default(),
+            external_labels: BTreeMap::new(),
+            grafana_url: None,
         }
     }
 }
@@ -1381,6 +1420,45 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
             "sidecar.max_findings_per_recommendation".into(),
             "must be at least 1",
         );
+    }
+    if sc.alert_resend_delay.0 < Duration::from_secs(1) {
+        push("sidecar.alert_resend_delay".into(), "must be at least 1s");
+    }
+    if sc.alert_queue.max_alerts == 0 {
+        push(
+            "sidecar.alert_queue.max_alerts".into(),
+            "must be at least 1",
+        );
+    }
+    if sc
+        .alert_queue
+        .path
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty() || p.is_dir())
+    {
+        push(
+            "sidecar.alert_queue.path".into(),
+            "must name a file, not a directory",
+        );
+    }
+    if let Some(g) = &sc.grafana_url
+        && let Err(reason) = check_http_url(g)
+    {
+        push("sidecar.grafana_url".into(), &reason);
+    }
+    for name in sc.external_labels.keys() {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with("__");
+        if !valid {
+            push(
+                format!("sidecar.external_labels.{name}"),
+                "invalid label name (want [a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+            );
+        }
     }
     let mut ids = BTreeSet::new();
     for (i, r) in sc.recommendations.iter().enumerate() {
@@ -2210,6 +2288,8 @@ mod doc_tests {
             min_traffic: 1.0,
             domain: default_slo_domain(),
         });
+        c.sidecar.alert_queue.path = Some("/var/lib/vitals/q.json".into());
+        c.sidecar.grafana_url = Some("http://grafana:3000".into());
         c
     }
 

@@ -2,6 +2,7 @@
 //! PromQL, scores every series, keeps baselines, forecasts and health scores, and publishes
 //! a snapshot that `/metrics` and the landing page show.
 
+pub mod alertmanager;
 pub mod anomaly;
 pub mod backtest;
 pub mod baseline;
@@ -22,13 +23,15 @@ pub mod store;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::text::encode_eof;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::exporter::BoxFuture;
 use crate::telemetry::Telemetry;
 use crate::web::{LandingPage, MetricsRequest, Role, RoleError, TargetRow};
+use alertmanager::{Delivery, DeliveryError};
 use promql::{PromClient, PromError};
 use scheduler::{Engine, Settings, Snapshot};
 
@@ -41,6 +44,9 @@ pub enum SidecarError {
     /// The query API client could not be built (TLS files and the like).
     #[error("sidecar.prometheus: {0}")]
     Client(#[from] PromError),
+    /// An Alertmanager client could not be built.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     /// The evaluation thread could not start.
     #[error("starting the evaluation thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -52,6 +58,7 @@ pub struct Sidecar {
     config: RwLock<Arc<Config>>,
     telemetry: Arc<Telemetry>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    delivery: Delivery,
     config_tx: watch::Sender<Arc<Config>>,
     stop_tx: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -70,8 +77,10 @@ async fn run_loop(
     mut config_rx: watch::Receiver<Arc<Config>>,
     mut stop_rx: watch::Receiver<bool>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    delivery: Delivery,
 ) {
     let mut config = config_rx.borrow_and_update().clone();
+    tokio::spawn(delivery.clone().run(stop_rx.clone()));
     loop {
         let started = tokio::time::Instant::now();
         let snap = tokio::select! {
@@ -82,6 +91,10 @@ async fn run_loop(
             duration_seconds = snap.cycle_duration.as_secs_f64(),
             series = snap.series.len(),
             "evaluation cycle done"
+        );
+        delivery.update(
+            alertmanager::alerts_from_snapshot(&snap, &config),
+            snap.at_ms,
         );
         *snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snap);
         let next = started + config.sidecar.interval.0;
@@ -115,6 +128,9 @@ async fn run_loop(
                     new.sidecar.max_findings_per_recommendation,
                 );
                 engine.slos_mut().reconfigure(slo::effective(&new.sidecar));
+                if let Err(e) = delivery.reconfigure(&new.sidecar) {
+                    tracing::error!(error = %e, "new Alertmanager settings rejected; keeping the previous ones");
+                }
                 config = new;
                 // Wait out the rest of the interval: a reload is not a reason to query early.
                 tokio::select! {
@@ -140,21 +156,24 @@ impl Sidecar {
             recommend::Recommender::from_config(&config.sidecar),
             slo::SloEvaluator::from_config(&config.sidecar),
         );
+        let delivery = Delivery::new(&config.sidecar)?;
         let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
         let (config_tx, config_rx) = watch::channel(config.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let snap = snapshot.clone();
+        let deliver = delivery.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let thread = std::thread::Builder::new()
             .name("vitals-sidecar".into())
-            .spawn(move || runtime.block_on(run_loop(engine, config_rx, stop_rx, snap)))?;
+            .spawn(move || runtime.block_on(run_loop(engine, config_rx, stop_rx, snap, deliver)))?;
         Ok(Self {
             source,
             config: RwLock::new(config),
             telemetry,
             snapshot,
+            delivery,
             config_tx,
             stop_tx,
             thread: Mutex::new(Some(thread)),
@@ -190,7 +209,10 @@ impl Role for Sidecar {
             }
             let snap = self.snapshot();
             let mut out = String::new();
+            let mut reg = Registry::default();
+            alertmanager::register(&self.delivery.stats(), &mut reg);
             reexport::encode(&snap, &mut out)
+                .and_then(|()| encode_registry(&mut out, &reg))
                 .and_then(|()| self.telemetry.encode(&mut out))
                 .and_then(|()| encode_eof(&mut out))
                 .map_err(|e| RoleError::Internal(format!("encoding metrics: {e}")))?;
@@ -204,6 +226,7 @@ impl Role for Sidecar {
         let config = Arc::new(result.map_err(|e| e.to_string())?);
         PromClient::new(&config.sidecar.prometheus)
             .map_err(|e| format!("sidecar.prometheus: {e}"))?;
+        alertmanager::check_clients(&config.sidecar).map_err(|e| e.to_string())?;
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = config.clone();
         self.config_tx.send_replace(config);
         Ok(())
@@ -257,8 +280,22 @@ impl Role for Sidecar {
         active.sort_by(|a, b| b.latest.score.anomaly.total_cmp(&a.latest.score.anomaly));
         for s in active.iter().take(50) {
             let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            let link = cfg
+                .sidecar
+                .grafana_url
+                .as_deref()
+                .map_or(String::new(), |g| {
+                    format!(
+                        " - Grafana: {}",
+                        alertmanager::grafana_link(
+                            g,
+                            s.latest.ts_ms,
+                            s.labels.get("target").map(String::as_str)
+                        )
+                    )
+                });
             notes.push(format!(
-                "Anomaly {} in {}: {}{{{}}} = {} (expected {:.4}, z {:.1}, score {:.3})",
+                "Anomaly {} in {}: {}{{{}}} = {} (expected {:.4}, z {:.1}, score {:.3}){link}",
                 s.latest.severity.as_str(),
                 s.domain,
                 s.signal,
@@ -271,6 +308,11 @@ impl Role for Sidecar {
         }
         notes.extend(snap.slos.statuses.iter().map(|s| s.summary()));
         notes.extend(recommend::landing_lines(&snap.recommendations, 50));
+        notes.extend(alertmanager::landing_lines(
+            &self.delivery,
+            &cfg.sidecar,
+            100,
+        ));
         LandingPage {
             role: "sidecar".into(),
             config_source: self.source.describe(),

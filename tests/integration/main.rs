@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerting;
 mod backtest;
 mod ecosystem;
 mod exporter;

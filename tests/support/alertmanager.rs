@@ -220,27 +220,7 @@ impl Alertmanager {
         };
         for attempt in 1..=START_ATTEMPTS {
             am.port = super::start_port();
-            let log = std::fs::File::create(&am.log_path)
-                .unwrap_or_else(|e| panic!("creating {} failed: {e}", am.log_path.display()));
-            let log_err = log
-                .try_clone()
-                .unwrap_or_else(|e| panic!("cloning the log handle failed: {e}"));
-            let child = Command::new(&binary)
-                .arg(format!("--config.file={}", am.config_path.display()))
-                .arg(format!(
-                    "--storage.path={}",
-                    am.dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address={LOOPBACK}:{}", am.port))
-                .arg("--cluster.listen-address=")
-                .arg("--log.level=debug")
-                .current_dir(am.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning {} failed: {e}", binary.display()));
-            am.child = Some(child);
+            am.spawn(&binary);
             match am.wait_ready() {
                 Ok(()) => return am,
                 Err(why) => {
@@ -261,6 +241,71 @@ impl Alertmanager {
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(&mut self, binary: &Path) {
+        // Appends, so that the log of a restarted Alertmanager keeps the earlier run's lines.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("opening {} failed: {e}", self.log_path.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cloning the log handle failed: {e}"));
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", self.config_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={LOOPBACK}:{}", self.port))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=debug")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {} failed: {e}", binary.display()));
+        self.child = Some(child);
+    }
+
+    /// Stops Alertmanager gracefully (SIGTERM, so it writes its notification log and
+    /// silences to its data dir) and waits for it to exit; the webhook receiver keeps
+    /// running. Alertmanager does not persist alerts: after [`Alertmanager::restart`] it
+    /// holds only what clients send again.
+    pub fn stop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if super::exited(child).is_none() {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+            // SAFETY: kill(2) on our own child, not yet reaped (checked just above and only
+            // reaped through this handle), so the pid cannot have been reused.
+            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+            assert_eq!(rc, 0, "kill({pid}, SIGTERM) failed");
+            if poll_until(Duration::from_secs(20), || super::exited(child)).is_none() {
+                kill_and_reap(child);
+            }
+        }
+        self.child = None;
+    }
+
+    /// Starts Alertmanager again on the same port, with the same config and data dir, and
+    /// waits for `/-/ready`; panics with the log tail if it does not come up (for example
+    /// because something else took the port meanwhile).
+    pub fn restart(&mut self) {
+        self.stop();
+        let binary = require_any_binary(&BINARIES, PACKAGE);
+        self.spawn(&binary);
+        if let Err(why) = self.wait_ready() {
+            panic!(
+                "Alertmanager did not restart on {LOOPBACK}:{}: {why}\n{}",
+                self.port,
+                log_block("alertmanager log", &self.log_path)
+            );
+        }
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
