@@ -702,7 +702,91 @@ pub fn alerts_from_snapshot(snap: &Snapshot, cfg: &Config) -> Vec<Alert> {
     for f in snap.recommendations.active() {
         out.push(finish(recommendation_alert(f), sc));
     }
+    slo_alerts(snap, cfg, &mut out);
     out
+}
+
+/// The SLOs' page and ticket alerts in force, with the same identity labels as the rules of
+/// `vitals rules slo` (alertname, severity, slo_alert and the SLO's labels) and the numbers in
+/// the annotations.
+fn slo_alerts(snap: &Snapshot, cfg: &Config, out: &mut Vec<Alert>) {
+    use super::slo::{self, AlertKind};
+    if snap.slos.statuses.is_empty() {
+        return;
+    }
+    let specs = slo::effective(&cfg.sidecar);
+    for st in &snap.slos.statuses {
+        let Some(spec) = specs.iter().find(|s| s.name == st.slo) else {
+            continue;
+        };
+        for (kind, firing) in [(AlertKind::Page, st.page), (AlertKind::Ticket, st.ticket)] {
+            if firing != Some(true) {
+                continue;
+            }
+            let mut labels: Labels = st.labels.clone();
+            labels.extend(slo::alert_labels(spec, kind));
+            labels.insert(
+                "alertname".into(),
+                if spec.alerting.name.is_empty() {
+                    slo::DEFAULT_ALERT_NAME.to_string()
+                } else {
+                    spec.alerting.name.clone()
+                },
+            );
+            let mut annotations = Labels::new();
+            let burns: Vec<String> = st
+                .windows
+                .iter()
+                .map(|w| format!("{} {}", w.window, num(w.burn_rate)))
+                .collect();
+            annotations.insert(
+                "summary".into(),
+                format!(
+                    "SLO {} is burning its error budget ({} alert)",
+                    st.slo,
+                    kind.as_str()
+                ),
+            );
+            annotations.insert(
+                "description".into(),
+                format!(
+                    "SLO {} (objective {}%): burn rates {}; budget left {}; exhausted in {} at the current 1h burn rate.",
+                    st.slo,
+                    num(st.objective * 100.0),
+                    burns.join(", "),
+                    st.budget_remaining
+                        .map_or("unknown".into(), |b| format!("{}%", num(b * 100.0))),
+                    st.time_to_exhaustion_seconds
+                        .map_or("never".into(), |t| format!("{} h", num(t / 3600.0))),
+                ),
+            );
+            if let Some(b) = st.budget_remaining {
+                annotations.insert("budget_remaining".into(), num(b));
+            }
+            annotations.insert("runbook_url".into(), "docs/slo.md".into());
+            for (k, v) in spec
+                .alerting
+                .annotations
+                .iter()
+                .chain(match kind {
+                    AlertKind::Page => spec.alerting.page_alert.annotations.iter(),
+                    AlertKind::Ticket => spec.alerting.ticket_alert.annotations.iter(),
+                })
+                .filter(|(_, v)| !v.contains("{{"))
+            {
+                annotations.insert(k.clone(), v.clone());
+            }
+            out.push(finish(
+                Alert {
+                    labels,
+                    annotations,
+                    starts_at_ms: snap.at_ms,
+                    generator_url: None,
+                },
+                &cfg.sidecar,
+            ));
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------ delivery

@@ -407,3 +407,163 @@ fn alertmanager_outage_and_sidecar_restart_lose_no_alert() {
         delivered_after.as_secs_f64()
     );
 }
+
+/// A scrape target with two services: checkout fails every request (a 100% outage), search
+/// fails 0.5% of them (a steady 5x burn of a 99.9% SLO).
+fn serve_outage() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let n = start.elapsed().as_secs_f64() * 100.0;
+            // checkout: every request fails; search: 0.5% fail (5x a 99.9% budget).
+            let body = format!(
+                "# TYPE vitals_test_requests_total counter\nvitals_test_requests_total {n}\n\
+                 # TYPE vitals_test_errors_total counter\nvitals_test_errors_total {n}\n\
+                 # TYPE vitals_test_search_requests_total counter\nvitals_test_search_requests_total {n}\n\
+                 # TYPE vitals_test_search_errors_total counter\nvitals_test_search_errors_total {}\n",
+                n * 0.005
+            );
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_full_outage_of_a_slo_pages_through_alertmanager() {
+    let am = Alertmanager::start();
+    let source = serve_outage();
+    let prom = Prometheus::builder()
+        .scrape("shop", &source, "/metrics")
+        .start();
+    let dir = temp_dir("slo-page");
+    let config = format!(
+        r#"sidecar:
+  prometheus: {{url: "{}"}}
+  alertmanagers: [{{url: "{}", timeout: 2s, retries: 0}}]
+  interval: {INTERVAL}
+  alert_resend_delay: {RESEND}
+  alert_queue: {{path: "{}"}}
+  default_signals: false
+  default_recommendations: false
+  default_slos: false
+  slos:
+    - name: checkout
+      objective: 99.9
+      description: Checkout requests succeed
+      labels: {{team: shop}}
+      sli:
+        events:
+          error_query: sum(rate(vitals_test_errors_total[{{{{.window}}}}]))
+          total_query: sum(rate(vitals_test_requests_total[{{{{.window}}}}]))
+      alerting:
+        name: CheckoutErrorBudgetBurn
+        page_alert:
+          labels: {{routing: pager}}
+    - name: search
+      objective: 99.9
+      sli:
+        events:
+          error_query: sum(rate(vitals_test_search_errors_total[{{{{.window}}}}]))
+          total_query: sum(rate(vitals_test_search_requests_total[{{{{.window}}}}]))
+      alerting:
+        name: SearchErrorBudgetBurn
+"#,
+        prom.url(),
+        am.url(),
+        dir.path().join("queue.json").display()
+    );
+    let started = Instant::now();
+    let v = Vitals::builder()
+        .subcommand("sidecar")
+        .config(&config)
+        .start();
+    let page = poll_until(Duration::from_secs(120), || {
+        am.alerts().into_iter().find(|a| {
+            a["labels"]["alertname"] == "CheckoutErrorBudgetBurn"
+                && a["labels"]["slo_alert"] == "page"
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no page alert in Alertmanager after 120 s: {:?}\n{}\n{}",
+            am.alerts(),
+            v.metrics(),
+            v.logs()
+        )
+    });
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(120), "paged after {took:?}");
+    let labels = &page["labels"];
+    assert_eq!(labels["severity"], "critical", "{page}");
+    assert_eq!(labels["routing"], "pager", "{page}");
+    assert_eq!(labels["team"], "shop", "{page}");
+    assert_eq!(labels["slo"], "checkout", "{page}");
+    let description = page["annotations"]["description"].as_str().unwrap_or("");
+    assert!(
+        description.contains("burn rates 5m 1000"),
+        "the description states the burn rates: {description}"
+    );
+    let (_, samples) = metrics(&v);
+    let remaining = value(
+        &samples,
+        "slo_error_budget_remaining_ratio",
+        &[("slo", "checkout")],
+    );
+    assert!(
+        (remaining - (1.0 - 1.0 / 0.001)).abs() < 1e-6,
+        "a 100% error ratio spends the budget 1000 times: {remaining}"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "slo_alert_active",
+            &[("slo", "checkout"), ("alert", "page")]
+        ),
+        1.0
+    );
+    // The steady 5x burn: a ticket, never a page.
+    let ticket = poll_until(Duration::from_secs(60), || {
+        am.alerts().into_iter().find(|a| {
+            a["labels"]["alertname"] == "SearchErrorBudgetBurn"
+                && a["labels"]["slo_alert"] == "ticket"
+        })
+    })
+    .unwrap_or_else(|| panic!("no ticket for search: {:?}\n{}", am.alerts(), v.metrics()));
+    assert_eq!(ticket["labels"]["severity"], "warning", "{ticket}");
+    let (_, samples) = metrics(&v);
+    let burn = value(
+        &samples,
+        "slo_burn_rate",
+        &[("slo", "search"), ("window", "1h")],
+    );
+    assert!(
+        (burn - 5.0).abs() < 0.01,
+        "search burns 5x its budget: {burn}"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "slo_alert_active",
+            &[("slo", "search"), ("alert", "page")]
+        ),
+        0.0
+    );
+    assert!(
+        !am.alerts()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "SearchErrorBudgetBurn"
+                && a["labels"]["slo_alert"] == "page"),
+        "a 5x burn must not page"
+    );
+}
