@@ -56,8 +56,14 @@ pub fn effective(cfg: &SidecarConfig) -> Vec<Recommendation> {
     } else {
         Vec::new()
     };
+    // Only the shipped rules are replaced by title; configured rules are distinct unless
+    // they share an id (which validation reports).
+    let shipped = out.len();
     for r in &cfg.recommendations {
-        match out.iter_mut().find(|d| d.id == r.id || d.title == r.title) {
+        match out[..shipped]
+            .iter_mut()
+            .find(|d| d.id == r.id || d.title == r.title)
+        {
             Some(d) => *d = r.clone(),
             None => out.push(r.clone()),
         }

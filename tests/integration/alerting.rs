@@ -551,6 +551,16 @@ fn a_full_outage_of_a_slo_pages_through_alertmanager() {
         (burn - 5.0).abs() < 0.01,
         "search burns 5x its budget: {burn}"
     );
+    // By hand: 0.5% errors over the period against a 0.1% budget leave 1 - 0.005/0.001.
+    let left = value(
+        &samples,
+        "slo_error_budget_remaining_ratio",
+        &[("slo", "search")],
+    );
+    assert!(
+        (left - -4.0).abs() < 0.001,
+        "budget left {left}, by hand -4"
+    );
     assert_eq!(
         value(
             &samples,

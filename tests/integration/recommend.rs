@@ -225,3 +225,71 @@ fn vacuum_recommendation_through_the_harness_client() {
         evaluate(rec, &HarnessApi(prom))
     });
 }
+
+/// Issue 8's acceptance end to end: the same table, the `vitals sidecar` binary with its
+/// shipped rules evaluating that Prometheus, and a real Alertmanager: the recommendation
+/// arrives there naming the table and its dead-tuple ratio, and after VACUUM it resolves.
+#[test]
+fn vacuum_recommendation_reaches_alertmanager_and_resolves() {
+    use crate::support::alertmanager::Alertmanager;
+    let pg = Postgres::start();
+    pg.psql("create table orders (id int primary key, pad text) with (autovacuum_enabled = off)");
+    pg.psql("insert into orders select g, repeat('x', 50) from generate_series(1, 100000) g");
+    pg.psql("delete from orders where id <= 60000");
+    let exporter = Vitals::builder()
+        .config(&format!(
+            "exporter:\n  postgres:\n    targets:\n      - name: main\n        host: 127.0.0.1\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: disable\n        tables_refresh_interval: 0s\n",
+            pg.port()
+        ))
+        .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
+        .start();
+    let prom = Prometheus::builder()
+        .scrape("vitals", &exporter.host_port(), "/metrics")
+        .start();
+    let am = Alertmanager::start();
+    let dir = crate::support::temp_dir("vacuum-am");
+    let sidecar = Vitals::builder()
+        .subcommand("sidecar")
+        .config(&format!(
+            "sidecar:\n  prometheus: {{url: '{}'}}\n  alertmanagers: [{{url: '{}', retries: 0, timeout: 2s}}]\n  interval: 1s\n  alert_resend_delay: 2s\n  alert_queue: {{path: '{}'}}\n  default_signals: false\n  default_slos: false\n",
+            prom.url(),
+            am.url(),
+            dir.path().join("queue.json").display()
+        ))
+        .start();
+    let is_vacuum = |a: &serde_json::Value| {
+        a["labels"]["id"] == "table_needs_vacuum" && a["labels"]["target"] == TARGET
+    };
+    let alert = crate::support::poll_until(Duration::from_secs(60), || {
+        am.alerts().into_iter().find(|a| is_vacuum(a))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no vacuum recommendation in Alertmanager: {:?}\n{}",
+            am.alerts(),
+            sidecar.logs()
+        )
+    });
+    assert_eq!(
+        alert["labels"]["alertname"], "VitalsRecommendation",
+        "{alert}"
+    );
+    assert_eq!(alert["labels"]["category"], "vacuum", "{alert}");
+    let description = alert["annotations"]["description"].as_str().unwrap_or("");
+    assert!(
+        description.contains("public.orders: 60% dead tuples (60k of 100k)"),
+        "{alert}"
+    );
+
+    pg.psql("vacuum orders");
+    am.wait_for_webhook(
+        |n| {
+            n["alerts"].as_array().is_some_and(|alerts| {
+                alerts
+                    .iter()
+                    .any(|a| a["status"] == "resolved" && is_vacuum(a))
+            })
+        },
+        Duration::from_secs(90),
+    );
+}
