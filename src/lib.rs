@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod exporter;
+pub mod fsutil;
 pub mod run;
 pub mod sidecar;
 pub mod telemetry;

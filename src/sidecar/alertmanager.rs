@@ -848,29 +848,6 @@ pub fn queue_path(cfg: &SidecarConfig) -> PathBuf {
         .unwrap_or_else(default_queue_path)
 }
 
-/// Writes `data` atomically: a temporary file, fsync, rename, fsync of the directory.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Delivery counters for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeliveryStats {
@@ -1145,7 +1122,7 @@ impl Delivery {
             }
             (s.notifier.to_json(), s.path.clone())
         };
-        let result = write_atomic(&path, &data);
+        let result = crate::fsutil::write_atomic(&path, &data);
         let mut s = self.lock();
         match result {
             Ok(()) => {
@@ -1713,7 +1690,7 @@ mod tests {
         let path = dir.join("sub").join("q.json");
         let mut n = Notifier::new(settings(), ams(&["a"]));
         n.update(vec![alert("x", 5)], 10);
-        write_atomic(&path, &n.to_json()).expect("write");
+        crate::fsutil::write_atomic(&path, &n.to_json()).expect("write");
         let data = std::fs::read(&path).expect("read");
         let r = Notifier::restore(settings(), ams(&["a"]), &data).expect("restore");
         assert_eq!(r.queue_len(), 1);

@@ -115,16 +115,13 @@ fn exposition(report: &Report) -> String {
 const TARGET: &str = "main/postgres/public.orders";
 
 /// PostgreSQL with a table `orders` (autovacuum off) of 100000 rows of which 60000 are
-/// deleted, the vitals exporter reading it, Prometheus scraping the exporter; then `eval`
-/// runs the shipped rules against that Prometheus, before and after VACUUM.
-fn vacuum_finding_names_the_table_and_clears_after_vacuum(
-    eval: impl Fn(&mut Recommender, &Prometheus) -> Report,
-) {
+/// deleted, the vitals exporter reading it, and Prometheus scraping the exporter.
+fn table_needing_vacuum() -> (Postgres, Vitals, Prometheus) {
     let pg = Postgres::start();
     pg.psql("create table orders (id int primary key, pad text) with (autovacuum_enabled = off)");
     pg.psql("insert into orders select g, repeat('x', 50) from generate_series(1, 100000) g");
     pg.psql("delete from orders where id <= 60000");
-    let vitals = Vitals::builder()
+    let exporter = Vitals::builder()
         .config(&format!(
             "exporter:\n  postgres:\n    targets:\n      - name: main\n        host: 127.0.0.1\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: disable\n        tables_refresh_interval: 0s\n",
             pg.port()
@@ -132,8 +129,18 @@ fn vacuum_finding_names_the_table_and_clears_after_vacuum(
         .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
         .start();
     let prom = Prometheus::builder()
-        .scrape("vitals", &vitals.host_port(), "/metrics")
+        .scrape("vitals", &exporter.host_port(), "/metrics")
         .start();
+    (pg, exporter, prom)
+}
+
+/// PostgreSQL with a table `orders` (autovacuum off) of 100000 rows of which 60000 are
+/// deleted, the vitals exporter reading it, Prometheus scraping the exporter; then `eval`
+/// runs the shipped rules against that Prometheus, before and after VACUUM.
+fn vacuum_finding_names_the_table_and_clears_after_vacuum(
+    eval: impl Fn(&mut Recommender, &Prometheus) -> Report,
+) {
+    let (pg, _exporter, prom) = table_needing_vacuum();
     prom.wait_for(
         r#"pg_stat_user_tables_n_dead_tup{relname="orders"} == 60000 and pg_stat_user_tables_n_live_tup == 40000"#,
         |r| sample_values(r).len() == 1,
@@ -232,20 +239,7 @@ fn vacuum_recommendation_through_the_harness_client() {
 #[test]
 fn vacuum_recommendation_reaches_alertmanager_and_resolves() {
     use crate::support::alertmanager::Alertmanager;
-    let pg = Postgres::start();
-    pg.psql("create table orders (id int primary key, pad text) with (autovacuum_enabled = off)");
-    pg.psql("insert into orders select g, repeat('x', 50) from generate_series(1, 100000) g");
-    pg.psql("delete from orders where id <= 60000");
-    let exporter = Vitals::builder()
-        .config(&format!(
-            "exporter:\n  postgres:\n    targets:\n      - name: main\n        host: 127.0.0.1\n        port: {}\n        user: postgres\n        password: ${{VITALS_IT_PG_PW}}\n        sslmode: disable\n        tables_refresh_interval: 0s\n",
-            pg.port()
-        ))
-        .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
-        .start();
-    let prom = Prometheus::builder()
-        .scrape("vitals", &exporter.host_port(), "/metrics")
-        .start();
+    let (pg, _exporter, prom) = table_needing_vacuum();
     let am = Alertmanager::start();
     let dir = crate::support::temp_dir("vacuum-am");
     let sidecar = Vitals::builder()

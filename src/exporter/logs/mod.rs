@@ -254,23 +254,10 @@ fn load_checkpoint(path: &Path) -> Option<Checkpoint> {
     }
 }
 
-/// Writes the checkpoint atomically: a temporary file, fsync, rename, fsync of the directory.
+/// Writes the checkpoint atomically (see [`crate::fsutil::write_atomic`]).
 fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
     let data = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::fsutil::write_atomic(path, &data)
 }
 
 fn build_parser(cfg: &LogSource) -> Result<Box<dyn LineParser>, String> {
