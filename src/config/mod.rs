@@ -1692,6 +1692,31 @@ const RESERVED_HEADERS: &[&str] = &[
     "user-agent",
 ];
 
+/// A secret given exactly one way, inline (`name`) or as a readable file (`name_file`):
+/// the problems as (field, reason) under `section`.
+fn secret_source_problems(
+    (section, name): (&str, &str),
+    inline: bool,
+    file: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match (inline, file) {
+        (true, Some(_)) => out.push((
+            format!("{section}.{name}_file"),
+            format!("set either {name} or {name}_file, not both"),
+        )),
+        (false, None) => out.push((
+            format!("{section}.{name}"),
+            format!("set {name} or {name}_file"),
+        )),
+        _ => {}
+    }
+    if let Some(Err(reason)) = file.map(types::check_readable) {
+        out.push((format!("{section}.{name}_file"), reason));
+    }
+    out
+}
+
 /// Checks of an HTTP API endpoint: a usable URL without credentials, one way to
 /// authenticate, readable files, sane timing and header names.
 fn http_endpoint_problems(key: &str, h: &HttpEndpoint, problems: &mut Vec<Problem>) {
@@ -1723,19 +1748,13 @@ fn http_endpoint_problems(key: &str, h: &HttpEndpoint, problems: &mut Vec<Proble
         if b.username.is_empty() {
             push("basic_auth.username", "must not be empty".into());
         }
-        match (&b.password, &b.password_file) {
-            (Some(_), Some(_)) => push(
-                "basic_auth.password_file",
-                "set either password or password_file, not both".into(),
-            ),
-            (None, None) => push(
-                "basic_auth.password",
-                "set password or password_file".into(),
-            ),
-            _ => {}
-        }
-        if let Some(Err(reason)) = b.password_file.as_deref().map(types::check_readable) {
-            push("basic_auth.password_file", reason);
+        let found = secret_source_problems(
+            ("basic_auth", "password"),
+            b.password.is_some(),
+            b.password_file.as_deref(),
+        );
+        for (field, reason) in found {
+            push(&field, reason);
         }
     }
     if let Some(a) = &h.authorization {
@@ -1754,19 +1773,13 @@ fn http_endpoint_problems(key: &str, h: &HttpEndpoint, problems: &mut Vec<Proble
                 "use basic_auth for basic authentication".into(),
             );
         }
-        match (&a.credentials, &a.credentials_file) {
-            (Some(_), Some(_)) => push(
-                "authorization.credentials_file",
-                "set either credentials or credentials_file, not both".into(),
-            ),
-            (None, None) => push(
-                "authorization.credentials",
-                "set credentials or credentials_file".into(),
-            ),
-            _ => {}
-        }
-        if let Some(Err(reason)) = a.credentials_file.as_deref().map(types::check_readable) {
-            push("authorization.credentials_file", reason);
+        let found = secret_source_problems(
+            ("authorization", "credentials"),
+            a.credentials.is_some(),
+            a.credentials_file.as_deref(),
+        );
+        for (field, reason) in found {
+            push(&field, reason);
         }
     }
     if let Some(t) = &h.tls_config {
