@@ -156,7 +156,8 @@ def stat(title, queries, unit="short", desc="", w=4, h=4, thresholds=None, mappi
     }
 
 
-def table(title, queries, unit="short", desc="", w=12, h=8, links=None, hide=()):
+def table(title, queries, unit="short", desc="", w=12, h=8, links=None, hide=(), rename=None,
+          overrides=None):
     excluded = {"Time": True, "__name__": True}
     for name in hide:
         excluded[name] = True
@@ -168,18 +169,19 @@ def table(title, queries, unit="short", desc="", w=12, h=8, links=None, hide=())
         "targets": _targets(queries, instant=True, fmt="table"),
         "fieldConfig": {
             "defaults": {"unit": unit, "links": links or [], "custom": {"filterable": True}},
-            "overrides": [],
+            "overrides": overrides or [],
         },
         "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
         "transformations": [
             {"id": "merge", "options": {}},
-            {"id": "organize", "options": {"excludeByName": excluded}},
+            {"id": "organize", "options": {"excludeByName": excluded, "renameByName": rename or {}}},
         ],
         "_size": (w, h),
     }
 
 
-def bargauge(title, queries, unit="short", desc="", w=12, h=8, max_=None, links=None):
+def bargauge(title, queries, unit="short", desc="", w=12, h=8, max_=None, links=None,
+             thresholds=None):
     p = {
         "type": "bargauge",
         "title": title,
@@ -190,7 +192,7 @@ def bargauge(title, queries, unit="short", desc="", w=12, h=8, max_=None, links=
             "defaults": {
                 "unit": unit,
                 "min": 0,
-                "thresholds": {
+                "thresholds": thresholds or {
                     "mode": "percentage",
                     "steps": [
                         {"color": "green", "value": None},
@@ -656,41 +658,177 @@ def collector():
                                            (f'rate(vitals_process_vanished_total{{{i}}}[$__rate_interval])', "{{instance}} vanished")], unit="ops", w=12),
         timeseries("Log checkpoint and read errors", [(f'sum by (source) (increase(log_checkpoint_errors_total{{{i}}}[$__rate_interval]))', "{{source}} checkpoint"),
                                                       (f'sum by (source) (increase(log_read_errors_total{{{i}}}[$__rate_interval]))', "{{source}} read")], w=12),
+        row("Sidecar"),
+        stat("Since the last cycle", [(f'time() - vitals_sidecar_last_cycle_timestamp_seconds{{{i}}}', "{{instance}}")], unit="s", w=6, h=5,
+             thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 300}, {"color": "red", "value": 600}],
+             desc="Rule VitalsSidecarCycleStalled fires when no cycle ran for 5 minutes, for 5 minutes."),
+        stat("Signals failing", [(f'count by (instance) (vitals_sidecar_signal_up{{{i}}} == 0) or sum by (instance) (vitals_sidecar_signal_up{{{i}}} * 0)', "{{instance}}")],
+             w=6, h=5, thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]),
+        stat("History memory", [(f'vitals_sidecar_history_bytes{{{i}}}', "{{instance}}")], unit="bytes", w=6, h=5),
+        stat("Series dropped in range", [(f'sum by (instance) (increase(vitals_sidecar_series_dropped_total{{{i}}}[$__range]))', "{{instance}}")], w=6, h=5,
+             thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}],
+             desc="Series refused because a signal returned more than sidecar.max_series_per_signal."),
+        timeseries("Cycle duration", [(f'vitals_sidecar_cycle_duration_seconds{{{i}}}', "{{instance}}")], unit="s", w=8),
+        timeseries("Query API calls", [(f'sum by (instance, result) (rate(vitals_sidecar_queries_total{{{i}}}[$__rate_interval]))', "{{instance}} queries {{result}}"),
+                                       (f'rate(vitals_sidecar_http_requests_total{{{i}}}[$__rate_interval])', "{{instance}} HTTP requests")], unit="reqps", w=8),
+        timeseries("Cycles", [(f'rate(vitals_sidecar_cycles_total{{{i}}}[$__rate_interval])', "{{instance}}")], unit="ops", w=8),
+        state_timeline("Signal up", [(f'vitals_sidecar_signal_up{{{i}}}', "{{signal}}")], w=12, h=10,
+                       mappings=[{"type": "value", "options": {"0": {"text": "failing", "color": "red"}, "1": {"text": "ok", "color": "green"}}}]),
+        timeseries("Series per signal", [(f'vitals_sidecar_series{{{i}}}', "{{signal}}")], w=12, h=10, stack=True),
+        timeseries("Signal refresh duration", [(f'vitals_sidecar_signal_refresh_duration_seconds{{{i}}}', "{{signal}}")], unit="s", w=8),
+        timeseries("Signal errors and warnings", [(f'sum by (signal) (increase(vitals_sidecar_signal_errors_total{{{i}}}[$__rate_interval]))', "{{signal}} errors"),
+                                                  (f'sum by (signal) (increase(vitals_sidecar_query_warnings_total{{{i}}}[$__rate_interval]))', "{{signal}} warnings")], w=8),
+        timeseries("SLO and recommendation queries", [(f'vitals_sidecar_slo_up{{{i}}}', "{{slo}} up"),
+                                                      (f'sum by (id) (increase(vitals_sidecar_recommendation_errors_total{{{i}}}[$__rate_interval]))', "{{id}} errors")], w=8),
     ]
     variables = [query_var("instance", "label_values(vitals_build_info, instance)", "vitals instance")]
-    return dashboard("vitals-collector", "vitals / Collector self-monitoring", "vitals' own health: collectors, scrapes, HTTP, resources.", variables, panels)
+    return dashboard("vitals-collector", "vitals / Collector self-monitoring", "vitals' own health: collectors, scrapes, HTTP, resources, and the sidecar's cycles and queries.", variables, panels)
 
 
 # --- insights (sidecar) -------------------------------------------------------------------
 
+SEVERITY_MAPPINGS = [{"type": "value", "options": {"0": {"text": "ok", "color": "green"},
+                                                    "1": {"text": "warning", "color": "orange"},
+                                                    "2": {"text": "critical", "color": "red"}}}]
+# Health is good when high: red below 50, orange below 80.
+HEALTH_THRESHOLDS = {"mode": "absolute", "steps": [{"color": "red", "value": None},
+                                                   {"color": "orange", "value": 50},
+                                                   {"color": "green", "value": 80}]}
+
+# Data link from a table row (an instant query: its time is the dashboard's end) to the event
+# snapshot for the hour before it.
+ROW_SNAPSHOT_LINK = {
+    "title": "Event snapshot for the hour before",
+    "url": "/d/" + SNAPSHOT_UID + "/vitals-event-snapshot?time=${__value.time}&time.window=3600000&${datasource:queryparam}",
+}
+
+
+def field_override(name, unit=None, mappings=None, thresholds=None, cell=None):
+    props = []
+    if unit:
+        props.append({"id": "unit", "value": unit})
+    if mappings:
+        props.append({"id": "mappings", "value": mappings})
+    if thresholds:
+        props.append({"id": "thresholds", "value": thresholds})
+    if cell:
+        props.append({"id": "custom.cellOptions", "value": {"type": cell}})
+    return {"matcher": {"id": "byName", "options": name}, "properties": props}
+
+
 def insights():
     s = 'signal=~"$signal",domain=~"$domain"'
+    d = 'domain=~"$domain"'
+    w = 'window="$window"'
+    slo = 'slo=~"$slo"'
     links = [SNAPSHOT_LINK]
+    sev_colors = {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                {"color": "orange", "value": 1}, {"color": "red", "value": 2}]}
     panels = [
-        text("About", "Series computed by `vitals sidecar` from Prometheus' history: baselines, anomaly scores, forecasts and "
-             "health. Click a point of a chart to open the event snapshot for the hour around it."),
-        bargauge("Health by domain", [(f'health_score{{domain=~"$domain"}}', "{{domain}}")], w=8, h=8, max_=1, unit="percentunit"),
-        state_timeline("Anomaly severity", [(f'max by (signal, domain) (anomaly_severity{{{s}}})', "{{domain}} {{signal}}")], w=16, h=8,
-                       mappings=[{"type": "value", "options": {"0": {"text": "ok", "color": "green"}, "1": {"text": "warning", "color": "orange"},
-                                                                "2": {"text": "critical", "color": "red"}}}], links=links),
-        timeseries("Anomaly score", [(f'anomaly_score{{{s}}}', "{{domain}} {{signal}} {{target}}")], links=links),
-        timeseries("z-score against the baseline", [(f'anomaly_zscore{{{s}}}', "{{domain}} {{signal}} {{target}}")], links=links),
-        timeseries("Baseline (7d mean ± 2σ)", [(f'baseline_mean{{window="7d",{s}}}', "{{signal}} mean"),
-                                             (f'baseline_mean{{window="7d",{s}}} + 2 * baseline_stddev{{window="7d",{s}}}', "{{signal}} +2σ"),
-                                             (f'baseline_mean{{window="7d",{s}}} - 2 * baseline_stddev{{window="7d",{s}}}', "{{signal}} -2σ")],
-                   links=links),
-        timeseries("Hour-of-week quantiles", [(f'baseline_quantile{{window="hour_of_week",{s}}}', "{{signal}} q{{q}}")], links=links),
-        timeseries("Drift against the 30-day baseline", [(f'anomaly_drift_ratio{{{s}}}', "{{signal}} {{target}}")], unit="percentunit", links=links),
+        text("About", "Series computed by `vitals sidecar` from Prometheus' history (docs/sidecar.md, docs/slo.md, "
+             "docs/recommendations.md): health, anomalies, baselines, forecasts, SLOs and recommendations. Click a point of a "
+             "chart, or a row of an anomaly or recommendation table, to open the event snapshot for the hour around it.", h=3),
+        row("Health"),
+        bargauge("Health by domain", [(f'health_score{{{d}}}', "{{domain}}")], w=8, h=8, max_=100,
+                 thresholds=HEALTH_THRESHOLDS,
+                 desc="100 minus what each signal of the domain takes off: 50 for a critical anomaly, 20 for a warning, up to 10 "
+                      "for a sub-threshold deviation; SLOs count as components of their domain."),
+        timeseries("Health over time", [(f'health_score{{{d}}}', "{{domain}}")], w=8, min_=0, max_=100, links=links),
+        table("What takes points off (components)", [(f'sort_desc(health_score_component{{{d}}})', "")], w=8,
+              hide=("instance", "job"), rename={"Value": "points off"},
+              desc="Points each component (a signal or an SLO) takes off its domain's health score; 0 when it is fine."),
+        row("Anomalies"),
+        state_timeline("Anomaly severity", [(f'max by (signal, domain) (anomaly_severity{{{s}}})', "{{domain}} {{signal}}")], w=24, h=8,
+                       mappings=SEVERITY_MAPPINGS, links=links),
+        table("Series by anomaly score", [(f'sort_desc(anomaly_score{{{s}}})', ""), (f'anomaly_severity{{{s}}}', ""),
+                                          (f'anomaly_zscore{{{s}}}', ""), (f'anomaly_expected_value{{{s}}}', "")],
+              w=24, h=9, hide=("instance", "job"), links=[ROW_SNAPSHOT_LINK],
+              rename={"Value #A": "score", "Value #B": "severity", "Value #C": "z-score", "Value #D": "expected value"},
+              overrides=[field_override("severity", mappings=SEVERITY_MAPPINGS, thresholds=sev_colors, cell="color-background"),
+                         field_override("score", unit="percentunit", cell="gauge")],
+              desc="Every series the sidecar scores, most anomalous first. Severity is raised after two anomalous points in a "
+                   "row and cleared after three calm ones."),
+        timeseries("Anomaly score", [(f'anomaly_score{{{s}}}', "{{domain}} {{signal}} {{target}}")], min_=0, max_=1, links=links),
+        timeseries("z-score against the expectation", [(f'anomaly_zscore{{{s}}}', "{{domain}} {{signal}} {{target}}")], links=links),
+        timeseries("Drift (recent level / long-term level)", [(f'anomaly_drift_ratio{{{s}}}', "{{signal}} {{target}}")], links=links),
+        timeseries("Correlated events", [('sum(increase(anomaly_correlated_events_total[$__rate_interval]))', "events raised"),
+                                         ('count by (domains) (anomaly_correlation_started_timestamp_seconds)', "in force: {{domains}}")],
+                   links=links,
+                   desc="Anomalies in two or more domains in one cycle make one correlated event; click a point to open the "
+                        "snapshot around it."),
+        row("Baselines"),
+        timeseries("Baseline band ($window mean ± 2σ) and expected value",
+                   [(f'anomaly_expected_value{{{s}}}', "{{signal}} {{target}} expected"),
+                    (f'baseline_mean{{{w},{s}}}', "{{signal}} {{target}} mean"),
+                    (f'baseline_mean{{{w},{s}}} + 2 * baseline_stddev{{{w},{s}}}', "{{signal}} {{target}} +2σ"),
+                    (f'baseline_mean{{{w},{s}}} - 2 * baseline_stddev{{{w},{s}}}', "{{signal}} {{target}} -2σ")],
+                   links=links,
+                   desc="The detector's expected value of the signal against its baseline over the chosen window (ending "
+                        "sidecar.baseline_offset before the newest point). Windows: 7d and 30d when sidecar.history covers them, "
+                        "hour_of_week once that hour has two earlier weeks."),
+        timeseries("Baseline quantiles ($window)", [(f'baseline_quantile{{{w},{s}}}', "{{signal}} {{target}} q{{q}}")], links=links),
+        table("Baselines now ($window)", [(f'baseline_mean{{{w},{s}}}', ""), (f'baseline_stddev{{{w},{s}}}', ""),
+                                          (f'baseline_quantile{{{w},q="0.05",{s}}}', ""), (f'baseline_quantile{{{w},q="0.5",{s}}}', ""),
+                                          (f'baseline_quantile{{{w},q="0.95",{s}}}', "")],
+              w=24, hide=("instance", "job", "q"),
+              rename={"Value #A": "mean", "Value #B": "stddev", "Value #C": "q0.05", "Value #D": "median", "Value #E": "q0.95"}),
+        row("Forecasts"),
+        table("Capacity: time until threshold", [(f'sort(forecast_time_to_threshold_seconds{{{s}}})', "")], unit="s", w=12,
+              hide=("instance", "job"), rename={"Value": "time to threshold"}, links=[ROW_SNAPSHOT_LINK],
+              desc="Signals with a threshold whose least-squares trend over sidecar.forecast.window heads for it within "
+                   "sidecar.forecast.horizon and fits at least sidecar.forecast.min_r_squared; 0 when already past it."),
+        table("Trend and fit", [(f'forecast_slope{{{s}}}', ""), (f'forecast_r_squared{{{s}}}', "")], w=12,
+              hide=("instance", "job"), rename={"Value #A": "slope per second", "Value #B": "r²"},
+              desc="A forecast with a poor fit (r² near 0) is unreliable."),
         timeseries("Trend (forecast slope per second)", [(f'forecast_slope{{{s}}}', "{{signal}} {{target}}")], links=links),
-        table("Capacity: time until threshold", [(f'sort(forecast_time_to_threshold_seconds{{{s}}})', "time to threshold"),
-                                                 (f'forecast_r_squared{{{s}}}', "fit r²")], unit="s", w=24,
-              desc="Forecasts with a poor fit (r² near 0) are unreliable.", links=links),
+        timeseries("Time until threshold", [(f'forecast_time_to_threshold_seconds{{{s}}}', "{{signal}} {{target}}")], unit="s", links=links),
+        row("SLOs"),
+        bargauge("Error budget remaining", [(f'slo_error_budget_remaining_ratio{{{slo}}}', "{{slo}} {{target}}{{job}}")], w=8,
+                 unit="percentunit", max_=1,
+                 thresholds={"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "orange", "value": 0.25},
+                                                           {"color": "green", "value": 0.5}]},
+                 desc="Share of the period's error budget left (traffic-weighted); negative once overspent."),
+        state_timeline("Burn-rate alerts", [(f'slo_alert_active{{{slo}}}', "{{slo}} {{target}}{{job}} {{alert}}")], w=16,
+                       mappings=[{"type": "value", "options": {"0": {"text": "ok", "color": "green"},
+                                                                "1": {"text": "firing", "color": "red"}}}], links=links),
+        timeseries("Burn rate by window", [(f'slo_burn_rate{{window=~"$slo_window",{slo}}}', "{{slo}} {{target}}{{job}} {{window}}")],
+                   links=links, desc="Error ratio / (1 − objective): 1 spends exactly the budget in one period. The page alert "
+                                     "needs 14.4 over 1h and 5m (or 6 over 6h and 30m), the ticket 3 over 1d and 2h (or 1 over 3d and 6h)."),
+        timeseries("Error ratio (1h) against the allowed ratio", [(f'slo_error_ratio{{window="1h",{slo}}}', "{{slo}} {{target}}{{job}}"),
+                                                                  (f'1 - slo_objective_ratio{{{slo}}}', "{{slo}} {{target}}{{job}} allowed")],
+                   unit="percentunit", links=links),
+        table("Time to budget exhaustion", [(f'sort(slo_time_to_exhaustion_seconds{{{slo}}})', "")], unit="s", w=24,
+              hide=("instance", "job"), rename={"Value": "time to exhaustion"},
+              desc="At the current 1h burn rate; 0 when the budget is gone, absent when nothing burns."),
+        row("Recommendations"),
+        table("Active recommendations", [('recommendation_active{category=~"$category"}', "")], w=24, h=9,
+              hide=("Value", "instance", "job"), links=[ROW_SNAPSHOT_LINK],
+              desc="Explained findings of the sidecar's recommendation rules (docs/recommendations.md); the numbers are in the "
+                   "sidecar's landing page and alerts."),
+        bargauge("Findings per rule", [('sort_desc(recommendation_findings)', "{{id}}")], w=12,
+                 thresholds={"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}]}),
+        timeseries("Active findings by severity", [('count by (severity) (recommendation_active{category=~"$category"})', "{{severity}}")],
+                   stack=True, links=links),
+        row("Sidecar"),
+        stat("Since the last cycle", [('time() - max(vitals_sidecar_last_cycle_timestamp_seconds)', "")], unit="s", w=6,
+             thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 300}, {"color": "red", "value": 600}]),
+        stat("Signals failing", [('count(vitals_sidecar_signal_up == 0) or vector(0)', "")], w=6,
+             thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]),
+        stat("Series tracked", [('sum(vitals_sidecar_series)', "")], w=6),
+        stat("Query errors in range", [('sum(increase(vitals_sidecar_queries_total{result="error"}[$__range])) or vector(0)', "")], w=6,
+             thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}],
+             links=[{"title": "Sidecar self-monitoring", "url": "/d/vitals-collector/vitals-collector?${__url_time_range}"}]),
     ]
     variables = [
         query_var("domain", "label_values(health_score, domain)", "Domain"),
         query_var("signal", 'label_values(anomaly_score{domain=~"$domain"}, signal)', "Signal"),
+        query_var("window", 'label_values(baseline_mean{signal=~"$signal"}, window)', "Baseline window", multi=False),
+        query_var("slo", "label_values(slo_objective_ratio, slo)", "SLO"),
+        query_var("slo_window", "label_values(slo_burn_rate, window)", "Burn-rate window"),
+        query_var("category", "label_values(recommendation_active, category)", "Recommendation category"),
     ]
-    return dashboard("vitals-insights", "vitals / Insights", "The sidecar's analysis: health, anomalies, baselines, forecasts.", variables, panels,
+    return dashboard("vitals-insights", "vitals / Insights",
+                     "The sidecar's analysis: health, anomalies, baselines, forecasts, SLOs, recommendations.", variables, panels,
                      annotations=[ALERT_ANNOTATION, ("Anomalies", 'max by (signal, domain) (anomaly_severity) >= 1', "orange")])
 
 

@@ -28,18 +28,9 @@ const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
 /// Panels that are not expected to return data in the test setup, with the reason.
 /// `("uid", "*", ...)` covers a whole dashboard. Every other panel with queries must return
-/// data, and every entry here must name a panel that exists.
+/// data (time series panels over the last 5 minutes, as Grafana asks; tables and stats now),
+/// every entry here must name a panel that exists, and must not have data.
 const NO_DATA_EXPECTED: &[(&str, &str, &str)] = &[
-    (
-        "vitals-insights",
-        "*",
-        "the sidecar's analysis series (anomaly_*, baseline_*, forecast_*, health_score) do not exist yet (issue 7)",
-    ),
-    (
-        "vitals-event-snapshot",
-        "Anomalies in the window",
-        "anomaly_severity is a sidecar series that does not exist yet (issue 7)",
-    ),
     (
         "vitals-replication",
         "Standby lag behind the primary",
@@ -769,6 +760,35 @@ fn query(prom: &Prometheus, expr: &str) -> Result<Value, String> {
     }
 }
 
+/// Runs a range query over the last 5 minutes (`$__range`) at a 15 s step (`$__interval`),
+/// as Grafana does for a time series panel.
+fn query_range(prom: &Prometheus, expr: &str) -> Result<Value, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| format!("clock before 1970: {e}"))?
+        .as_secs();
+    let url = format!("{}/api/v1/query_range", prom.url());
+    let (start, end) = ((now - 300).to_string(), now.to_string());
+    let response = http_client()
+        .get(&url)
+        .query(&[
+            ("query", expr),
+            ("start", start.as_str()),
+            ("end", end.as_str()),
+            ("step", "15"),
+        ])
+        .send()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let body: Value = response
+        .json()
+        .map_err(|e| format!("non-JSON answer: {e}"))?;
+    if body["status"] == "success" {
+        Ok(body["data"].clone())
+    } else {
+        Err(format!("{}: {}", body["errorType"], body["error"]))
+    }
+}
+
 fn has_data(data: &Value) -> bool {
     match data["resultType"].as_str() {
         Some("scalar") | Some("string") => true,
@@ -846,6 +866,15 @@ impl Drop for NodeExporter {
     }
 }
 
+/// A client holding a transaction open (pgbench running `pg_sleep`), killed on drop.
+struct LongTransaction(Child);
+
+impl Drop for LongTransaction {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.0);
+    }
+}
+
 /// A port nothing listens on (bound once, then released).
 fn closed_port() -> u16 {
     free_port()
@@ -865,8 +894,9 @@ fn every_dashboard_query_parses_and_returns_data_against_real_prometheus() {
         pg.pgbench().args(["-i", "-q", "-s", "1", "postgres"]),
         "pgbench -i",
     );
+    // 80% used: the sidecar's sequence_exhaustion recommendation (above 75%) is active.
     pg.psql("create sequence public.eco_ids maxvalue 1000");
-    pg.psql("select nextval('public.eco_ids') from generate_series(1, 300)");
+    pg.psql("select nextval('public.eco_ids') from generate_series(1, 800)");
     pg.psql("create table public.eco_unused (id int, v int)");
     pg.psql("create index eco_unused_v on public.eco_unused (v)");
     let sshd = Sshd::start();
@@ -957,10 +987,25 @@ fn every_dashboard_query_parses_and_returns_data_against_real_prometheus() {
         builder = builder.rule_file(&name, &read(&file));
     }
     let prom = builder.start();
+    // The sidecar with its default signals, SLOs and recommendations, on a grid fast enough
+    // for a test of a few minutes: a point a second, anomalies after 3 points, baselines
+    // ending 5 s before the newest point. `history: 7d` makes the 7d baseline window exist
+    // (a window longer than the history is skipped); the history holds only the points that
+    // exist, so it costs no more memory than a short one, and loading it costs about 55
+    // near-empty range queries per signal at start. Forecasts: every fit counts and the
+    // horizon is long enough for the slow trends of minutes (XID age under pgbench).
     let sidecar = Vitals::builder()
         .subcommand("sidecar")
         .config(&format!(
-            "sidecar:\n  prometheus: {{url: '{}'}}\n",
+            "sidecar:
+  prometheus: {{url: '{}'}}
+  interval: 1s
+  resolution: 1s
+  history: 7d
+  min_samples: 3
+  baseline_offset: 5s
+  forecast: {{window: 2m, min_r_squared: 0, horizon: 36500d}}
+",
             prom.url()
         ))
         .start();
@@ -1020,11 +1065,60 @@ fn every_dashboard_query_parses_and_returns_data_against_real_prometheus() {
         |r| crate::support::prometheus::sample_values(r) == [1.0],
         Duration::from_secs(30),
     );
-    // Fresh traffic for the panels that show rates over the last minute.
+    // An anomaly: a transaction that stays open (pg_sleep) makes the default signal
+    // pg_longest_transaction_seconds climb from its usual fraction of a second.
+    let scripts = temp_dir("eco-pgbench");
+    let script = scripts.path().join("long-transaction.sql");
+    write_file(&script, "select pg_sleep(600);\n");
+    let mut long_tx = LongTransaction(
+        pg.pgbench()
+            .args(["-n", "-c", "1", "-t", "1", "-f"])
+            .arg(&script)
+            .arg("postgres")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning pgbench failed: {e}")),
+    );
+    prom.wait_for(
+        r#"max_over_time(anomaly_severity{signal="pg_longest_transaction_seconds"}[5m]) >= 1"#,
+        |r| r.as_array().is_some_and(|a| !a.is_empty()),
+        Duration::from_secs(90),
+    );
+    // Fresh traffic for the panels that show rates over the last minute, and for the XID age
+    // trend whose forecast the capacity panels show.
     run_ok(
         pg.pgbench().args(["-n", "-t", "200", "postgres"]),
         "pgbench",
     );
+    for (series, why) in [
+        (
+            r#"baseline_mean{window="7d"}"#,
+            "the 7d baselines (history: 7d)",
+        ),
+        (
+            "forecast_time_to_threshold_seconds",
+            "a forecast heading for a signal's threshold",
+        ),
+        (
+            r#"recommendation_active{id="sequence_exhaustion"}"#,
+            "the sequence recommendation",
+        ),
+        (
+            "slo_time_to_exhaustion_seconds",
+            "an SLO burning its budget",
+        ),
+    ] {
+        let found = poll_until(Duration::from_secs(90), || {
+            query(&prom, series).ok().filter(has_data).map(|_| ())
+        });
+        assert!(
+            found.is_some(),
+            "the sidecar exported no {series} ({why}) within 90 s\nsidecar metrics:\n{}\nsidecar log:\n{}",
+            sidecar.metrics(),
+            sidecar.logs()
+        );
+    }
     prom.wait_for(
         r#"sum(rate(pg_stat_statements_calls_total{target="main"}[1m])) > 0 and sum(rate(pg_stat_user_tables_n_tup_upd_total{target="main"}[1m])) > 0"#,
         |r| r.as_array().is_some_and(|a| !a.is_empty()),
@@ -1104,7 +1198,12 @@ fn every_dashboard_query_parses_and_returns_data_against_real_prometheus() {
             for t in targets {
                 let expr = substitute(t["expr"].as_str().unwrap_or_default(), &values);
                 checked += 1;
-                match query(&prom, &expr) {
+                let result = if t["range"] == true {
+                    query_range(&prom, &expr)
+                } else {
+                    query(&prom, &expr)
+                };
+                match result {
                     Ok(data) => any |= has_data(&data),
                     Err(e) => parse_errors.push(format!("{uid} / {title}: {expr}\n  {e}")),
                 }
@@ -1121,6 +1220,7 @@ fn every_dashboard_query_parses_and_returns_data_against_real_prometheus() {
             }
         }
     }
+    kill_and_reap(&mut long_tx.0);
     for (uid, title, _) in NO_DATA_EXPECTED {
         assert!(
             exempt_used.contains(&(uid.to_string(), title.to_string())),
