@@ -315,7 +315,11 @@ impl Engine {
             for (labels, ss) in &st.series {
                 history_bytes += ss.history.heap_bytes();
                 let Some(latest) = ss.last else { continue };
-                if latest.ts_ms < end - s.fresh_ms() {
+                // A series that stopped returning points is gone; but while the signal's
+                // query fails, the last state is kept (as Prometheus keeps alert states when
+                // rule evaluation fails), so an outage of the query API does not resolve
+                // every anomaly and raise it again afterwards.
+                if st.stats.up && latest.ts_ms < end - s.fresh_ms() {
                     continue;
                 }
                 health.component(&st.def.domain, &st.def.name);
@@ -447,7 +451,9 @@ impl SignalState {
                 Err(e) => {
                     failed += 1;
                     self.fail(&e.to_string(), started);
-                    self.finish(s, end);
+                    // Points already applied still update baselines; nothing is forgotten
+                    // while the query fails.
+                    self.finish(s, end, false);
                     return (ok, failed);
                 }
             }
@@ -456,7 +462,7 @@ impl SignalState {
         self.stats.up = true;
         self.stats.last_error = None;
         self.stats.duration = started.elapsed();
-        self.finish(s, end);
+        self.finish(s, end, true);
         (ok, failed)
     }
 
@@ -545,11 +551,14 @@ impl SignalState {
         }
     }
 
-    /// Recomputes baselines and forecasts of the series that got points; forgets silent ones.
-    fn finish(&mut self, s: &Settings, end: i64) {
-        let forget = s.forget_ms();
-        self.series
-            .retain(|_, ss| ss.history.last_ts().is_some_and(|t| t >= end - forget));
+    /// Recomputes baselines and forecasts of the series that got points; with `forget`,
+    /// drops the series silent for longer than [`Settings::forget_ms`].
+    fn finish(&mut self, s: &Settings, end: i64, forget: bool) {
+        if forget {
+            let silent = s.forget_ms();
+            self.series
+                .retain(|_, ss| ss.history.last_ts().is_some_and(|t| t >= end - silent));
+        }
         let mut scratch = Vec::new();
         for ss in self.series.values_mut().filter(|ss| ss.dirty) {
             ss.dirty = false;

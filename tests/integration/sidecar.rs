@@ -394,6 +394,30 @@ fn sidecar_against_prometheus_backfilled_history() {
         (slope - TREND_SLOPE).abs() < 0.01,
         "slope {slope} is per second"
     );
+
+    // The query API goes away: the signals are down, and the anomaly is held rather than
+    // resolved (its points go stale after 20 s; wait past that).
+    drop(prom);
+    let cycles = |t: &str| metric(t, "vitals_sidecar_cycles_total", &[]).unwrap_or(0.0);
+    let down_at = cycles(&vitals.metrics());
+    let held = poll_until(Duration::from_secs(60), || {
+        let t = vitals.metrics();
+        (cycles(&t) >= down_at + 6.0).then_some(t)
+    })
+    .expect("cycles go on without Prometheus");
+    assert_eq!(
+        metric(
+            &held,
+            "vitals_sidecar_signal_up",
+            &[("signal", "test_gauge")]
+        ),
+        Some(0.0),
+        "the signal is down"
+    );
+    assert!(
+        metric(&held, "anomaly_severity", &[("signal", "test_gauge")]).is_some_and(|s| s >= 1.0),
+        "the anomaly is held while the query API is unreachable:\n{held}"
+    );
 }
 
 #[test]
