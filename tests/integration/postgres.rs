@@ -638,6 +638,8 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         "pg_database_size_bytes",
         "pg_stat_activity_connections",
         "pg_stat_activity_max_tx_duration_seconds",
+        "pg_stat_activity_max_wait_duration_seconds",
+        "pg_xmin_horizon_age",
         "pg_locks",
         "pg_replication_slot_slot_is_active",
         "pg_replication_slot_retained_wal_bytes",
@@ -656,6 +658,11 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         "pg_stat_user_indexes_size_bytes",
         "pg_sequence_last_value",
         "pg_sequence_used_ratio",
+        "pg_index_invalid",
+        "pg_index_invalid_size_bytes",
+        "pg_index_unused",
+        "pg_index_unused_size_bytes",
+        "pg_settings_pending_restart",
         "pg_stat_statements_calls_total",
         "pg_stat_statements_seconds_total",
     ] {
@@ -749,6 +756,25 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         .is_some()
     );
     assert!(value(&m, "pg_stat_bgwriter_buffers_alloc_total", &lim).is_some());
+    // The views of the new families are readable by every role.
+    for family in [
+        "pg_settings_pending_restart",
+        "pg_stat_activity_max_wait_duration_seconds",
+    ] {
+        assert!(
+            m.iter().any(|s| s.name == family
+                && s.labels.get("target").map(String::as_str) == Some("limited")),
+            "{family} missing for the limited target"
+        );
+    }
+    assert_eq!(
+        m.iter()
+            .filter(|s| s.name == "pg_xmin_horizon_age"
+                && s.labels.get("target").map(String::as_str) == Some("limited"))
+            .count(),
+        3,
+        "one series per holder"
+    );
     assert!(
         value(&m, "pg_wal_size_bytes", &lim).is_none(),
         "pg_ls_waldir is denied"

@@ -882,7 +882,7 @@ pub fn families() -> Vec<Desc> {
     out.push(queries::database::SIZE_TIMESTAMP);
     out.extend(settings::SETTINGS.iter().map(|(_, d)| *d));
     let mut seen = BTreeSet::new();
-    out.retain(|d| seen.insert(d.name));
+    out.retain(|d| seen.insert(d.exposed_name()));
     out
 }
 
