@@ -638,6 +638,8 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         "pg_database_size_bytes",
         "pg_stat_activity_connections",
         "pg_stat_activity_max_tx_duration_seconds",
+        "pg_stat_activity_max_wait_duration_seconds",
+        "pg_xmin_horizon_age",
         "pg_locks",
         "pg_replication_slot_slot_is_active",
         "pg_replication_slot_retained_wal_bytes",
@@ -656,6 +658,11 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         "pg_stat_user_indexes_size_bytes",
         "pg_sequence_last_value",
         "pg_sequence_used_ratio",
+        "pg_index_invalid",
+        "pg_index_invalid_size_bytes",
+        "pg_index_unused",
+        "pg_index_unused_size_bytes",
+        "pg_settings_pending_restart",
         "pg_stat_statements_calls_total",
         "pg_stat_statements_seconds_total",
     ] {
@@ -749,6 +756,25 @@ fn every_family_passes_promtool_failing_views_are_isolated_and_secrets_stay_hidd
         .is_some()
     );
     assert!(value(&m, "pg_stat_bgwriter_buffers_alloc_total", &lim).is_some());
+    // The views of the new families are readable by every role.
+    for family in [
+        "pg_settings_pending_restart",
+        "pg_stat_activity_max_wait_duration_seconds",
+    ] {
+        assert!(
+            m.iter().any(|s| s.name == family
+                && s.labels.get("target").map(String::as_str) == Some("limited")),
+            "{family} missing for the limited target"
+        );
+    }
+    assert_eq!(
+        m.iter()
+            .filter(|s| s.name == "pg_xmin_horizon_age"
+                && s.labels.get("target").map(String::as_str) == Some("limited"))
+            .count(),
+        3,
+        "one series per holder"
+    );
     assert!(
         value(&m, "pg_wal_size_bytes", &lim).is_none(),
         "pg_ls_waldir is denied"
@@ -1903,4 +1929,292 @@ fn several_hosts_are_tried_in_order() {
         int(socket) >= 1.0 && int(tcp) >= 1.0,
         "socket {socket}, tcp {tcp}"
     );
+}
+
+/// Runs `sql` as the superuser in database `db` and returns psql's unaligned output.
+fn psql_out_in(pg: &Postgres, db: &str, sql: &str) -> String {
+    let out = run_ok(
+        std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(pg.socket_dir())
+            .args(["-p", &pg.port().to_string(), "-U", "postgres", "-d", db])
+            .args(["-c", sql]),
+        &format!("psql in {db}"),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Ages of the three xmin horizon holders the test set up, as psql reads them.
+fn holder_ages(pg: &Postgres) -> [f64; 3] {
+    [
+        int(&pg.psql(
+            "select age(backend_xmin) from pg_stat_activity where application_name = 'holder'",
+        )),
+        int(&pg.psql(
+            "select age(catalog_xmin) from pg_replication_slots where slot_name = 'vitals_slot'",
+        )),
+        int(&pg.psql("select age(transaction) from pg_prepared_xacts where gid = 'vitals_px'")),
+    ]
+}
+
+fn burn_xids(pg: &Postgres, n: u32) {
+    pg.psql(&format!(
+        "do $$ begin for i in 1..{n} loop perform txid_current(); commit; end loop; end $$"
+    ));
+}
+
+#[test]
+fn lock_waits_xmin_horizon_index_health_sequences_and_pending_restart_agree_with_psql() {
+    let pg = Postgres::start();
+    // A prepared transaction and a logical slot hold the horizon too.
+    pg.restart_with("max_prepared_transactions = 5\nwal_level = logical\n");
+    pg.psql("create database app");
+    psql_in(
+        &pg,
+        "app",
+        "create table public.u (a int, b int); \
+         insert into public.u select 1, g from generate_series(1, 1000) g; \
+         create index u_b on public.u (b); create unique index u_unique_b on public.u (b); \
+         create table public.w (id int primary key, n int); insert into public.w values (1, 1); \
+         create sequence public.up maxvalue 1000; select setval('public.up', 990); \
+         create sequence public.down increment -1 minvalue -100 maxvalue -1 start -1; \
+         select setval('public.down', -95);",
+    );
+    // A unique CREATE INDEX CONCURRENTLY over duplicates fails and leaves an invalid index.
+    let failed = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-d", "app"])
+        .args(["-c", "create unique index concurrently u_a on public.u (a)"])
+        .output()
+        .expect("run psql");
+    assert!(
+        !failed.status.success()
+            && String::from_utf8_lossy(&failed.stderr).contains("could not create unique index"),
+        "{failed:?}"
+    );
+
+    // The horizon's holders, oldest first: a logical slot (its catalog_xmin), a prepared
+    // transaction, a repeatable read transaction that took its snapshot.
+    pg.psql("select pg_create_logical_replication_slot('vitals_slot', 'test_decoding')");
+    let mut prepared = pg.session("postgres");
+    prepared.send("begin; create table public.px (a int); prepare transaction 'vitals_px';");
+    poll_until(Duration::from_secs(10), || {
+        (pg.psql("select count(*) from pg_prepared_xacts") == "1").then_some(())
+    })
+    .expect("prepared transaction");
+    let mut holder = pg.session("postgres");
+    holder.send(
+        "set application_name = 'holder'; begin isolation level repeatable read; \
+         select count(*) from pg_class;",
+    );
+    poll_until(Duration::from_secs(10), || {
+        (pg.psql(
+            "select count(*) from pg_stat_activity where application_name = 'holder' \
+             and state = 'idle in transaction' and backend_xmin is not null",
+        ) == "1")
+            .then_some(())
+    })
+    .expect("repeatable read snapshot held");
+    burn_xids(&pg, 200);
+
+    // A row lock held by one session, waited for by another (a row lock, so that the
+    // fan-out's size functions are not blocked).
+    let mut locker = pg.session("app");
+    locker.send("begin; select * from public.w where id = 1 for update;");
+    poll_until(Duration::from_secs(10), || {
+        (psql_out_in(
+            &pg,
+            "app",
+            "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
+             where c.relname = 'w' and l.mode = 'RowShareLock' and l.granted",
+        ) == "1")
+            .then_some(())
+    })
+    .expect("row lock held");
+    let mut waiter = pg.session("app");
+    waiter.send("set application_name = 'waiter'; update public.w set n = 2 where id = 1;");
+    poll_until(Duration::from_secs(10), || {
+        (pg.psql(
+            "select count(*) from pg_stat_activity where application_name = 'waiter' \
+             and wait_event_type = 'Lock'",
+        ) == "1")
+            .then_some(())
+    })
+    .expect("waiter blocked");
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let v = start_vitals(&target_yaml(
+        "t",
+        &pg,
+        "        tables_top_n: 5\n        tables_refresh_interval: 0s\n",
+    ));
+    let wait_sql = "select extract(epoch from now() - l.waitstart) from pg_locks l \
+                    join pg_stat_activity a on a.pid = l.pid \
+                    where a.application_name = 'waiter' and not l.granted";
+    let wait_before = int(&pg.psql(wait_sql));
+    let ages_before = holder_ages(&pg);
+    let body = v.metrics();
+    let ages_after = holder_ages(&pg);
+    let wait_after = int(&pg.psql(wait_sql));
+    let m = parse(&body);
+    let t = ("target", "t");
+
+    // Lock waits.
+    let wait = value(
+        &m,
+        "pg_stat_activity_max_wait_duration_seconds",
+        &[t, ("datname", "app")],
+    )
+    .unwrap_or_else(|| panic!("no max wait for app:\n{body}"));
+    assert!(
+        wait >= 1.0 && wait >= wait_before - 1e-3 && wait <= wait_after + 1e-3,
+        "vitals {wait}, psql {wait_before}..{wait_after}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_stat_activity_max_wait_duration_seconds",
+            &[t, ("datname", "postgres")]
+        ),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "pg_stat_activity_waiting_connections",
+            &[t, ("datname", "app"), ("state", "active")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+
+    // The xmin horizon, one series per holder, between psql's readings before and after.
+    let ages: Vec<f64> = ["backend", "replication_slot", "prepared_xact"]
+        .iter()
+        .map(|h| {
+            value(&m, "pg_xmin_horizon_age", &[t, ("holder", h)])
+                .unwrap_or_else(|| panic!("no xmin horizon age for {h}:\n{body}"))
+        })
+        .collect();
+    for i in 0..3 {
+        assert!(
+            ages[i] >= 200.0 && ages[i] >= ages_before[i] && ages[i] <= ages_after[i],
+            "holder {i}: vitals {}, psql {}..{}",
+            ages[i],
+            ages_before[i],
+            ages_after[i]
+        );
+    }
+    assert_eq!(
+        m.iter().filter(|s| s.name == "pg_xmin_horizon_age").count(),
+        3,
+        "{body}"
+    );
+
+    // Invalid and unused indexes of app, as psql counts them from pg_stat_user_indexes.
+    let invalid = psql_out_in(
+        &pg,
+        "app",
+        "select count(*), coalesce(sum(pg_relation_size(indexrelid)), 0) from pg_index \
+         where not indisvalid",
+    );
+    let unused = psql_out_in(
+        &pg,
+        "app",
+        "select count(*), coalesce(sum(pg_relation_size(s.indexrelid)), 0) \
+         from pg_stat_user_indexes s join pg_index i using (indexrelid) \
+         where s.idx_scan = 0 and i.indisvalid and not i.indisunique and not i.indisprimary",
+    );
+    let pair = |s: &str| -> (f64, f64) {
+        let (a, b) = s.split_once('|').expect("two columns");
+        (int(a), int(b))
+    };
+    let (invalid_n, invalid_bytes) = pair(&invalid);
+    let (unused_n, unused_bytes) = pair(&unused);
+    assert_eq!((invalid_n, unused_n), (1.0, 1.0), "u_a invalid, u_b unused");
+    assert!(unused_bytes > 0.0);
+    let app = [t, ("datname", "app")];
+    assert_eq!(
+        value(&m, "pg_index_invalid", &app),
+        Some(invalid_n),
+        "{body}"
+    );
+    assert_eq!(
+        value(&m, "pg_index_invalid_size_bytes", &app),
+        Some(invalid_bytes),
+        "{body}"
+    );
+    assert_eq!(value(&m, "pg_index_unused", &app), Some(unused_n), "{body}");
+    assert_eq!(
+        value(&m, "pg_index_unused_size_bytes", &app),
+        Some(unused_bytes),
+        "{body}"
+    );
+    assert_eq!(
+        value(&m, "pg_index_invalid", &[t, ("datname", "postgres")]),
+        Some(0.0),
+        "{body}"
+    );
+
+    // Sequences near the end of their range, up and down.
+    let last = |name: &str| {
+        int(&psql_out_in(
+            &pg,
+            "app",
+            &format!("select last_value from pg_sequences where sequencename = '{name}'"),
+        ))
+    };
+    assert_eq!((last("up"), last("down")), (990.0, -95.0));
+    for (name, want) in [("up", (990.0 - 1.0) / 999.0), ("down", 94.0 / 99.0)] {
+        let used = value(
+            &m,
+            "pg_sequence_used_ratio",
+            &[t, ("datname", "app"), ("sequencename", name)],
+        );
+        assert!(
+            used.is_some_and(|u| (u - want).abs() < 1e-9),
+            "{name}: {used:?}, want {want}"
+        );
+    }
+
+    // No setting waits for a restart, until one that needs it changes.
+    assert_eq!(value(&m, "pg_settings_pending_restart", &[t]), Some(0.0));
+    pg.psql("alter system set max_connections = 60");
+    pg.reload();
+    assert_eq!(
+        pg.psql("select name from pg_settings where pending_restart"),
+        "max_connections"
+    );
+
+    // Burn more transaction IDs: every holder's age grows by at least as many.
+    burn_xids(&pg, 300);
+    let m2 = parse(&v.metrics());
+    assert_eq!(value(&m2, "pg_settings_pending_restart", &[t]), Some(1.0));
+    for (i, h) in ["backend", "replication_slot", "prepared_xact"]
+        .iter()
+        .enumerate()
+    {
+        let now = value(&m2, "pg_xmin_horizon_age", &[t, ("holder", h)]).unwrap_or(0.0);
+        assert!(now >= ages[i] + 300.0, "{h}: {} then {now}", ages[i]);
+    }
+    // The wait is over once the lock is released.
+    drop(locker);
+    poll_until(Duration::from_secs(10), || {
+        (pg.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock'") == "0")
+            .then_some(())
+    })
+    .expect("waiter unblocked");
+    let m3 = parse(&v.metrics());
+    assert_eq!(
+        value(
+            &m3,
+            "pg_stat_activity_max_wait_duration_seconds",
+            &[t, ("datname", "app")]
+        ),
+        Some(0.0)
+    );
+    drop((waiter, holder, prepared));
+    pg.psql("rollback prepared 'vitals_px'");
 }

@@ -552,6 +552,24 @@ impl Postgres {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// Opens a psql session to `db` over the unix socket that stays connected until dropped,
+    /// for tests that need a transaction or a lock held while something else looks.
+    pub fn session(&self, db: &str) -> Session {
+        let child = self
+            .psql_base()
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", SUPERUSER, "-d", db])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run psql: {e}"));
+        Session { child }
+    }
+
     /// Runs `sql` over TCP to 127.0.0.1 as `user` with `password` (via PGPASSWORD) and returns
     /// psql's raw output, so tests can check both successful and refused logins.
     pub fn psql_tcp(&self, user: &str, password: &str, sql: &str) -> Output {
@@ -563,6 +581,31 @@ impl Postgres {
             .args(["-U", user, "-d", "postgres", "-w", "-c", sql])
             .output()
             .unwrap_or_else(|e| panic!("could not run psql: {e}"))
+    }
+}
+
+/// A psql session kept open (see [`Postgres::session`]); killed when dropped.
+pub struct Session {
+    child: std::process::Child,
+}
+
+impl Session {
+    /// Sends `sql` (one or more statements, each ended by `;`) without waiting for it to
+    /// run; callers poll the server for its effect.
+    pub fn send(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("psql stdin is piped");
+        stdin
+            .write_all(format!("{sql}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("writing to psql failed: {e}"));
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -34,7 +34,7 @@ pub enum Kind {
 }
 
 /// The base unit a family is exposed in; appended to its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum BaseUnit {
     /// `_seconds`
     Seconds,
@@ -327,6 +327,9 @@ pub struct Exposition {
     pub targets: Vec<TargetOutput>,
 }
 
+/// A family's name without unit suffix, and its unit.
+type FamilyKey = (&'static str, Option<BaseUnit>);
+
 /// Where the series of a family come from.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -368,16 +371,18 @@ impl Exposition {
         registry
     }
 
-    /// Families in name order with the sources of their series; a family whose sources
-    /// disagree on type keeps the first one's. Families without a finite value are left out.
-    fn index(&self) -> BTreeMap<&'static str, (Desc, Vec<Source>)> {
-        let mut families: BTreeMap<&'static str, (Desc, Vec<Source>)> = BTreeMap::new();
+    /// Families in name order with the sources of their series, keyed by name and unit (two
+    /// families may share a name before the unit suffix, as `..._replay_lag_bytes` and
+    /// `..._replay_lag_seconds` do); a family whose sources disagree on type keeps the first
+    /// one's. Families without a finite value are left out.
+    fn index(&self) -> BTreeMap<FamilyKey, (Desc, Vec<Source>)> {
+        let mut families: BTreeMap<FamilyKey, (Desc, Vec<Source>)> = BTreeMap::new();
         for (t, out) in self.targets.iter().enumerate() {
             for (b, block) in out.blocks.iter().enumerate() {
                 for (c, column) in block.query.columns.iter().enumerate() {
                     if block.has_value(c) {
                         families
-                            .entry(column.desc.name)
+                            .entry((column.desc.name, column.desc.unit))
                             .or_insert_with(|| (column.desc, Vec::new()))
                             .1
                             .push(Source::Column {
@@ -391,7 +396,7 @@ impl Exposition {
             for (s, sample) in out.samples.0.iter().enumerate() {
                 if sample.value.is_finite() {
                     families
-                        .entry(sample.desc.name)
+                        .entry((sample.desc.name, sample.desc.unit))
                         .or_insert_with(|| (sample.desc, Vec::new()))
                         .1
                         .push(Source::Sample {
@@ -419,7 +424,7 @@ fn encode_value(
 impl prometheus_client::collector::Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut help = String::new();
-        for (name, (desc, sources)) in self.index() {
+        for ((name, _), (desc, sources)) in self.index() {
             let unit = desc.unit.map(|u| match u {
                 BaseUnit::Seconds => Unit::Seconds,
                 BaseUnit::Bytes => Unit::Bytes,
@@ -615,6 +620,26 @@ mod tests {
         let x = out.find("pg_x_time").unwrap_or(usize::MAX);
         let z = out.find("pg_z_used").unwrap_or(0);
         assert!(x < z, "{out}");
+    }
+
+    #[test]
+    fn families_sharing_a_name_before_the_unit_stay_apart() {
+        const BYTES: Desc = Desc::gauge("pg_lag", "Lag in bytes").bytes();
+        const SECONDS: Desc = Desc::gauge("pg_lag", "Lag in time").seconds();
+        let mut s = Samples::default();
+        s.push(&BYTES, vec![], 100.0);
+        s.push(&SECONDS, vec![], 2.0);
+        let out = encode(Exposition {
+            targets: vec![TargetOutput {
+                prefix: vec![],
+                blocks: vec![],
+                samples: s,
+            }],
+        });
+        assert!(out.contains("# TYPE pg_lag_bytes gauge\n"), "{out}");
+        assert!(out.contains("# TYPE pg_lag_seconds gauge\n"), "{out}");
+        assert!(out.contains("\npg_lag_bytes{} 100.0\n"), "{out}");
+        assert!(out.contains("\npg_lag_seconds{} 2.0\n"), "{out}");
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! maintenance database. Two kinds of families cost more than a scrape can afford on a
 //! server with many databases, and come from [`snapshot`]s refreshed in the background
 //! while scrapes read them: database sizes (every `size_refresh_interval`) and the
-//! per-database families (largest tables, indexes, sequences: one statement per database
-//! over one connection per database, every `tables_refresh_interval`; with `0s`, in every
-//! scrape instead). A snapshot is never served older than three refresh intervals, and each
+//! per-database families (largest tables, indexes, sequences, and the counts of invalid and
+//! unused indexes: one statement per database over one connection per database, every
+//! `tables_refresh_interval`; with `0s`, in every scrape instead). A snapshot is never served older than three refresh intervals, and each
 //! scrape exports the age of the per-database data it carries. A query that fails
 //! (permission denied, missing view) drops only its own families and is counted in
 //! `pg_scrape_errors_total{reason}`; a server that cannot be reached shows `pg_up 0`.
@@ -882,7 +882,7 @@ pub fn families() -> Vec<Desc> {
     out.push(queries::database::SIZE_TIMESTAMP);
     out.extend(settings::SETTINGS.iter().map(|(_, d)| *d));
     let mut seen = BTreeSet::new();
-    out.retain(|d| seen.insert(d.name));
+    out.retain(|d| seen.insert(d.exposed_name()));
     out
 }
 

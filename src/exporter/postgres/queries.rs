@@ -22,6 +22,10 @@ pub enum Area {
     Activity,
     /// pg_locks.
     Locks,
+    /// Lock waits of pg_stat_activity (with pg_locks.waitstart from 14).
+    Waits,
+    /// The holders of the xmin horizon: backends, replication slots, prepared transactions.
+    XminHorizon,
     /// pg_stat_replication (standbys of this server).
     Replication,
     /// pg_replication_slots.
@@ -44,6 +48,8 @@ pub enum Area {
     Indexes,
     /// pg_sequences, per database.
     Sequences,
+    /// Invalid and unused indexes, per database.
+    IndexHealth,
     /// The one per-database statement of the fan-out (tables, indexes and sequences).
     PerDatabase,
     /// pg_stat_statements.
@@ -59,6 +65,8 @@ impl Area {
             Area::DatabaseSize => "database_size",
             Area::Activity => "activity",
             Area::Locks => "locks",
+            Area::Waits => "waits",
+            Area::XminHorizon => "xmin_horizon",
             Area::Replication => "replication",
             Area::ReplicationSlots => "replication_slots",
             Area::Settings => "settings",
@@ -70,6 +78,7 @@ impl Area {
             Area::Tables => "tables",
             Area::Indexes => "indexes",
             Area::Sequences => "sequences",
+            Area::IndexHealth => "index_health",
             Area::PerDatabase => "per_database",
             Area::Statements => "statements",
         }
@@ -181,6 +190,11 @@ pub mod server {
         "Current WAL write position (replay position on a standby) as a byte offset",
     )
     .bytes();
+    /// Settings changed in the configuration that need a restart to take effect.
+    pub const PENDING_RESTART: Desc = Desc::gauge(
+        "pg_settings_pending_restart",
+        "Settings changed in the configuration files that take effect only after a restart of the server",
+    );
     /// Server version as a label.
     pub const INFO: Desc = Desc::gauge(
         "pg_server_info",
@@ -202,6 +216,7 @@ pub fn server(_version: u32) -> Query {
                    else greatest(0, extract(epoch from now() - pg_last_xact_replay_timestamp())) end as lag, \
               pg_wal_lsn_diff(case when pg_is_in_recovery() then pg_last_wal_replay_lsn() \
                    else pg_current_wal_lsn() end, '0/0') as wal_lsn, \
+              (select count(*) from pg_settings where pending_restart) as pending_restart, \
               1 as info"
             .into(),
         labels: &["version", "version_num"],
@@ -211,6 +226,7 @@ pub fn server(_version: u32) -> Query {
             col("is_replica", server::IS_REPLICA),
             col("lag", server::LAG),
             col("wal_lsn", server::WAL_LSN),
+            col("pending_restart", server::PENDING_RESTART),
         ],
     }
 }
@@ -480,6 +496,75 @@ pub mod activity {
     );
     /// Locks by mode (postgres_exporter: pg_locks_count).
     pub const LOCKS: Desc = Desc::gauge("pg_locks", "Locks held or awaited in a database, by mode");
+    /// Longest current lock wait by database.
+    pub const MAX_WAIT: Desc = Desc::gauge(
+        "pg_stat_activity_max_wait_duration",
+        "Longest time a backend of a database has been waiting for a lock so far (0 when none waits)",
+    )
+    .seconds();
+    /// Age of the xmin horizon by holder.
+    pub const XMIN_HORIZON_AGE: Desc = Desc::gauge(
+        "pg_xmin_horizon_age",
+        "Age in transactions of the oldest transaction ID held back from vacuum, by holder (backend, replication_slot, prepared_xact; 0 when it holds none)",
+    );
+}
+
+/// The holders of the xmin horizon, the values of the `holder` label.
+pub const XMIN_HOLDERS: [&str; 3] = ["backend", "replication_slot", "prepared_xact"];
+
+/// The longest current lock wait per database (0 where none waits). From PostgreSQL 14 the
+/// wait starts at pg_locks.waitstart; before, at the waiting statement's start (state_change),
+/// which is when a statement waiting for a lock became active.
+pub fn waits(version: u32) -> Query {
+    use activity::*;
+    let (start, join) = if version >= 140000 {
+        (
+            "coalesce(l.waitstart, a.state_change)",
+            " left join pg_locks l on l.pid = a.pid and not l.granted",
+        )
+    } else {
+        ("a.state_change", "")
+    };
+    Query {
+        area: Area::Waits,
+        sql: format!(
+            "select d.datname, coalesce(w.max_wait, 0) as max_wait from pg_database d \
+             left join (select a.datname, max(greatest(0, extract(epoch from now() - {start}))) as max_wait \
+                        from pg_stat_activity a{join} \
+                        where a.wait_event_type = 'Lock' and a.datname is not null group by 1) w \
+               on w.datname = d.datname \
+             where not d.datistemplate order by 1"
+        ),
+        labels: &["datname"],
+        columns: vec![col("max_wait", MAX_WAIT)],
+    }
+}
+
+/// Age of the oldest transaction ID each kind of holder keeps vacuum from removing, one row
+/// per holder: backends (their snapshot's xmin or their own transaction ID), replication
+/// slots (xmin and catalog_xmin) and prepared transactions.
+pub fn xmin_horizon(_version: u32) -> Query {
+    use activity::*;
+    let holders = XMIN_HOLDERS
+        .iter()
+        .map(|h| format!("('{h}')"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Query {
+        area: Area::XminHorizon,
+        sql: format!(
+            "select h.holder, coalesce(x.age, 0) as age from (values {holders}) as h(holder) \
+             left join (\
+               select 'backend' as holder, max(greatest(age(backend_xmin), age(backend_xid))) as age \
+               from pg_stat_activity \
+               union all select 'replication_slot', max(greatest(age(xmin), age(catalog_xmin))) \
+               from pg_replication_slots \
+               union all select 'prepared_xact', max(age(transaction)) from pg_prepared_xacts) x \
+             on x.holder = h.holder order by 1"
+        ),
+        labels: &["holder"],
+        columns: vec![col("age", XMIN_HORIZON_AGE)],
+    }
 }
 
 const STATES: &str = "('active'), ('idle'), ('idle in transaction'), \
@@ -1081,6 +1166,28 @@ pub mod tables {
     /// pg_relation_size of an index
     pub const INDEX_SIZE: Desc =
         Desc::gauge("pg_stat_user_indexes_size", "Disk space used by the index").bytes();
+    /// Invalid indexes of a database.
+    pub const INDEX_INVALID: Desc = Desc::gauge(
+        "pg_index_invalid",
+        "Invalid user indexes in this database (left by a failed CREATE INDEX CONCURRENTLY or REINDEX CONCURRENTLY, or one still being built)",
+    );
+    /// Their size.
+    pub const INDEX_INVALID_SIZE: Desc = Desc::gauge(
+        "pg_index_invalid_size",
+        "Disk space used by the invalid user indexes of this database",
+    )
+    .bytes();
+    /// Unused indexes of a database.
+    pub const INDEX_UNUSED: Desc = Desc::gauge(
+        "pg_index_unused",
+        "Valid user indexes of this database never scanned since the statistics were reset, other than those enforcing a unique, primary key or exclusion constraint",
+    );
+    /// Their size.
+    pub const INDEX_UNUSED_SIZE: Desc = Desc::gauge(
+        "pg_index_unused_size",
+        "Disk space used by the unused user indexes of this database",
+    )
+    .bytes();
     /// Sequence position.
     pub const SEQ_LAST_VALUE: Desc = Desc::gauge(
         "pg_sequence_last_value",
@@ -1208,6 +1315,35 @@ pub fn indexes(_version: u32, top_n: u32) -> Query {
     }
 }
 
+/// Counts and sizes of the invalid and the unused user indexes of the connected database,
+/// one row. Unused: valid, `idx_scan` 0, and not enforcing a constraint (unique, primary
+/// key, exclusion), since those are needed whether or not they are scanned.
+pub fn index_health(_version: u32) -> Query {
+    use tables::*;
+    let invalid = "not x.indisvalid";
+    let unused = "x.indisvalid and pg_stat_get_numscans(c.oid) = 0 and not x.indisunique \
+                  and not x.indisprimary and not x.indisexclusion";
+    Query {
+        area: Area::IndexHealth,
+        sql: format!(
+            "select count(*) filter (where {invalid}) as invalid, \
+             coalesce(sum(pg_relation_size(c.oid)) filter (where {invalid}), 0) as invalid_size, \
+             count(*) filter (where {unused}) as unused, \
+             coalesce(sum(pg_relation_size(c.oid)) filter (where {unused}), 0) as unused_size \
+             from pg_index x join pg_class c on c.oid = x.indexrelid \
+             join pg_class t on t.oid = x.indrelid join pg_namespace n on n.oid = t.relnamespace \
+             where t.relkind in ('r', 't', 'm') and {USER_SCHEMA}"
+        ),
+        labels: &[],
+        columns: vec![
+            col("invalid", INDEX_INVALID),
+            col("invalid_size", INDEX_INVALID_SIZE),
+            col("unused", INDEX_UNUSED),
+            col("unused_size", INDEX_UNUSED_SIZE),
+        ],
+    }
+}
+
 /// The `top_n` most used sequences of the connected database.
 pub fn sequences(_version: u32, top_n: u32) -> Query {
     use tables::*;
@@ -1315,6 +1451,8 @@ pub fn server_queries(version: u32, statements_top_n: Option<u32>) -> Vec<Query>
         database(version),
         activity(version),
         locks(version),
+        waits(version),
+        xmin_horizon(version),
         replication(version),
         replication_slots(version),
         bgwriter(version),
@@ -1336,6 +1474,7 @@ pub fn database_queries(version: u32, top_n: u32) -> Vec<Query> {
         tables(version, top_n),
         indexes(version, top_n),
         sequences(version, top_n),
+        index_health(version),
     ]
 }
 
@@ -1357,7 +1496,7 @@ pub const PART_COLUMN: &str = "part";
 
 /// Builds the fan-out statement for `version`, `top_n` rows per part.
 pub fn per_database(version: u32, top_n: u32) -> PerDatabase {
-    let parts: Vec<(&'static str, Query)> = ["tables", "indexes", "sequences"]
+    let parts: Vec<(&'static str, Query)> = ["tables", "indexes", "sequences", "index_health"]
         .into_iter()
         .zip(database_queries(version, top_n))
         .collect();
@@ -1503,13 +1642,76 @@ mod tests {
         assert!(!tables(120017, 5).sql.contains("n_ins_since_vacuum"));
         assert!(has(&tables(130013, 5), "n_ins_since_vacuum"));
         for v in VERSIONS {
-            assert_eq!(database_queries(v, 3).len(), 3);
+            assert_eq!(database_queries(v, 3).len(), 4);
             for q in server_queries(v, Some(3)) {
                 assert!(q.sql.starts_with("select "), "{:?}", q.area);
                 for c in &q.columns {
                     assert!(q.sql.contains(c.name), "{v} {:?} lacks {}", q.area, c.name);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn lock_waits_start_at_waitstart_from_14() {
+        for v in VERSIONS {
+            let q = waits(v);
+            assert!(has(&q, "max_wait"), "{v}");
+            assert_eq!(q.labels, ["datname"]);
+            assert!(q.sql.contains("wait_event_type = 'Lock'"), "{v}");
+            assert_eq!(q.sql.contains("waitstart"), v >= 140000, "{v}: {}", q.sql);
+            assert_eq!(q.sql.contains("pg_locks"), v >= 140000, "{v}");
+            assert!(q.sql.contains("state_change"), "{v}");
+            assert!(areas(v).contains(&Area::Waits), "{v}");
+        }
+    }
+
+    #[test]
+    fn xmin_horizon_has_one_row_per_holder_on_every_version() {
+        for v in VERSIONS {
+            let q = xmin_horizon(v);
+            assert_eq!(q.labels, ["holder"]);
+            assert!(has(&q, "age"));
+            for h in XMIN_HOLDERS {
+                assert!(q.sql.contains(&format!("('{h}')")), "{v}: {}", q.sql);
+            }
+            for source in [
+                "age(backend_xmin)",
+                "age(backend_xid)",
+                "age(catalog_xmin)",
+                "from pg_replication_slots",
+                "age(transaction)",
+                "from pg_prepared_xacts",
+            ] {
+                assert!(q.sql.contains(source), "{v} lacks {source}: {}", q.sql);
+            }
+            assert!(areas(v).contains(&Area::XminHorizon), "{v}");
+        }
+    }
+
+    #[test]
+    fn index_health_and_pending_restart_on_every_version() {
+        for v in VERSIONS {
+            let q = index_health(v);
+            assert!(q.labels.is_empty(), "one row per database");
+            for c in ["invalid", "invalid_size", "unused", "unused_size"] {
+                assert!(has(&q, c), "{v} {c}");
+            }
+            for cond in [
+                "not x.indisvalid",
+                "pg_stat_get_numscans(c.oid) = 0",
+                "not x.indisunique",
+                "not x.indisprimary",
+            ] {
+                assert!(q.sql.contains(cond), "{v} {cond}");
+            }
+            assert!(
+                !q.sql.contains("limit"),
+                "counts every index, not the top N"
+            );
+            let s = server(v);
+            assert!(has(&s, "pending_restart"), "{v}");
+            assert!(s.sql.contains("where pending_restart"), "{v}");
         }
     }
 
@@ -1565,8 +1767,8 @@ mod tests {
         for v in VERSIONS {
             let p = per_database(v, 7);
             let tags: Vec<&str> = p.parts.iter().map(|(t, _)| *t).collect();
-            assert_eq!(tags, ["tables", "indexes", "sequences"]);
-            assert_eq!(p.sql.matches(" union all ").count(), 2, "{}", p.sql);
+            assert_eq!(tags, ["tables", "indexes", "sequences", "index_health"]);
+            assert_eq!(p.sql.matches(" union all ").count(), 3, "{}", p.sql);
             assert_eq!(p.sql.matches("limit 7").count(), 3, "{}", p.sql);
             assert!(!p.sql.contains(';'), "one statement: {}", p.sql);
             // Every branch has every column, in the same order.
