@@ -162,7 +162,11 @@ impl Sidecar {
         let (stop_tx, stop_rx) = watch::channel(false);
         let snap = snapshot.clone();
         let deliver = delivery.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // The loop itself runs on this thread (block_on); range queries are fetched and
+        // parsed on two workers meanwhile.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vitals-sidecar-io")
             .enable_all()
             .build()?;
         let thread = std::thread::Builder::new()

@@ -22,8 +22,10 @@ use super::store::History;
 use crate::config::{Direction, SidecarConfig, Signal};
 
 const DAY_MS: i64 = 86_400_000;
-/// Range queries a cycle runs at once.
-const CONCURRENT_QUERIES: usize = 4;
+/// Signals refreshed at once. Each has up to two range queries in flight (one scored, the
+/// next fetched), so at most four queries at a time reach the server: VictoriaMetrics'
+/// default concurrency on a 2-core host, and a small share of Prometheus' 20.
+const CONCURRENT_QUERIES: usize = 2;
 /// Weeks of the same hour a seasonal baseline needs.
 const SEASONAL_MIN_WEEKS: usize = 2;
 
@@ -432,13 +434,27 @@ impl SignalState {
                 }
             },
         };
-        let mut t0 = start;
-        while t0 <= end {
+        // One-day chunks; the next chunk is fetched (and parsed, on another worker thread)
+        // while this one is scored, so a long history loads at the pace of the slower of
+        // the two rather than their sum.
+        let expr: Arc<str> = Arc::from(self.def.expr.as_str());
+        let fetch = |t0: i64| {
             let t1 = (t0 + DAY_MS - res).min(end);
-            match client
-                .query_range(&self.def.expr, t0, t1, s.resolution())
-                .await
-            {
+            let (client, expr, step) = (client.clone(), expr.clone(), s.resolution());
+            let task =
+                tokio::spawn(async move { client.query_range(&expr, t0, t1, step).await });
+            (t1, task)
+        };
+        let mut pending = Some(fetch(start));
+        while let Some((t1, task)) = pending.take() {
+            if t1 + res <= end {
+                pending = Some(fetch(t1 + res));
+            }
+            let result = match task.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("query task failed: {e}")),
+            };
+            match result {
                 Ok(r) => {
                     ok += 1;
                     if !r.warnings.is_empty() {
@@ -449,15 +465,17 @@ impl SignalState {
                     self.loaded_until = Some(t1);
                 }
                 Err(e) => {
+                    if let Some((_, next)) = pending.take() {
+                        next.abort();
+                    }
                     failed += 1;
-                    self.fail(&e.to_string(), started);
+                    self.fail(&e, started);
                     // Points already applied still update baselines; nothing is forgotten
                     // while the query fails.
                     self.finish(s, end, false);
                     return (ok, failed);
                 }
             }
-            t0 = t1 + res;
         }
         self.stats.up = true;
         self.stats.last_error = None;

@@ -62,6 +62,10 @@ impl VictoriaMetrics {
                 .arg("-retentionPeriod=100y")
                 .arg("-search.latencyOffset=0s")
                 .arg("-search.disableCache")
+                // Tests run side by side on 2 cores: the default 4 concurrent searches with a
+                // 10 s queue turn a busy moment into 503s and retries.
+                .arg("-search.maxConcurrentRequests=16")
+                .arg("-search.maxQueueDuration=60s")
                 .arg("-loggerLevel=INFO")
                 .current_dir(vm.dir.path())
                 .stdin(Stdio::null())
