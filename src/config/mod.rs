@@ -1085,6 +1085,28 @@ pub struct SloAlert {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Deserializes YAML text into `T`; errors name `file`, the key path, the position and the
+/// reason. Shared by the config and the Sloth SLO spec reader.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::Invalid {
+            file: file.to_string(),
+            position: inner.location().map(|l| Position {
+                line: l.line(),
+                column: l.column(),
+            }),
+            key: if key == "." { String::new() } else { key },
+            reason: error::bare_reason(&inner.to_string()),
+        }
+    })
+}
+
 impl Config {
     /// Parses and validates YAML text. `file` names the source in errors; relative file
     /// references are resolved against `base_dir`.
@@ -1095,20 +1117,7 @@ impl Config {
         {
             Config::default()
         } else {
-            let de = serde_norway::Deserializer::from_str(text);
-            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
-                let key = e.path().to_string();
-                let inner = e.into_inner();
-                ConfigError::Invalid {
-                    file: file.to_string(),
-                    position: inner.location().map(|l| Position {
-                        line: l.line(),
-                        column: l.column(),
-                    }),
-                    key: if key == "." { String::new() } else { key },
-                    reason: error::bare_reason(&inner.to_string()),
-                }
-            })?
+            parse_yaml::<Config>(text, file)?
         };
         config.resolve_paths(base_dir);
         if let Some(p) = config.validate().into_iter().next() {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::health::{CRITICAL_PENALTY, DEVIATION_PENALTY, HealthBuilder, WARNING_PENALTY};
 use super::promql::{InstantData, InstantSample, Labels, PromClient};
-use crate::config::{Config, ConfigError, Position, Problem, SidecarConfig, Slo, slo_problems};
+use crate::config::{Config, ConfigError, Problem, SidecarConfig, Slo, slo_problems};
 
 /// The shipped default SLOs, as YAML.
 pub const DEFAULTS_YAML: &str = include_str!("default_slos.yml");
@@ -860,20 +860,7 @@ pub fn parse(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Vec<Slo>
         let config = Config::parse(text, file, base_dir)?;
         return Ok(effective(&config.sidecar));
     }
-    let de = serde_norway::Deserializer::from_str(text);
-    let spec: SlothSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        ConfigError::Invalid {
-            file: file.to_string(),
-            position: inner.location().map(|l| Position {
-                line: l.line(),
-                column: l.column(),
-            }),
-            key: if key == "." { String::new() } else { key },
-            reason: inner.to_string(),
-        }
-    })?;
+    let spec: SlothSpec = crate::config::parse_yaml(text, file)?;
     if spec.version != "prometheus/v1" {
         return Err(invalid(
             file,
