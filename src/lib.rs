@@ -17,4 +17,5 @@ pub mod fsutil;
 pub mod run;
 pub mod sidecar;
 pub mod telemetry;
+pub mod tls;
 pub mod web;

@@ -441,8 +441,7 @@ impl SignalState {
         let fetch = |t0: i64| {
             let t1 = (t0 + DAY_MS - res).min(end);
             let (client, expr, step) = (client.clone(), expr.clone(), s.resolution());
-            let task =
-                tokio::spawn(async move { client.query_range(&expr, t0, t1, step).await });
+            let task = tokio::spawn(async move { client.query_range(&expr, t0, t1, step).await });
             (t1, task)
         };
         let mut pending = Some(fetch(start));

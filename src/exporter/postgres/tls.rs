@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore};
@@ -43,9 +43,10 @@ pub fn connector(mode: SslMode, rootcert: Option<&Path>) -> Result<MakeRustlsCon
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(NoVerification {
-            algorithms: provider.signature_verification_algorithms,
-        }),
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+            // `prefer` / `require`: encryption without authentication of the server, as libpq.
+            Arc::new(crate::tls::NoVerification::new(&provider))
+        }
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let path = rootcert.ok_or_else(|| TlsError::RootCert {
                 path: String::new(),
@@ -84,47 +85,6 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         return Err(err("no certificate found".into()));
     }
     Ok(roots)
-}
-
-/// `prefer` / `require`: encryption without authentication of the server, as libpq.
-#[derive(Debug)]
-struct NoVerification {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// `verify-ca`: the chain must lead to `sslrootcert`; the host name is not checked.
