@@ -210,9 +210,10 @@ fn check_sidecar(
     })
     .unwrap_or_else(|| {
         panic!(
-            "no 7d baseline after 120 s\n{}\n--- logs ---\n{}",
+            "no 7d baseline after 120 s\n{}\n--- logs ---\n{}\n{}",
             vitals.metrics(),
-            vitals.logs()
+            vitals.logs(),
+            diag()
         )
     });
     let at = metric(&text, "vitals_sidecar_last_cycle_timestamp_seconds", &[])
@@ -425,6 +426,32 @@ fn sidecar_against_victoriametrics_imported_history() {
     let (live, h, _threshold) = setup(now_s() - 30);
     let vm = VictoriaMetrics::start();
     vm.import_prometheus(&prometheus_text_ms(&h));
+    // The import is visible at its newest point at once, but a busy VictoriaMetrics may take
+    // a while before every older day answers: wait until the whole history counts.
+    let client = crate::support::http_client();
+    let want = h.len();
+    let counted = poll_until(Duration::from_secs(60), || {
+        let r: serde_json::Value = client
+            .get(format!("{}/api/v1/query", vm.url()))
+            .query(&[(
+                "query",
+                format!("count_over_time(vitals_test_gauge[{}d])", HISTORY_DAYS + 1),
+            )])
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let n = r["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()?;
+        (n as usize >= want).then_some(n)
+    });
+    assert!(
+        counted.is_some(),
+        "VictoriaMetrics does not count the {want} imported points of the history within 60 s\n{}",
+        crate::support::log_block("victoria-metrics log", vm.log_path())
+    );
     // Live points: imported every second, as a remote-write client would.
     let stop = Arc::new(AtomicBool::new(false));
     let pushes = Arc::new(std::sync::Mutex::new((0u64, Vec::<String>::new())));
@@ -439,10 +466,18 @@ fn sidecar_against_victoriametrics_imported_history() {
                     "vitals_test_gauge{{instance=\"a\",job=\"live\"}} {g} {ms}\nvitals_test_trend{{instance=\"a\",job=\"live\"}} {t} {ms}\n",
                     ms = ts * 1000
                 );
+                // Flushed at once: a busy VictoriaMetrics otherwise buffers new samples for a
+                // while before range queries see them.
                 let result = client
                     .post(format!("{url}/api/v1/import/prometheus"))
                     .body(body)
-                    .send();
+                    .send()
+                    .and_then(|r| {
+                        client
+                            .get(format!("{url}/internal/force_flush"))
+                            .send()
+                            .map(|_| r)
+                    });
                 let mut p = pushes
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
