@@ -257,10 +257,12 @@ fn check_sidecar(
         Some(0.0),
         "no anomaly on normal data:\n{text}"
     );
-    assert_eq!(
-        metric(&text, "health_score", &[("domain", "app")]),
-        Some(100.0),
-        "healthy before the anomaly"
+    // Noise may put a point 2-3 sigmas out, which costs a few points (docs/sidecar.md), but
+    // without an anomaly the domain keeps at least 90.
+    let health = metric(&text, "health_score", &[("domain", "app")]);
+    assert!(
+        health.is_some_and(|h| h >= 90.0),
+        "healthy before the anomaly: {health:?}"
     );
 
     // Inject: the gauge jumps by 20 of its ranges. Every cycle is watched (cycles are 5 s
@@ -314,8 +316,8 @@ fn check_sidecar(
         "z-score of the anomaly:\n{raised}"
     );
     assert!(
-        metric(&raised, "health_score", &[("domain", "app")]).is_some_and(|h| h < 100.0),
-        "health drops"
+        metric(&raised, "health_score", &[("domain", "app")]).is_some_and(|h| h <= 80.0),
+        "health drops by at least a warning's 20 points"
     );
     raised
 }
