@@ -501,8 +501,21 @@ fn sidecar_against_victoriametrics_imported_history() {
         let p = pushes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // What a range query like the sidecar's returns for the last minute.
+        let end = now_s().div_euclid(STEP) * STEP;
+        let recent = crate::support::http_client()
+            .get(format!("{}/api/v1/query_range", vm.url()))
+            .query(&[
+                ("query", "vitals_test_gauge".to_string()),
+                ("start", (end - 60).to_string()),
+                ("end", end.to_string()),
+                ("step", format!("{STEP}s")),
+            ])
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| e.to_string());
         format!(
-            "live imports: {} (failures: {:?}), now {}\n{}",
+            "live imports: {} (failures: {:?}), now {}\nlast minute from VictoriaMetrics: {recent}\n{}",
             p.0,
             p.1,
             now_s(),
