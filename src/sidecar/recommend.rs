@@ -357,30 +357,34 @@ fn format_number(v: f64) -> String {
     }
 }
 
+/// Scales `v` by `base` (down while it is at least `base`, or up while it is below 1 when
+/// `up`), taking the next of `prefixes` at each step, as Prometheus' humanize functions do.
+fn scale(mut v: f64, base: f64, prefixes: &[&'static str], up: bool) -> (f64, &'static str) {
+    let mut prefix = "";
+    for p in prefixes {
+        let done = if up { v.abs() >= 1.0 } else { v.abs() < base };
+        if done {
+            break;
+        }
+        prefix = p;
+        v = if up { v * base } else { v / base };
+    }
+    (v, prefix)
+}
+
+const LARGE: [&str; 8] = ["k", "M", "G", "T", "P", "E", "Z", "Y"];
+const SMALL: [&str; 8] = ["m", "u", "n", "p", "f", "a", "z", "y"];
+
 /// Prometheus' `humanize`.
 pub fn humanize(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return g4(v);
     }
-    let mut v = v;
-    let mut prefix = "";
-    if v.abs() >= 1.0 {
-        for p in ["k", "M", "G", "T", "P", "E", "Z", "Y"] {
-            if v.abs() < 1000.0 {
-                break;
-            }
-            prefix = p;
-            v /= 1000.0;
-        }
+    let (v, prefix) = if v.abs() >= 1.0 {
+        scale(v, 1000.0, &LARGE, false)
     } else {
-        for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-            if v.abs() >= 1.0 {
-                break;
-            }
-            prefix = p;
-            v *= 1000.0;
-        }
-    }
+        scale(v, 1000.0, &SMALL, true)
+    };
     format!("{}{prefix}", g4(v))
 }
 
@@ -389,15 +393,12 @@ pub fn humanize1024(v: f64) -> String {
     if v.abs() <= 1.0 || !v.is_finite() {
         return g4(v);
     }
-    let mut v = v;
-    let mut prefix = "";
-    for p in ["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"] {
-        if v.abs() < 1024.0 {
-            break;
-        }
-        prefix = p;
-        v /= 1024.0;
-    }
+    let (v, prefix) = scale(
+        v,
+        1024.0,
+        &["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
+        false,
+    );
     format!("{}{prefix}", g4(v))
 }
 
@@ -431,15 +432,7 @@ pub fn humanize_duration(v: f64) -> String {
         }
         return format!("{sign}{}s", g4(v));
     }
-    let mut v = v;
-    let mut prefix = "";
-    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-        if v.abs() >= 1.0 {
-            break;
-        }
-        prefix = p;
-        v *= 1000.0;
-    }
+    let (v, prefix) = scale(v, 1000.0, &SMALL, true);
     format!("{}{prefix}s", g4(v))
 }
 
