@@ -5,7 +5,8 @@ use std::path::Path;
 
 /// Writes `data` to `path` so that a crash leaves either the old or the new content, never
 /// a mix: a temporary file beside it, fsync, rename over it, fsync of the directory. Creates
-/// the directory if needed.
+/// the directory if needed. A failed write (full disk, read-only file system) removes its
+/// temporary file and leaves the old content in place.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
@@ -15,12 +16,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(data)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = written {
+        // On a full disk the partial temporary would keep the space the next attempt needs,
+        // and one left by a crash after a failed write would never be cleaned up.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(dir)
     {

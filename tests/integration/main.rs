@@ -7,6 +7,7 @@ mod alerting;
 mod backtest;
 mod ecosystem;
 mod exporter;
+mod faults;
 mod harness;
 mod logs;
 mod postgres;

@@ -156,6 +156,57 @@ impl Sshd {
         unreachable!("the last attempt returns or panics")
     }
 
+    /// Stops sshd (SIGKILL); [`Sshd::restart`] starts it again on the same port.
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_and_reap(child);
+        }
+        self.child = None;
+    }
+
+    /// Starts sshd again on the same port with the same config and keys (as they are now on
+    /// disk) and waits for its banner; panics with its log if it does not come up.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("opening {} failed: {e}", self.log_path.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cloning the sshd log handle failed: {e}"));
+        let child = Command::new(require_binary(SSHD, "openssh-server"))
+            .args(["-D", "-e", "-f"])
+            .arg(&self.config_path)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {SSHD} failed: {e}"));
+        self.child = Some(child);
+        if let Err(why) = self.wait_ready() {
+            panic!(
+                "sshd did not restart on {LOOPBACK}:{}: {why}\n{}",
+                self.port,
+                log_block("sshd stderr", &self.log_path)
+            );
+        }
+    }
+
+    /// Replaces every host key with a new one (as a reinstalled server would have). The
+    /// running sshd keeps its keys until [`Sshd::restart`]; `known_hosts_path` is not
+    /// updated, so clients that check it see a changed host key.
+    pub fn regenerate_host_keys(&self) {
+        for key_type in HOST_KEY_TYPES {
+            let path = self.dir.path().join(format!("ssh_host_{key_type}_key"));
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(format!("{}.pub", path.display()));
+            ssh_keygen(key_type, &path, &format!("vitals-test-host-{key_type}-new"));
+        }
+    }
+
     fn write_config(&self) {
         let d = self.dir.path();
         let host_keys: String = HOST_KEY_TYPES

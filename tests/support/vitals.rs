@@ -25,9 +25,24 @@ pub struct VitalsBuilder {
     config: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 impl VitalsBuilder {
+    /// Runs vitals through a wrapper command that execs it (e.g. `setpriv` with options
+    /// that drop capabilities), so the process id stays the one of vitals.
+    pub fn wrapper<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.wrapper = command
+            .into_iter()
+            .map(|a| a.as_ref().to_string())
+            .collect();
+        self
+    }
+
     /// The config file's YAML text (default `{}`).
     pub fn config(mut self, yaml: &str) -> Self {
         self.config = yaml.to_string();
@@ -104,6 +119,7 @@ impl Vitals {
             config: "{}\n".to_string(),
             args: Vec::new(),
             envs: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -127,7 +143,15 @@ impl Vitals {
             std::fs::File::create(path)
                 .unwrap_or_else(|e| panic!("creating {} failed: {e}", path.display()))
         };
-        let child = Command::new(BINARY)
+        let mut command = match builder.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BINARY);
+                c
+            }
+            None => Command::new(BINARY),
+        };
+        let child = command
             .arg(&builder.subcommand)
             .arg(format!("--web.listen-address={LOOPBACK}:{}", self.port))
             .arg(format!("--config.file={}", self.config_path.display()))

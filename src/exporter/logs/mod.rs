@@ -433,6 +433,7 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
     let checkpoint_every = logs.checkpoint_interval.0;
     let mut last_checkpoint = Instant::now();
     let mut dirty = false;
+    let mut read_failing = false;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -457,9 +458,19 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
             }
             if !report.errors.is_empty() {
                 st.counters.read_errors += report.errors.len() as u64;
+                // A file that stays unreadable fails every poll: warn when it starts, not
+                // several times a second (the counter has every one).
                 for e in report.errors.iter().take(1) {
-                    tracing::warn!(source = %source.cfg.name, error = %e, "log read error");
+                    if read_failing {
+                        tracing::debug!(source = %source.cfg.name, error = %e, "log read error");
+                    } else {
+                        tracing::warn!(source = %source.cfg.name, error = %e, "log read error; counted in log_read_errors_total, retried every poll");
+                    }
                 }
+                read_failing = true;
+            } else if read_failing {
+                tracing::info!(source = %source.cfg.name, "log files are readable again");
+                read_failing = false;
             }
             if read_any || report.renamed > 0 || report.truncated > 0 {
                 tracing::debug!(source = %source.cfg.name, lines = st.counters.lines.iter().sum::<u64>(), renamed = report.renamed, truncated = report.truncated, "poll");

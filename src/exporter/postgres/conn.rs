@@ -186,7 +186,11 @@ pub fn query_reason(e: &tokio_postgres::Error) -> &'static str {
         {
             "missing"
         }
-        Some(c) if *c == SqlState::QUERY_CANCELED => "timeout",
+        // statement_timeout (and a cancel at the scrape deadline), and lock_timeout: both
+        // mean the server was too slow, not that the query is wrong.
+        Some(c) if *c == SqlState::QUERY_CANCELED || *c == SqlState::LOCK_NOT_AVAILABLE => {
+            "timeout"
+        }
         _ if e.is_closed() => "connect",
         _ => "query",
     }
