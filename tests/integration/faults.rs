@@ -55,7 +55,10 @@ fn scrape(v: &Vitals) -> (Vec<Sample>, Duration) {
     let started = Instant::now();
     let response = http_client()
         .get(format!("{}/metrics", v.base_url()))
-        .header("X-Prometheus-Scrape-Timeout-Seconds", DEADLINE_S.to_string())
+        .header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            DEADLINE_S.to_string(),
+        )
         .send()
         .unwrap_or_else(|e| panic!("GET /metrics failed during a fault: {e}\n{}", v.logs()));
     let status = response.status().as_u16();
@@ -169,8 +172,13 @@ fn postgres_stopped_then_restarted_is_down_then_up_in_the_same_process() {
     let v = start_pg_vitals(&pg_target("db", &pg, "        max_connections: 4\n"));
     let pid = v.pid();
     let up = |s: &[Sample]| sample_value(s, "pg_up", &[("target", "db")]);
-    let connect_errors =
-        |s: &[Sample]| value(s, "pg_scrape_errors_total", &[("target", "db"), ("reason", "connect")]);
+    let connect_errors = |s: &[Sample]| {
+        value(
+            s,
+            "pg_scrape_errors_total",
+            &[("target", "db"), ("reason", "connect")],
+        )
+    };
     let (s, _, _) = scrape_until(&v, "pg_up 1", "pg_", |s| up(s) == Some(1.0));
     let errors_before = connect_errors(&s);
 
@@ -251,8 +259,13 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
         )
         .is_some()
     };
-    let timeouts =
-        |s: &[Sample], t: &str| value(s, "pg_scrape_errors_total", &[("target", t), ("reason", "timeout")]);
+    let timeouts = |s: &[Sample], t: &str| {
+        value(
+            s,
+            "pg_scrape_errors_total",
+            &[("target", t), ("reason", "timeout")],
+        )
+    };
     let (s, _, _) = scrape_until(&v, "locked_t in both targets", "pg_", |s| {
         table(s, "short") && table(s, "long")
     });
@@ -271,7 +284,11 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
         let (s, took) = scrape(&v);
         slowest = slowest.max(took);
         for t in ["short", "long"] {
-            assert_eq!(sample_value(&s, "pg_up", &[("target", t)]), Some(1.0), "{t}");
+            assert_eq!(
+                sample_value(&s, "pg_up", &[("target", t)]),
+                Some(1.0),
+                "{t}"
+            );
             assert!(
                 sample_value(
                     &s,
@@ -309,7 +326,10 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
     });
     let recovered = released.elapsed();
     let sessions = vitals_sessions(&pg);
-    assert!(sessions <= 20, "{sessions} vitals sessions for two targets of 10");
+    assert!(
+        sessions <= 20,
+        "{sessions} vitals sessions for two targets of 10"
+    );
     eprintln!(
         "postgres lock: slowest scrape while locked {:.0} ms (deadline {DEADLINE_S}s), families back {:.2}s after the lock was released",
         slowest.as_secs_f64() * 1000.0,
@@ -372,14 +392,16 @@ fn sshd_stopped_restarted_and_with_a_changed_host_key() {
     // sshd comes back: up 1 and data again, same process.
     sshd.restart();
     let restarted = Instant::now();
-    let (s, _, _) = scrape_until(&v, "up 1 again", "ssh_", |s| up(s) == Some(1.0) && has_data(s));
+    let (s, _, _) = scrape_until(&v, "up 1 again", "ssh_", |s| {
+        up(s) == Some(1.0) && has_data(s)
+    });
     let recovered = restarted.elapsed();
     let hostkey_before = failures(&s, "hostkey");
 
     // The server gets new host keys (a reinstall, or an attacker): never accepted.
+    let changed = Instant::now();
     sshd.regenerate_host_keys();
     sshd.restart();
-    let changed = Instant::now();
     scrape_until(&v, "up 0, reason hostkey", "ssh_", |s| {
         up(s) == Some(0.0) && failures(s, "hostkey") > hostkey_before
     });
@@ -468,19 +490,27 @@ fn without_dac_override() -> Vec<String> {
     ]
 }
 
+fn start_unprivileged(state: &Path, log: &Path) -> Vitals {
+    Vitals::builder()
+        .config(&logs_config(state, log, ""))
+        .arg("--no-collector.process")
+        .wrapper(without_dac_override())
+        .start()
+}
+
 #[test]
 fn log_file_deleted_replaced_truncated_unreadable_and_overlong() {
     let dir = temp_dir("faults-logs");
     let log = dir.path().join("app.log");
     let state = dir.path().join("state");
-    let v = Vitals::builder()
-        .config(&logs_config(&state, &log, ""))
-        .arg("--no-collector.process")
-        .wrapper(without_dac_override())
-        .start();
+    let v = start_unprivileged(&state, &log);
     let pid = v.pid().expect("running");
     let rotations = |s: &[Sample], kind: &str| {
-        value(s, "log_rotations_total", &[("source", "app"), ("kind", kind)])
+        value(
+            s,
+            "log_rotations_total",
+            &[("source", "app"), ("kind", kind)],
+        )
     };
     let mut expected = 0;
 
@@ -568,17 +598,43 @@ fn log_file_deleted_replaced_truncated_unreadable_and_overlong() {
         errors,
         "no more read errors once the file is readable"
     );
-    let logs = v.stderr();
+
+    // The followed file loses its permissions: the open handle keeps reading it.
+    crate::support::chmod(&log, 0o000);
+    append_lines(&log, "while mode 000", 10);
+    expected += 10;
+    expect_lines(&v, "app", expected, "mode 000 on the open file");
+    // vitals restarts while the file is unreadable: it cannot reopen it, counts read errors,
+    // and resumes at its saved position once it can (nothing counted twice).
+    let mut v = v;
+    assert!(v.sigterm().success(), "{}", v.logs());
+    let first_logs = v.stderr();
+    drop(v);
+    append_lines(&log, "while down", 10);
+    let v = start_unprivileged(&state, &log);
+    let (s, _, _) = scrape_until(&v, "read errors after the restart", "log_", |s| {
+        value(s, "log_read_errors_total", &[("source", "app")]) >= errors + 10.0
+    });
+    assert_eq!(
+        lines_of(&s, "app"),
+        expected,
+        "nothing read while unreadable"
+    );
+    crate::support::chmod(&log, 0o644);
+    expected += 10;
+    expect_lines(&v, "app", expected, "readable after the restart");
+
+    let logs = format!("{first_logs}{}", v.stderr());
     let warnings = logs
         .lines()
         .filter(|l| l.contains("level=warn") && l.contains("log read error"))
         .count();
     assert_eq!(
-        warnings, 1,
-        "one warning for one unreadable file, not one per poll:\n{logs}"
+        warnings, 2,
+        "one warning per process for one unreadable file, not one per poll:\n{logs}"
     );
     eprintln!(
-        "logs: {expected} lines counted exactly across delete, replace, truncate, a 10 MB line (RSS {} -> {} KiB) and an unreadable file ({errors} read errors; counted {:.2}s after chmod 644)",
+        "logs: {expected} lines counted exactly across delete, replace, truncate, a 10 MB line (RSS {} -> {} KiB), an unreadable new file ({errors} read errors; counted {:.2}s after chmod 644) and a restart while unreadable",
         rss_before / 1024,
         rss_after / 1024,
         recovered.as_secs_f64()
@@ -647,7 +703,10 @@ impl Drop for Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
@@ -689,13 +748,15 @@ fn log_state_dir_read_only_then_full_then_writable() {
     let cp_errors = |s: &[Sample]| value(s, "log_checkpoint_errors_total", &[("source", "app")]);
     let wait_checkpoint = |n: u64, what: &str| -> Duration {
         let t = Instant::now();
-        poll_until(WAIT, || (checkpointed_lines(&state) == Some(n)).then_some(()))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{what}: the checkpoint never showed {n} lines (it shows {:?})",
-                    checkpointed_lines(&state)
-                )
-            });
+        poll_until(WAIT, || {
+            (checkpointed_lines(&state) == Some(n)).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: the checkpoint never showed {n} lines (it shows {:?})",
+                checkpointed_lines(&state)
+            )
+        });
         t.elapsed()
     };
     append_lines(&log, "before", 100);
@@ -705,9 +766,15 @@ fn log_state_dir_read_only_then_full_then_writable() {
     // Read-only: checkpoints fail and are counted, lines are still counted.
     fs.remount("ro");
     append_lines(&log, "read-only", 100);
-    scrape_until(&v, "checkpoint errors (read-only)", "log_", |s| cp_errors(s) >= 2.0);
+    scrape_until(&v, "checkpoint errors (read-only)", "log_", |s| {
+        cp_errors(s) >= 2.0
+    });
     expect_lines(&v, "app", 200, "read-only state dir");
-    assert_eq!(checkpointed_lines(&state), Some(100), "nothing could be written");
+    assert_eq!(
+        checkpointed_lines(&state),
+        Some(100),
+        "nothing could be written"
+    );
     fs.remount("rw");
     let ro_recovery = wait_checkpoint(200, "writable again");
 
@@ -716,7 +783,9 @@ fn log_state_dir_read_only_then_full_then_writable() {
     let (s, _) = scrape(&v);
     let errors = cp_errors(&s);
     append_lines(&log, "full", 100);
-    scrape_until(&v, "checkpoint errors (full)", "log_", |s| cp_errors(s) >= errors + 2.0);
+    scrape_until(&v, "checkpoint errors (full)", "log_", |s| {
+        cp_errors(s) >= errors + 2.0
+    });
     expect_lines(&v, "app", 300, "full state dir");
     assert_eq!(checkpointed_lines(&state), Some(200));
     // A crash while the disk is full: what is on disk is the last good checkpoint.
@@ -727,14 +796,20 @@ fn log_state_dir_read_only_then_full_then_writable() {
         Vec::<String>::new(),
         "failed checkpoint writes left temporary files on the full disk"
     );
-    std::fs::remove_file(&filler).expect("remove filler");
+    // Started again on the still full disk: it resumes from the checkpoint of 200 and
+    // re-reads the rest, exactly 300, and counts its own failed checkpoints.
     let v = start();
-    // The restart resumes from the checkpoint of 200 and re-reads the rest: exactly 300.
-    let s = expect_lines(&v, "app", 300, "restarted after the disk filled up");
-    assert_eq!(cp_errors(&s), 0.0);
+    let s = expect_lines(&v, "app", 300, "restarted on a full state dir");
+    assert!(
+        cp_errors(&s) >= 1.0,
+        "the new process counts its failed saves"
+    );
+    assert_eq!(checkpointed_lines(&state), Some(200));
+    std::fs::remove_file(&filler).expect("remove filler");
     let full_recovery = wait_checkpoint(300, "space freed");
+    assert_eq!(temporaries(&state), Vec::<String>::new());
     eprintln!(
-        "state dir: read-only -> checkpoint saved {:.2}s after remount rw; full -> lines exact after a crash, checkpoint saved {:.2}s after restart",
+        "state dir: checkpoint saved {:.2}s after remount rw, {:.2}s after space was freed; lines exact across a SIGKILL and a restart on the full disk",
         ro_recovery.as_secs_f64(),
         full_recovery.as_secs_f64()
     );
@@ -822,7 +897,12 @@ fn sidecar_started_without_prometheus_and_with_a_read_only_queue_recovers() {
             .ok()
             .filter(|t| t.contains("always_faults"))
     })
-    .unwrap_or_else(|| panic!("the queue file was not written after remount rw\n{}", v.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the queue file was not written after remount rw\n{}",
+            v.logs()
+        )
+    });
     let saved_after = writable.elapsed();
     let (s, _) = scrape(&v);
     let errors = value(&s, "vitals_sidecar_alert_queue_save_errors_total", &[]);
@@ -902,8 +982,7 @@ fn sigkill_at_random_points_loses_no_log_line() {
                 written.fetch_add(50, Ordering::Relaxed);
                 if (n + 50) % 3000 == 0 {
                     rotation += 1;
-                    std::fs::rename(&log, dir.join(format!("app.log.{rotation}")))
-                        .expect("rotate");
+                    std::fs::rename(&log, dir.join(format!("app.log.{rotation}"))).expect("rotate");
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }

@@ -525,7 +525,18 @@ impl Tailer {
             let mut f = match Followed::open(&path, pos.offset) {
                 Ok(f) => f,
                 Err(e) => {
+                    // Unreadable for now (permissions): remember where it was left, so that
+                    // once it can be opened it is resumed there rather than read again from
+                    // the start (which would count its lines twice).
                     report.errors.push(format!("{}: {e}", path.display()));
+                    self.retired.insert(
+                        (pos.dev, pos.ino),
+                        Retired {
+                            offset: pos.offset,
+                            head: pos.head,
+                            head_len: pos.head_len,
+                        },
+                    );
                     continue;
                 }
             };
