@@ -846,47 +846,58 @@ fn sidecar_config(prom_port: u16, am_url: &str, queue: &Path) -> String {
     )
 }
 
+/// The sum of every sample of `name` (whatever the labels).
+fn total(s: &[Sample], name: &str) -> f64 {
+    s.iter().filter(|x| x.name == name).map(|x| x.value).sum()
+}
+
+/// Prometheus' and Alertmanager's own outages while the sidecar runs are covered by
+/// sidecar.rs and alerting.rs (see the module doc); this one starts the sidecar with neither
+/// of them reachable and its queue's file system read-only, then brings each back in turn,
+/// with a SIGKILL of the sidecar while Alertmanager is still away.
 #[test]
-fn sidecar_started_without_prometheus_and_with_a_read_only_queue_recovers() {
-    let am = Alertmanager::start();
+fn sidecar_started_without_prometheus_alertmanager_or_a_writable_queue_recovers() {
     let prom_port = free_port();
+    let am_port = free_port();
+    let am_url = format!("http://127.0.0.1:{am_port}");
     let fs = Tmpfs::mount();
     let queue = fs.path().join("alerts.json");
     fs.remount("ro");
-    let v = Vitals::builder()
-        .subcommand("sidecar")
-        .config(&sidecar_config(prom_port, &am.url(), &queue))
-        .start();
+    let config = sidecar_config(prom_port, &am_url, &queue);
+    let start = || {
+        Vitals::builder()
+            .subcommand("sidecar")
+            .config(&config)
+            .start()
+    };
+    let mut v = start();
     let query_errors = |s: &[Sample]| {
         value(s, "vitals_sidecar_queries_total", &[("result", "error")])
-            + value(s, "vitals_sidecar_recommendation_errors_total", &[])
+            + total(s, "vitals_sidecar_recommendation_errors_total")
     };
     // Cycles run and count their failed queries while nothing answers on the port.
     let (s, _, _) = scrape_until(&v, "failed queries counted", "vitals_sidecar", |s| {
         value(s, "vitals_sidecar_cycles_total", &[]) >= 3.0 && query_errors(s) >= 2.0
     });
-    assert_eq!(value(&s, "vitals_sidecar_alerts_active", &[]), 0.0);
+    assert_eq!(total(&s, "vitals_sidecar_alerts_active"), 0.0);
 
-    // Prometheus appears on the configured port.
+    // Prometheus appears on the configured port: the rule fires; delivery fails (no
+    // Alertmanager) and the queue cannot be saved (read-only): both counted.
     let prom = with_first_port(prom_port, || Prometheus::start(""));
     assert_eq!(prom.port(), prom_port, "Prometheus could not take its port");
     let appeared = Instant::now();
-    let fired = poll_until(WAIT, || {
-        am.alerts()
-            .into_iter()
-            .find(|a| a["labels"]["id"] == "always_faults")
-    });
-    assert!(
-        fired.is_some(),
-        "the alert did not reach Alertmanager after Prometheus appeared: {:#?}\n{}",
-        am.alerts(),
-        v.logs()
+    scrape_until(
+        &v,
+        "the alert queued, unsent and unsaved",
+        "vitals_sidecar",
+        |s| {
+            total(s, "vitals_sidecar_alerts_active") >= 1.0
+                && total(s, "vitals_sidecar_alerts_failed_total") >= 1.0
+                && value(s, "vitals_sidecar_alert_queue_length", &[]) >= 1.0
+                && value(s, "vitals_sidecar_alert_queue_save_errors_total", &[]) >= 1.0
+        },
     );
-    let alert_after = appeared.elapsed();
-    // The queue file cannot be written: counted; delivery does not depend on it.
-    scrape_until(&v, "queue save errors", "vitals_sidecar", |s| {
-        value(s, "vitals_sidecar_alert_queue_save_errors_total", &[]) >= 1.0
-    });
+    let queued_after = appeared.elapsed();
     assert!(!queue.exists());
 
     // Writable again: the queue is saved by itself.
@@ -906,17 +917,56 @@ fn sidecar_started_without_prometheus_and_with_a_read_only_queue_recovers() {
     let saved_after = writable.elapsed();
     let (s, _) = scrape(&v);
     let errors = value(&s, "vitals_sidecar_alert_queue_save_errors_total", &[]);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     let (s, _) = scrape(&v);
     assert_eq!(
         value(&s, "vitals_sidecar_alert_queue_save_errors_total", &[]),
         errors,
         "no save errors once writable"
     );
+
+    // A crash while Alertmanager is still away; the new process takes over the saved queue.
+    v.kill_hard();
+    drop(v);
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let v = start();
+
+    // Alertmanager appears: the alert arrives, with the start time from before the crash.
+    let am = with_first_port(am_port, Alertmanager::start);
+    assert_eq!(am.port(), am_port, "Alertmanager could not take its port");
+    let am_back = Instant::now();
+    let fired = poll_until(WAIT, || {
+        am.alerts()
+            .into_iter()
+            .find(|a| a["labels"]["id"] == "always_faults")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the alert did not reach Alertmanager: {:#?}\n{}",
+            am.alerts(),
+            v.logs()
+        )
+    });
+    let delivered_after = am_back.elapsed();
+    let starts_ms = fired["startsAt"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(i64::MAX, |t| t.timestamp_millis());
+    assert!(
+        starts_ms < killed_ms,
+        "the alert keeps its start from before the SIGKILL: {fired}"
+    );
+    scrape_until(&v, "the queue drained", "vitals_sidecar", |s| {
+        value(s, "vitals_sidecar_alert_queue_length", &[]) == 0.0
+            && total(s, "vitals_sidecar_alerts_sent_total") >= 1.0
+    });
     eprintln!(
-        "sidecar: alert in Alertmanager {:.2}s after Prometheus appeared; queue file written {:.2}s after its file system became writable",
-        alert_after.as_secs_f64(),
-        saved_after.as_secs_f64()
+        "sidecar: alert queued {:.2}s after Prometheus appeared; queue file written {:.2}s after its file system became writable; after a SIGKILL, delivered {:.2}s after Alertmanager appeared, with its original startsAt",
+        queued_after.as_secs_f64(),
+        saved_after.as_secs_f64(),
+        delivered_after.as_secs_f64()
     );
 }
 
