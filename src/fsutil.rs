@@ -53,4 +53,20 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory in the way makes the final rename fail after the data was written.
+        let path = dir.path().join("state.json");
+        std::fs::create_dir(&path).expect("dir in the way");
+        std::fs::write(path.join("keep"), b"x").expect("non-empty");
+        assert!(write_atomic(&path, b"data").is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
 }
