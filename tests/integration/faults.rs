@@ -238,17 +238,20 @@ fn postgres_stopped_then_restarted_is_down_then_up_in_the_same_process() {
 fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
     let pg = Postgres::start();
     pg.psql("create table locked_t (id int primary key); insert into locked_t select generate_series(1, 100); analyze locked_t");
-    // Both targets read the per-database families in every scrape. `short` gives up on the
-    // lock after its lock_timeout (1s); `long` would wait 30s, so the scrape deadline cuts it.
+    // `short` and `long` read the per-database families in every scrape: `short` gives up on
+    // the lock after its lock_timeout (1s); `long` would wait 30s, so the scrape deadline cuts
+    // it. `bg` serves them from a snapshot refreshed in the background every second, which
+    // must not be served once older than three intervals.
     let fan = "        tables_refresh_interval: 0s\n";
     let targets = format!(
-        "{}{}",
+        "{}{}{}",
         pg_target("short", &pg, fan),
         pg_target(
             "long",
             &pg,
             &format!("{fan}        lock_timeout: 30s\n        statement_timeout: 30s\n")
-        )
+        ),
+        pg_target("bg", &pg, "        tables_refresh_interval: 1s\n")
     );
     let v = start_pg_vitals(&targets);
     let table = |s: &[Sample], t: &str| {
@@ -266,8 +269,8 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
             &[("target", t), ("reason", "timeout")],
         )
     };
-    let (s, _, _) = scrape_until(&v, "locked_t in both targets", "pg_", |s| {
-        table(s, "short") && table(s, "long")
+    let (s, _, _) = scrape_until(&v, "locked_t in every target", "pg_", |s| {
+        table(s, "short") && table(s, "long") && table(s, "bg")
     });
     let before = (timeouts(&s, "short"), timeouts(&s, "long"));
 
@@ -283,7 +286,16 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
     for round in 0..3 {
         let (s, took) = scrape(&v);
         slowest = slowest.max(took);
-        for t in ["short", "long"] {
+        let bg_age = value(
+            &s,
+            "vitals_postgres_fanout_age_seconds",
+            &[("target", "bg")],
+        );
+        assert!(
+            !table(&s, "bg") || bg_age <= 3.5,
+            "round {round}: bg served per-database data {bg_age}s old (interval 1s)"
+        );
+        for t in ["short", "long", "bg"] {
             assert_eq!(
                 sample_value(&s, "pg_up", &[("target", t)]),
                 Some(1.0),
@@ -298,6 +310,8 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
                 .is_some(),
                 "round {round}: {t}'s server-wide families are still there"
             );
+        }
+        for t in ["short", "long"] {
             assert!(!table(&s, t), "round {round}: {t} served locked_t");
         }
         assert!(
@@ -308,9 +322,14 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
             timeouts(&s, "long")
         );
     }
-    // The wait cut at the deadline does not linger on the server.
+    // bg's snapshot, more than three intervals old by now, is no longer served.
+    scrape_until(&v, "bg's stale per-database data dropped", "pg_", |s| {
+        !table(s, "bg")
+    });
+    // The wait cut at the deadline does not linger on the server (bg's refreshes wait at
+    // most their lock_timeout of 1s).
     let lingering = poll_until(Duration::from_secs(5), || {
-        (pg.psql("select count(*) from pg_stat_activity where application_name = 'vitals' and wait_event_type = 'Lock'") == "0").then_some(())
+        (pg.psql("select count(*) from pg_stat_activity where application_name = 'vitals' and wait_event_type = 'Lock' and now() - query_start > interval '3 s'") == "0").then_some(())
     });
     assert!(
         lingering.is_some(),
@@ -322,7 +341,7 @@ fn a_lock_held_on_a_table_fails_the_fan_out_not_the_scrape() {
     drop(holder);
     let released = Instant::now();
     scrape_until(&v, "locked_t again", "pg_", |s| {
-        table(s, "short") && table(s, "long")
+        table(s, "short") && table(s, "long") && table(s, "bg")
     });
     let recovered = released.elapsed();
     let sessions = vitals_sessions(&pg);
