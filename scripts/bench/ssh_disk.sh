@@ -16,7 +16,10 @@
 #              included (other processes of the machine still run anywhere).
 # Needs root (sshd, and a test user it creates like the test harness does).
 #
-#   [SSHD_NICE=19] scripts/bench/ssh_disk.sh [TARGETS] [SECONDS]
+# VITALS_BIN=path uses that binary instead of building the release one; PERF_OUT=file records
+# a CPU profile of vitals (perf record) during the contended phase.
+#
+#   [SSHD_NICE=19] [VITALS_BIN=...] [PERF_OUT=...] scripts/bench/ssh_disk.sh [TARGETS] [SECONDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -29,7 +32,7 @@ for bin in "$SSHD" /usr/bin/ssh-keygen /usr/bin/taskset /usr/bin/curl /usr/bin/p
   [ -x "$bin" ] || { echo "bench: $bin missing: run scripts/setup-test-deps.sh" >&2; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (sshd)" >&2; exit 1; }
-VITALS=$(vitals_bin)
+VITALS=${VITALS_BIN:-$(vitals_bin)}
 
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -131,7 +134,13 @@ probe() {
     --ssh-port "$port" --pid "$vpid" --label "$label"
 }
 echo "load average before the contended phase: $(cut -d' ' -f1-3 /proc/loadavg)"
+perf_pid=
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -q -F 2000 -g -p "$vpid" -o "$PERF_OUT" -- sleep "$SECONDS_OF_SCRAPES" 2>/dev/null &
+  perf_pid=$!
+fi
 probe contended env
+[ -z "$perf_pid" ] || wait "$perf_pid" || true
 if [ "$last_cpu" -ge 1 ]; then
   # sshd's later sessions inherit its affinity; vitals' threads are pinned one by one (-a).
   taskset -p -c "$last_cpu" "$spid" >/dev/null

@@ -336,7 +336,6 @@ pub fn parse(stdout: &str) -> Result<DfOutput, DfError> {
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut filesystems = Vec::with_capacity(blocks.rows.len());
-    let mut unparsed = unparsed;
     let mut unreadable: Vec<Mount> = Vec::new();
     for r in &blocks.rows {
         let (Some(total), Some(used), Some(avail)) = (r.total, r.used, r.avail) else {
