@@ -344,6 +344,14 @@ impl ScrapeView {
     }
 }
 
+/// A `node_filesystem_*` family: name, help, unit and the figure it shows.
+type FsGauge<'u> = (
+    &'static str,
+    &'static str,
+    Option<&'u Unit>,
+    fn(&Filesystem) -> Option<u64>,
+);
+
 /// Seconds since the Unix epoch.
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -419,7 +427,7 @@ impl prometheus_client::collector::Collector for ScrapeView {
                 Some(ConstGauge::new(u64::try_from(n).unwrap_or(u64::MAX)))
             }),
         )?;
-        let fs_gauges: [(&str, &str, Option<&Unit>, fn(&Filesystem) -> Option<u64>); 5] = [
+        let fs_gauges: [FsGauge<'_>; 5] = [
             (
                 "node_filesystem_size",
                 "Filesystem size in bytes",
