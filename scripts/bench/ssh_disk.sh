@@ -3,15 +3,23 @@
 # as TARGETS targets (default 50) with the default concurrency. Prints
 #   - how long the first refresh round of all targets took (from vitals' start to the last
 #     target's first success, from vitals' own metrics), and the per-refresh durations;
-#   - scrape latency (curl's time_total) while refreshes are in flight, counted as scrapes
-#     during which sshd had established connections.
+#   - scrape latency while refreshes run, measured by a keep-alive HTTP client
+#     (scripts/bench/scrape_probe.py) and split into scrapes during which sshd had established
+#     connections and scrapes between rounds; next to it vitals' own handler time for the same
+#     scrapes (vitals_http_request_duration_seconds{handler="metrics"}, buckets 1/5/10 ms) and
+#     the CPU time of vitals' threads (the SSH refresher thread `vitals-ssh` apart).
+# Two phases, each SECONDS long:
+#   contended  every process may run on every core (sshd, its shells and df compete with
+#              vitals and the client, as on a small host that also serves as the SSH target);
+#   separated  sshd and everything it starts on the last core (taskset), vitals and the
+#              client on core 0: what is left is vitals' own latency, its refresher thread
+#              included (other processes of the machine still run anywhere).
 # Needs root (sshd, and a test user it creates like the test harness does).
 #
-# sshd stands in for TARGETS remote hosts, but its sessions and df processes run on this
-# machine's cores; SSHD_NICE=19 runs them at the lowest CPU priority, closer to production
-# where that work happens on the remote hosts.
+# VITALS_BIN=path uses that binary instead of building the release one; PERF_OUT=file records
+# a CPU profile of vitals (perf record) during the contended phase.
 #
-#   [SSHD_NICE=19] scripts/bench/ssh_disk.sh [TARGETS] [SECONDS]
+#   [SSHD_NICE=19] [VITALS_BIN=...] [PERF_OUT=...] scripts/bench/ssh_disk.sh [TARGETS] [SECONDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -20,11 +28,11 @@ TARGETS=${1:-50}
 SECONDS_OF_SCRAPES=${2:-12}
 USER_NAME=vitalstest
 SSHD=/usr/sbin/sshd
-for bin in "$SSHD" /usr/bin/ssh-keygen /usr/bin/ss /usr/bin/curl /usr/bin/python3; do
+for bin in "$SSHD" /usr/bin/ssh-keygen /usr/bin/taskset /usr/bin/curl /usr/bin/python3; do
   [ -x "$bin" ] || { echo "bench: $bin missing: run scripts/setup-test-deps.sh" >&2; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (sshd)" >&2; exit 1; }
-VITALS=$(vitals_bin)
+VITALS=${VITALS_BIN:-$(vitals_bin)}
 
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -108,7 +116,7 @@ def values(name):
     return [float(m.group(1)) for m in re.finditer(r"^" + name + r"\{[^}]*\} (\S+)$", text, re.M)]
 start = values("process_start_time_seconds") or [float(m) for m in re.findall(r"^process_start_time_seconds (\S+)$", text, re.M)]
 succ = values("ssh_target_last_success_timestamp_seconds")
-durs = sorted(values("ssh_target_refresh_duration_seconds"))
+durs = sorted(values("ssh_target_duration_seconds"))
 up = sum(1 for v in values("ssh_target_up") if v == 1)
 if up < want or not start:
     sys.exit(f"bench: only {up}/{want} targets up")
@@ -117,26 +125,29 @@ print(f"refresh duration per target: p50 {durs[len(durs)//2]:.3f} s, max {durs[-
 PY
 
 # Scrapes while refreshes run (interval 5s: a new round starts every 5 s).
-end=$(( $(date +%s) + SECONDS_OF_SCRAPES ))
-: > "$work/scrapes.txt"
-while [ "$(date +%s)" -lt "$end" ]; do
-  conns=$(ss -Htn state established "( sport = :$port )" | wc -l)
-  t=$(curl -fsS -o /dev/null -w '%{time_total}' "$url")
-  echo "$conns $t" >> "$work/scrapes.txt"
-done
-python3 - "$work/scrapes.txt" <<'PY'
-import sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-def stats(ts):
-    ts = sorted(ts)
-    if not ts:
-        return "none"
-    pick = lambda q: ts[min(len(ts) - 1, int(q * len(ts)))]
-    return f"n={len(ts)} p50 {pick(0.5)*1000:.2f} ms, p95 {pick(0.95)*1000:.2f} ms, max {ts[-1]*1000:.2f} ms"
-during = [float(t) for c, t in rows if int(c) > 0]
-idle = [float(t) for c, t in rows if int(c) == 0]
-print(f"scrapes during refresh (sshd had connections): {stats(during)}")
-print(f"scrapes between rounds: {stats(idle)}")
-print(f"most established sshd connections seen at once (closing ones included): {max(int(c) for c, _ in rows)}")
-PY
+vpid=${pids[1]}
+spid=${pids[0]}
+last_cpu=$(( $(nproc) - 1 ))
+probe() {
+  local label=$1; shift
+  "$@" python3 "$here/scrape_probe.py" --url "$url" --seconds "$SECONDS_OF_SCRAPES" \
+    --ssh-port "$port" --pid "$vpid" --label "$label"
+}
+echo "load average before the contended phase: $(cut -d' ' -f1-3 /proc/loadavg)"
+perf_pid=
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -q -F 2000 -g -p "$vpid" -o "$PERF_OUT" -- sleep "$SECONDS_OF_SCRAPES" 2>/dev/null &
+  perf_pid=$!
+fi
+probe contended env
+[ -z "$perf_pid" ] || wait "$perf_pid" || true
+if [ "$last_cpu" -ge 1 ]; then
+  # sshd's later sessions inherit its affinity; vitals' threads are pinned one by one (-a).
+  taskset -p -c "$last_cpu" "$spid" >/dev/null
+  taskset -a -p -c 0 "$vpid" >/dev/null
+  echo "load average before the separated phase: $(cut -d' ' -f1-3 /proc/loadavg)"
+  probe "separated (sshd on cpu $last_cpu, vitals and the client on cpu 0)" taskset -c 0
+else
+  echo "one core: no separated phase"
+fi
 grep -i "error" "$work/vitals.log" | head -5 || true

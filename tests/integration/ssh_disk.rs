@@ -27,22 +27,34 @@ struct BindMount {
 }
 
 impl BindMount {
-    fn new() -> BindMount {
+    /// A bind mount at `<tmp>/disk with  spaces`, read-only when `readonly`. With `hidden`
+    /// it lies under a directory only root may enter, so the test user's `df` cannot read it.
+    fn new(readonly: bool, hidden: bool) -> BindMount {
         let dir = temp_dir("bind");
         // sshd runs df as the unprivileged test user: it must be able to reach the mount.
         chmod(dir.path(), 0o755);
         let source = dir.path().join("source");
-        let target = dir.path().join("disk with  spaces");
+        let parent = dir.path().join("private");
+        let target = if hidden { &parent } else { dir.path() }.join("disk with  spaces");
         for d in [&source, &target] {
-            std::fs::create_dir(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
         }
+        let mount = require_binary("/usr/bin/mount", "mount");
         run_ok(
-            Command::new(require_binary("/usr/bin/mount", "mount"))
-                .arg("--bind")
-                .arg(&source)
-                .arg(&target),
+            Command::new(&mount).arg("--bind").arg(&source).arg(&target),
             "mount --bind (the tests run as root)",
         );
+        if readonly {
+            run_ok(
+                Command::new(&mount)
+                    .args(["-o", "remount,bind,ro"])
+                    .arg(&target),
+                "mount -o remount,bind,ro",
+            );
+        }
+        if hidden {
+            chmod(&parent, 0o700);
+        }
         BindMount { _dir: dir, target }
     }
 
@@ -105,7 +117,7 @@ fn up(s: &[Sample], target: &str) -> Option<f64> {
 fn failures(s: &[Sample], target: &str, reason: &str) -> f64 {
     sample_value(
         s,
-        "ssh_target_refresh_failures_total",
+        "ssh_target_failures_total",
         &[("target", target), ("reason", reason)],
     )
     .unwrap_or(0.0)
@@ -187,7 +199,8 @@ fn last_success(s: &[Sample], target: &str) -> f64 {
 #[test]
 fn key_auth_reads_a_bind_mount_with_spaces_and_agrees_with_local_df() {
     let sshd = Sshd::start();
-    let mount = BindMount::new();
+    let mount = BindMount::new(true, false);
+    let hidden = BindMount::new(false, true);
     let closed = {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -254,6 +267,36 @@ fn key_auth_reads_a_bind_mount_with_spaces_and_agrees_with_local_df() {
         fs_value(&s, "node_filesystem_files", "local", mp).is_some_and(|f| f >= 0.0),
         "inode counts come from the second table"
     );
+    // /proc/mounts: the read-only bind mount, a writable root, and a mount the test user's
+    // df cannot read (under a directory it may not enter): device_error 1 and no figures.
+    assert_eq!(
+        fs_value(&s, "node_filesystem_readonly", "local", mp),
+        Some(1.0)
+    );
+    assert_eq!(
+        fs_value(&s, "node_filesystem_device_error", "local", mp),
+        Some(0.0)
+    );
+    let hp = hidden.mountpoint();
+    assert_eq!(
+        fs_value(&s, "node_filesystem_device_error", "local", hp),
+        Some(1.0),
+        "the unreadable mount {hp}"
+    );
+    assert_eq!(
+        fs_value(&s, "node_filesystem_readonly", "local", hp),
+        Some(0.0)
+    );
+    assert_eq!(
+        fs_value(&s, "node_filesystem_size_bytes", "local", hp),
+        None
+    );
+    let age = sample_value(&s, "ssh_target_cache_age_seconds", &[("target", "local")])
+        .expect("cache age");
+    assert!(
+        (0.0..3.0).contains(&age),
+        "cache age {age} with a 1 s interval"
+    );
     // node_exporter's default mount point excludes apply.
     for hidden in ["/proc", "/sys", "/dev"] {
         assert!(
@@ -281,8 +324,12 @@ fn key_auth_reads_a_bind_mount_with_spaces_and_agrees_with_local_df() {
     for family in [
         "# TYPE node_filesystem_size_bytes gauge",
         "# UNIT node_filesystem_size_bytes bytes",
-        "# TYPE ssh_target_refresh_failures counter",
+        "# TYPE ssh_target_failures counter",
         "# TYPE ssh_target_last_success_timestamp_seconds gauge",
+        "# TYPE ssh_target_duration_seconds gauge",
+        "# TYPE ssh_target_cache_age_seconds gauge",
+        "# TYPE node_filesystem_readonly gauge",
+        "# TYPE node_filesystem_device_error gauge",
     ] {
         assert!(om.lines().any(|l| l == family), "missing {family}:\n{om}");
     }
@@ -294,6 +341,7 @@ fn key_auth_reads_a_bind_mount_with_spaces_and_agrees_with_local_df() {
     assert!(html.contains("<td>ssh_disk</td><td>down</td>"), "{html}");
     assert!(html.contains("connect: "), "{html}");
     drop(mount);
+    drop(hidden);
 }
 
 /// Generates a key of `key_type` protected by `passphrase` (empty for none).
@@ -537,6 +585,30 @@ fn host_keys_are_verified_pinned_hashed_revoked_changed_and_learned() {
             ("tofu", None),
         ],
     );
+    // A refused host key means no data at all: no filesystem series, no success time.
+    let s = scrape(&v).1;
+    for refused in ["badpin", "changed", "revoked", "unknown"] {
+        let leaked: Vec<&Sample> = s
+            .iter()
+            .filter(|x| {
+                x.labels.get("target").map(String::as_str) == Some(refused)
+                    && (x.name.starts_with("node_filesystem")
+                        || x.name == "ssh_target_last_success_timestamp_seconds"
+                        || x.name == "ssh_target_cache_age_seconds")
+            })
+            .collect();
+        assert!(leaked.is_empty(), "{refused} has data: {leaked:?}");
+        assert_eq!(
+            failures(&s, refused, "auth"),
+            0.0,
+            "{refused} never authenticated"
+        );
+    }
+    assert!(
+        s.iter().any(|x| x.name == "node_filesystem_size_bytes"
+            && x.labels.get("target").map(String::as_str) == Some("pinned")),
+        "the accepted key gives data"
+    );
     let learned = std::fs::read_to_string(&tofu_path).expect("learned known_hosts");
     assert_eq!(learned.lines().count(), 1, "{learned}");
     let ed_body: Vec<&str> = ed.split_whitespace().take(2).collect();
@@ -641,7 +713,7 @@ fn silent_servers_time_out_scrapes_stay_fast_and_stale_data_is_dropped() {
     let key = path(sshd.client_key_path());
     let kh = path(sshd.known_hosts_path());
     let silent_target = format!(
-        "      - name: silent\n        host: 127.0.0.1\n        port: {silent_port}\n        user: x\n        interval: 1s\n        connect_timeout: 1s\n        key_file: '{key}'\n        known_hosts: '{kh}'\n"
+        "      - name: silent\n        host: 127.0.0.1\n        port: {silent_port}\n        user: x\n        interval: 1s\n        connect_timeout: 2s\n        key_file: '{key}'\n        known_hosts: '{kh}'\n"
     );
     let fading = target_yaml(
         "fading",
@@ -654,7 +726,16 @@ fn silent_servers_time_out_scrapes_stay_fast_and_stale_data_is_dropped() {
         ],
     );
     let v = Vitals::start(&config(&[silent_target, fading], ""));
-    wait_for_outcomes(&v, &[("silent", Some("timeout")), ("fading", None)]);
+    let s = wait_for_outcomes(&v, &[("silent", Some("timeout")), ("fading", None)]);
+    // The silent server costs the configured connect_timeout (2 s), not more.
+    let took = sample_value(&s, "ssh_target_duration_seconds", &[("target", "silent")])
+        .expect("duration of the silent target");
+    assert!((2.0..2.5).contains(&took), "a timeout of 2 s took {took} s");
+    assert!(
+        !s.iter().any(|x| x.name.starts_with("node_filesystem")
+            && x.labels.get("target").map(String::as_str) == Some("silent")),
+        "a silent server has no data"
+    );
 
     // Scrapes read stored results: a target stuck in its handshake does not slow them.
     let mut slowest = Duration::ZERO;
@@ -686,6 +767,12 @@ fn silent_servers_time_out_scrapes_stay_fast_and_stale_data_is_dropped() {
     );
     assert_eq!(up(&s, "fading"), Some(0.0));
     assert!(failures(&s, "fading", "connect") >= 1.0);
+    let age = sample_value(&s, "ssh_target_cache_age_seconds", &[("target", "fading")])
+        .expect("the age stays while the data is dropped");
+    assert!(
+        age > 3.0,
+        "data dropped at cache age {age}, before max_age 3 s"
+    );
     assert!(
         last_success(&s, "fading") >= last_ok,
         "the last success time stays"

@@ -1,6 +1,6 @@
 //! The SSH side: connect with a deadline, verify the host key ([`super::known_hosts`]),
 //! authenticate with a key or a password, run one fixed command and collect its output.
-//! Every failure carries a [`Reason`] for `ssh_target_refresh_failures_total{reason}`.
+//! Every failure carries a [`Reason`] for `ssh_target_failures_total{reason}`.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,6 +1,7 @@
 //! The remote command and a pure parser of its output: POSIX `df` tables (`df -P -T` with
 //! any block size, and the inode table of `df -P -T -i`) as GNU coreutils and BusyBox print
-//! them, with spaces in mount points and BusyBox' wrapped long device names.
+//! them, with spaces in mount points and BusyBox' wrapped long device names, followed by
+//! `/proc/mounts` for the read-only flag and the mounts `df` could not read.
 
 use std::collections::HashMap;
 
@@ -9,10 +10,14 @@ use regex::Regex;
 /// The one command vitals runs on a host. It is fixed: no config value is ever interpolated
 /// into it. Both tables include bind mounts (`-a`); each is followed by a marker line with
 /// its exit status, so that partial output (exit 1 when one mount point cannot be read) is
-/// kept and told apart from a missing `df`. Use it verbatim in a `command="..."` restriction.
-pub const REMOTE_COMMAND: &str = "LC_ALL=C df -a -P -T -B1; echo \"vitals-df-exit $?\"; LC_ALL=C df -a -P -T -i; echo \"vitals-df-exit $?\"";
+/// kept and told apart from a missing `df`. `/proc/mounts` follows a third marker: it gives
+/// the read-only flag (`node_filesystem_readonly`) and the mounts `df` could not read
+/// (`node_filesystem_device_error`). Use it verbatim in a `command="..."` restriction.
+pub const REMOTE_COMMAND: &str = "LC_ALL=C df -a -P -T -B1; echo \"vitals-df-exit $?\"; LC_ALL=C df -a -P -T -i; echo \"vitals-df-exit $?\"; echo vitals-mounts; cat /proc/mounts";
 
 const EXIT_MARKER: &str = "vitals-df-exit ";
+/// The line after which `/proc/mounts` follows.
+const MOUNTS_MARKER: &str = "vitals-mounts";
 
 /// One filesystem as reported by `df`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +38,21 @@ pub struct Filesystem {
     pub files: Option<u64>,
     /// Free inodes, when the inode table listed this filesystem.
     pub files_free: Option<u64>,
+    /// Whether it is mounted read-only, when `/proc/mounts` was read.
+    pub readonly: Option<bool>,
+}
+
+/// One line of `/proc/mounts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The mounted device or source.
+    pub device: String,
+    /// The filesystem type.
+    pub fstype: String,
+    /// Where it is mounted (octal escapes such as `\040` decoded).
+    pub mountpoint: String,
+    /// Mounted with the `ro` option.
+    pub readonly: bool,
 }
 
 /// The parsed output of [`REMOTE_COMMAND`].
@@ -46,6 +66,9 @@ pub struct DfOutput {
     pub blocks_exit: Option<i32>,
     /// Exit status of the inode table's `df`, when its marker was seen.
     pub inodes_exit: Option<i32>,
+    /// Mounts listed in `/proc/mounts` that `df` did not list: `df` could not read them
+    /// (node_exporter's `device_error`). Empty when `/proc/mounts` was not in the output.
+    pub unreadable: Vec<Mount>,
 }
 
 /// Why the output could not be used.
@@ -156,15 +179,72 @@ fn parse_row(line: &str) -> Option<Row> {
     })
 }
 
-/// Splits the output into tables; lines that fit nowhere are counted.
-fn tables(stdout: &str) -> (Vec<Table>, usize) {
+/// Decodes the octal escapes the kernel writes in `/proc/mounts` (`\040` for a space,
+/// `\011` tab, `\012` newline, `\134` backslash); anything else is kept as it is.
+fn unescape_mount_field(field: &str) -> String {
+    if !field.contains('\\') {
+        return field.to_string();
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes.get(i) == Some(&b'\\') && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match octal {
+            Some(b) => {
+                out.push(b);
+                i += 4;
+            }
+            None => {
+                out.extend(bytes.get(i).copied());
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One line of `/proc/mounts`: `device mountpoint fstype options dump pass`.
+fn parse_mount(line: &str) -> Option<Mount> {
+    let mut f = line.split([' ', '\t']).filter(|w| !w.is_empty());
+    let (device, mountpoint, fstype, options) = (f.next()?, f.next()?, f.next()?, f.next()?);
+    if !mountpoint.starts_with('/') {
+        return None;
+    }
+    Some(Mount {
+        device: unescape_mount_field(device),
+        fstype: unescape_mount_field(fstype),
+        mountpoint: unescape_mount_field(mountpoint),
+        readonly: options.split(',').any(|o| o == "ro"),
+    })
+}
+
+/// Splits the output into tables and the `/proc/mounts` section (`None` when absent); lines
+/// that fit nowhere are counted.
+fn tables(stdout: &str) -> (Vec<Table>, Option<Vec<Mount>>, usize) {
     let mut tables: Vec<Table> = Vec::new();
+    let mut mounts: Option<Vec<Mount>> = None;
     let mut unparsed = 0;
     // The open table, if any: the index into `tables` whose rows the next lines extend.
     let mut open: Option<usize> = None;
     let mut lines = stdout.lines().peekable();
     while let Some(line) = lines.next() {
         if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(list) = mounts.as_mut() {
+            match parse_mount(line) {
+                Some(m) => list.push(m),
+                None => unparsed += 1,
+            }
+            continue;
+        }
+        if line == MOUNTS_MARKER {
+            mounts = Some(Vec::new());
+            open = None;
             continue;
         }
         if let Some(code) = line.strip_prefix(EXIT_MARKER) {
@@ -216,14 +296,14 @@ fn tables(stdout: &str) -> (Vec<Table>, usize) {
             None => unparsed += 1,
         }
     }
-    (tables, unparsed)
+    (tables, mounts, unparsed)
 }
 
 /// Parses the standard output of [`REMOTE_COMMAND`] (or of a single `df -P -T` run by a
 /// forced command). A failing `df` that still listed filesystems is kept: `df` exits 1 when
 /// one mount point cannot be read and lists the others.
 pub fn parse(stdout: &str) -> Result<DfOutput, DfError> {
-    let (tables, unparsed) = tables(stdout);
+    let (tables, mounts, unparsed) = tables(stdout);
     let blocks = tables
         .iter()
         .find(|t| matches!(t.kind, TableKind::Blocks(_)));
@@ -248,12 +328,33 @@ pub fn parse(stdout: &str) -> Result<DfOutput, DfError> {
                 .or_insert((r.total, r.avail));
         }
     }
+    // The visible mount at a mount point is the last one listed there.
+    let readonly: HashMap<&str, bool> = mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.mountpoint.as_str(), m.readonly))
+        .collect();
     let mut seen = std::collections::HashSet::new();
     let mut filesystems = Vec::with_capacity(blocks.rows.len());
-    let mut unparsed = unparsed;
+    let mut unreadable: Vec<Mount> = Vec::new();
     for r in &blocks.rows {
         let (Some(total), Some(used), Some(avail)) = (r.total, r.used, r.avail) else {
-            unparsed += 1;
+            // GNU `df -a` prints `-` in every column (type included) for a mount point it
+            // may not stat (EACCES, ENOENT): node_exporter's device_error.
+            let mount = mounts
+                .iter()
+                .flatten()
+                .rev()
+                .find(|m| m.mountpoint == r.mountpoint);
+            unreadable.push(Mount {
+                device: r.device.clone(),
+                fstype: match (r.fstype.as_str(), mount) {
+                    ("-", Some(m)) => m.fstype.clone(),
+                    _ => r.fstype.clone(),
+                },
+                mountpoint: r.mountpoint.clone(),
+                readonly: mount.is_some_and(|m| m.readonly),
+            });
             continue;
         };
         // The same mount listed twice (stacked mounts): keep the first, as node_exporter
@@ -275,13 +376,27 @@ pub fn parse(stdout: &str) -> Result<DfOutput, DfError> {
             avail_bytes: bytes(avail),
             files,
             files_free,
+            readonly: readonly.get(r.mountpoint.as_str()).copied(),
         });
+    }
+    // A mount that df printed no row for, not even one with `-` figures, is one it could not
+    // read (it reports the error on stderr and exits 1).
+    let listed: std::collections::HashSet<&str> =
+        blocks.rows.iter().map(|r| r.mountpoint.as_str()).collect();
+    for m in mounts.into_iter().flatten() {
+        let duplicate = unreadable.iter().any(|u| {
+            (&u.device, &u.fstype, &u.mountpoint) == (&m.device, &m.fstype, &m.mountpoint)
+        });
+        if !listed.contains(m.mountpoint.as_str()) && !duplicate {
+            unreadable.push(m);
+        }
     }
     Ok(DfOutput {
         filesystems,
         unparsed_lines: unparsed,
         blocks_exit: blocks.exit,
         inodes_exit: inodes.and_then(|t| t.exit),
+        unreadable,
     })
 }
 
@@ -304,7 +419,12 @@ impl Exclude {
 
     /// Whether a filesystem is left out.
     pub fn excludes(&self, fs: &Filesystem) -> bool {
-        self.mount_points.is_match(&fs.mountpoint) || self.fs_types.is_match(&fs.fstype)
+        self.excludes_mount(&fs.mountpoint, &fs.fstype)
+    }
+
+    /// Whether a mount point of this type is left out.
+    pub fn excludes_mount(&self, mountpoint: &str, fstype: &str) -> bool {
+        self.mount_points.is_match(mountpoint) || self.fs_types.is_match(fstype)
     }
 }
 
@@ -346,14 +466,36 @@ mod tests {
                 avail_bytes: 77_224_857_600,
                 files: Some(16_777_216),
                 files_free: Some(16_351_942),
+                readonly: Some(false),
             }
         );
         let spaced = find(&out, "/srv/data with  spaces");
         assert_eq!(spaced.device, "/dev/vdb1");
         assert_eq!(spaced.avail_bytes, 52_426_309_632);
         assert_eq!(spaced.files_free, Some(26_214_300));
+        assert_eq!(spaced.readonly, Some(true), "ro in /proc/mounts");
         let bind = find(&out, "/tmp/exp mnt point");
         assert_eq!(bind.free_bytes, root.free_bytes);
+        assert_eq!(bind.readonly, Some(false));
+        // The mount df printed with `-` placeholders (type from /proc/mounts), and the NFS
+        // mount df did not list (listed twice in /proc/mounts): two unreadable mounts.
+        assert_eq!(
+            out.unreadable,
+            [
+                Mount {
+                    device: "/dev/vdc1".into(),
+                    fstype: "ext4".into(),
+                    mountpoint: "/root/no access".into(),
+                    readonly: true,
+                },
+                Mount {
+                    device: "nas:/export".into(),
+                    fstype: "nfs4".into(),
+                    mountpoint: "/mnt/stale\tnfs".into(),
+                    readonly: false,
+                }
+            ]
+        );
         let proc = find(&out, "/proc");
         assert_eq!((proc.size_bytes, proc.files), (0, Some(0)));
     }
@@ -412,6 +554,38 @@ mod tests {
         assert_eq!(out.filesystems.len(), 1);
         assert_eq!(out.filesystems[0].free_bytes, 600 * 1024);
         assert_eq!(out.filesystems[0].files, None);
+        assert_eq!(out.filesystems[0].readonly, None);
+        assert!(out.unreadable.is_empty());
+    }
+
+    #[test]
+    fn proc_mounts_lines_escapes_and_garbage() {
+        assert_eq!(
+            parse_mount("/dev/sda2 /a\\040b\\134c ext4 ro,noatime 0 0"),
+            Some(Mount {
+                device: "/dev/sda2".into(),
+                fstype: "ext4".into(),
+                mountpoint: "/a b\\c".into(),
+                readonly: true,
+            })
+        );
+        assert_eq!(
+            parse_mount("/dev/sda2 /x ext4 rw,errors=remount-ro 0 0").map(|m| m.readonly),
+            Some(false)
+        );
+        assert_eq!(unescape_mount_field("/odd\\x\\0"), "/odd\\x\\0");
+        assert_eq!(parse_mount("three short words"), None);
+        assert_eq!(parse_mount("a relative path x"), None);
+        // A host without /proc/mounts (cat's error goes to stderr): an empty section; a
+        // stray line in it is counted.
+        let text = "Filesystem Type 1-blocks Used Available Capacity Mounted on\n\
+                    /dev/sda1 ext4 1000 400 500 45% /\n\
+                    vitals-df-exit 0\n\
+                    vitals-mounts\n\
+                    oops\n";
+        let out = parse(text).expect("parses");
+        assert_eq!((out.filesystems.len(), out.unparsed_lines), (1, 1));
+        assert!(out.unreadable.is_empty());
     }
 
     #[test]
@@ -446,6 +620,7 @@ mod tests {
             avail_bytes: 0,
             files: None,
             files_free: None,
+            readonly: None,
         };
         assert!(ex.excludes(&fs("/run/credentials/x.service", "tmpfs")));
         assert!(!ex.excludes(&fs("/run", "tmpfs")));

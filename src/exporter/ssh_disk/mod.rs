@@ -4,8 +4,10 @@
 //!
 //! SSH is slow and may hang, so scrapes never wait on it: a background refresher per target
 //! runs [`df::REMOTE_COMMAND`] every `interval` (one refresh in flight per target, at most
-//! `concurrency` over all targets) and stores the result; a scrape encodes the stored results.
-//! Data older than the target's `max_age` is dropped rather than shown as current.
+//! `concurrency` over all targets) and publishes the result as an immutable snapshot behind
+//! an `Arc`; a scrape clones the `Arc`s (the only moment it takes a lock) and encodes the
+//! snapshots directly. Data older than the target's `max_age` is dropped rather than shown
+//! as current.
 //!
 //! The refreshers run on a runtime of their own, on one thread at a lower CPU priority
 //! ([`REFRESH_NICE`]), so that SSH handshakes and parsing never hold a worker thread of the
@@ -15,47 +17,50 @@ pub mod client;
 pub mod df;
 pub mod known_hosts;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::Semaphore;
 
 use super::collector::{BoxFuture, CollectError, Collected, Collector, Scope, TargetReport};
 use crate::config::{Config, SshTarget};
 use client::{Endpoint, Failure, Reason};
-use df::{Exclude, Filesystem};
+use df::{Exclude, Filesystem, Mount};
 use known_hosts::Policy;
-
-type Labels = Vec<(&'static str, String)>;
 
 /// The nice value of the refresher thread (0 is normal, 19 the lowest priority).
 pub const REFRESH_NICE: i32 = 10;
 
 /// The last successful refresh of a target.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Snapshot {
     at: Instant,
     wall: SystemTime,
-    filesystems: Arc<Vec<Filesystem>>,
+    filesystems: Vec<Filesystem>,
+    /// Mounts `df` could not read (`device_error` 1).
+    unreadable: Vec<Mount>,
     unparsed_lines: usize,
 }
 
 /// The last refresh, successful or not.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Attempt {
     duration: Duration,
     failure: Option<Failure>,
 }
 
-#[derive(Debug, Default)]
+/// What a target's refresher publishes. Immutable once stored: a refresh builds the next
+/// one and swaps the `Arc`, so a scrape holds the lock only to clone that `Arc` and never
+/// copies filesystems or waits for a refresh to finish its bookkeeping.
+#[derive(Debug, Default, Clone)]
 struct State {
-    snapshot: Option<Snapshot>,
-    last: Option<Attempt>,
+    snapshot: Option<Arc<Snapshot>>,
+    last: Option<Arc<Attempt>>,
     failures: [u64; Reason::ALL.len()],
 }
 
@@ -67,7 +72,7 @@ struct Target {
     interval: Duration,
     max_age: Duration,
     exclude: Arc<Exclude>,
-    state: Mutex<State>,
+    state: Mutex<Arc<State>>,
 }
 
 impl Target {
@@ -93,12 +98,16 @@ impl Target {
             interval: t.interval.0,
             max_age: t.effective_max_age(),
             exclude,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Arc::default()),
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The published state: one `Arc` clone under the lock.
+    fn state(&self) -> Arc<State> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs the remote command once and reads its output.
@@ -128,19 +137,22 @@ impl Target {
         }
     }
 
-    /// One refresh: fetch, then store the result.
+    /// One refresh: fetch, then publish the result.
     async fn refresh(&self) {
         let started = Instant::now();
-        // Filtering happens before the lock, which scrapes take too.
+        // Filtering and building the snapshot happen before the lock, which scrapes take.
         let result = self.fetch().await.map(|mut out| {
             out.filesystems.retain(|f| !self.exclude.excludes(f));
+            out.unreadable
+                .retain(|m| !self.exclude.excludes_mount(&m.mountpoint, &m.fstype));
             out
         });
         let duration = started.elapsed();
-        let mut state = self.state();
+        let mut next = State::clone(&self.state());
+        let previous_failure = next.last.as_ref().and_then(|a| a.failure.as_ref());
         match result {
             Ok(out) => {
-                if state.last.as_ref().is_some_and(|a| a.failure.is_some()) {
+                if previous_failure.is_some() {
                     tracing::info!(target = %self.name, "ssh_disk target answers again");
                 }
                 if out.blocks_exit.unwrap_or(0) != 0 || out.unparsed_lines > 0 {
@@ -148,43 +160,42 @@ impl Target {
                         target = %self.name,
                         df_exit = ?out.blocks_exit,
                         unparsed_lines = out.unparsed_lines,
+                        unreadable = out.unreadable.len(),
                         "df output was partial; kept what it listed"
                     );
                 }
-                state.snapshot = Some(Snapshot {
+                next.snapshot = Some(Arc::new(Snapshot {
                     at: Instant::now(),
                     wall: SystemTime::now(),
-                    filesystems: Arc::new(out.filesystems),
+                    filesystems: out.filesystems,
+                    unreadable: out.unreadable,
                     unparsed_lines: out.unparsed_lines,
-                });
-                state.last = Some(Attempt {
+                }));
+                next.last = Some(Arc::new(Attempt {
                     duration,
                     failure: None,
-                });
+                }));
             }
             Err(failure) => {
                 // Warn when a target goes down or fails differently; repeats go to debug.
-                let repeated = state
-                    .last
-                    .as_ref()
-                    .and_then(|a| a.failure.as_ref())
-                    .is_some_and(|f| f.reason == failure.reason);
-                if repeated {
+                if previous_failure.is_some_and(|f| f.reason == failure.reason) {
                     tracing::debug!(target = %self.name, reason = %failure.reason, error = %failure.message, "ssh_disk refresh failed again");
                 } else {
                     tracing::warn!(target = %self.name, reason = %failure.reason, error = %failure.message, "ssh_disk refresh failed");
                 }
                 if let Some(i) = Reason::ALL.iter().position(|r| *r == failure.reason)
-                    && let Some(n) = state.failures.get_mut(i)
+                    && let Some(n) = next.failures.get_mut(i)
                 {
                     *n += 1;
                 }
-                state.last = Some(Attempt {
+                next.last = Some(Arc::new(Attempt {
                     duration,
                     failure: Some(failure),
-                });
+                }));
             }
         }
+        // Only this target's refresher writes its state, so nothing changed since the read.
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
     }
 }
 
@@ -226,6 +237,263 @@ fn refresh_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("starting the SSH refresher runtime: {e}"))
 }
 
+/// One target as one scrape sees it.
+#[derive(Debug)]
+struct TargetView {
+    name: String,
+    state: Arc<State>,
+    /// How old the snapshot is at the scrape, if there is one.
+    age: Option<Duration>,
+    /// Whether the snapshot is young enough to be served.
+    fresh: bool,
+}
+
+impl TargetView {
+    fn up(&self) -> bool {
+        self.state
+            .last
+            .as_ref()
+            .is_some_and(|a| a.failure.is_none())
+    }
+
+    /// The snapshot, when it may be served.
+    fn current(&self) -> Option<&Snapshot> {
+        self.state.snapshot.as_deref().filter(|_| self.fresh)
+    }
+}
+
+/// The published states of the targets one scrape wants, encoded straight from the
+/// snapshots: no metric objects and no label copies are built per scrape.
+#[derive(Debug)]
+struct ScrapeView {
+    targets: Vec<TargetView>,
+}
+
+/// Writes one family, or nothing when it has no sample.
+fn family<S: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    samples: impl Iterator<Item = (S, M)>,
+) -> std::fmt::Result {
+    let mut samples = samples.peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl ScrapeView {
+    /// `(target, device, fstype, mountpoint)` of each served filesystem with `value`'s figure.
+    fn filesystems<'a, V: 'a>(
+        &'a self,
+        value: impl Fn(&'a Filesystem) -> Option<V> + Clone + 'a,
+    ) -> impl Iterator<Item = ([(&'static str, &'a str); 4], V)> + 'a {
+        self.targets.iter().flat_map(move |t| {
+            let name = t.name.as_str();
+            let value = value.clone();
+            t.current()
+                .map(|s| s.filesystems.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(move |fs| {
+                    let labels = [
+                        ("target", name),
+                        ("device", fs.device.as_str()),
+                        ("fstype", fs.fstype.as_str()),
+                        ("mountpoint", fs.mountpoint.as_str()),
+                    ];
+                    value(fs).map(|v| (labels, v))
+                })
+        })
+    }
+
+    /// The mounts `df` could not read, with their read-only flag.
+    fn unreadable(&self) -> impl Iterator<Item = ([(&'static str, &str); 4], &Mount)> {
+        self.targets.iter().flat_map(|t| {
+            let name = t.name.as_str();
+            t.current()
+                .map(|s| s.unreadable.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(move |m| {
+                    let labels = [
+                        ("target", name),
+                        ("device", m.device.as_str()),
+                        ("fstype", m.fstype.as_str()),
+                        ("mountpoint", m.mountpoint.as_str()),
+                    ];
+                    (labels, m)
+                })
+        })
+    }
+
+    fn per_target<'a, V: 'a>(
+        &'a self,
+        value: impl Fn(&'a TargetView) -> Option<V> + 'a,
+    ) -> impl Iterator<Item = ([(&'static str, &'a str); 1], V)> + 'a {
+        self.targets
+            .iter()
+            .filter_map(move |t| value(t).map(|v| ([("target", t.name.as_str())], v)))
+    }
+}
+
+/// A `node_filesystem_*` family: name, help, unit and the figure it shows.
+type FsGauge<'u> = (
+    &'static str,
+    &'static str,
+    Option<&'u Unit>,
+    fn(&Filesystem) -> Option<u64>,
+);
+
+/// Seconds since the Unix epoch.
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl prometheus_client::collector::Collector for ScrapeView {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let seconds = Some(&Unit::Seconds);
+        let bytes = Some(&Unit::Bytes);
+        family(
+            &mut e,
+            "ssh_target_up",
+            "Whether the last refresh of the target over SSH succeeded",
+            None,
+            Gauge,
+            self.per_target(|t| Some(ConstGauge::new(i64::from(t.up())))),
+        )?;
+        family(
+            &mut e,
+            "ssh_target_duration",
+            "Time the last refresh of the target took (connect, authenticate, run df)",
+            seconds,
+            Gauge,
+            self.per_target(|t| {
+                let a = t.state.last.as_ref()?;
+                Some(ConstGauge::new(a.duration.as_secs_f64()))
+            }),
+        )?;
+        family(
+            &mut e,
+            "ssh_target_failures",
+            "Failed refreshes of the target by reason: connect, timeout, auth, hostkey, command, parse",
+            None,
+            Counter,
+            self.targets.iter().flat_map(|t| {
+                Reason::ALL.iter().zip(t.state.failures).map(|(r, n)| {
+                    (
+                        [("target", t.name.as_str()), ("reason", r.as_str())],
+                        ConstCounter::new(n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut e,
+            "ssh_target_last_success_timestamp",
+            "When the target was last refreshed successfully",
+            seconds,
+            Gauge,
+            self.per_target(|t| {
+                let s = t.state.snapshot.as_ref()?;
+                Some(ConstGauge::new(unix_seconds(s.wall)))
+            }),
+        )?;
+        family(
+            &mut e,
+            "ssh_target_cache_age",
+            "Age of the target's last successful refresh; its filesystem series are dropped past max_age",
+            seconds,
+            Gauge,
+            self.per_target(|t| Some(ConstGauge::new(t.age?.as_secs_f64()))),
+        )?;
+        family(
+            &mut e,
+            "ssh_target_df_unparsed_lines",
+            "Lines of the last df output that could not be read",
+            None,
+            Gauge,
+            self.per_target(|t| {
+                let n = t.current()?.unparsed_lines;
+                Some(ConstGauge::new(u64::try_from(n).unwrap_or(u64::MAX)))
+            }),
+        )?;
+        let fs_gauges: [FsGauge<'_>; 5] = [
+            (
+                "node_filesystem_size",
+                "Filesystem size in bytes",
+                bytes,
+                |f| Some(f.size_bytes),
+            ),
+            (
+                "node_filesystem_free",
+                "Filesystem free space in bytes",
+                bytes,
+                |f| Some(f.free_bytes),
+            ),
+            (
+                "node_filesystem_avail",
+                "Filesystem space available to non-root users in bytes",
+                bytes,
+                |f| Some(f.avail_bytes),
+            ),
+            (
+                "node_filesystem_files",
+                "Filesystem total file nodes",
+                None,
+                |f| f.files.filter(|_| f.files_free.is_some()),
+            ),
+            (
+                "node_filesystem_files_free",
+                "Filesystem total free file nodes",
+                None,
+                |f| f.files_free.filter(|_| f.files.is_some()),
+            ),
+        ];
+        for (name, help, unit, value) in fs_gauges {
+            family(
+                &mut e,
+                name,
+                help,
+                unit,
+                Gauge,
+                self.filesystems(move |f| value(f).map(ConstGauge::new)),
+            )?;
+        }
+        family(
+            &mut e,
+            "node_filesystem_readonly",
+            "Filesystem read-only status",
+            None,
+            Gauge,
+            self.filesystems(|f| f.readonly.map(|ro| ConstGauge::new(i64::from(ro))))
+                .chain(
+                    self.unreadable()
+                        .map(|(l, m)| (l, ConstGauge::new(i64::from(m.readonly)))),
+                ),
+        )?;
+        family(
+            &mut e,
+            "node_filesystem_device_error",
+            "Whether an error occurred while getting statistics for the given device",
+            None,
+            Gauge,
+            self.filesystems(|_| Some(ConstGauge::new(0_i64)))
+                .chain(self.unreadable().map(|(l, _)| (l, ConstGauge::new(1_i64)))),
+        )?;
+        Ok(())
+    }
+}
+
 impl SshDiskCollector {
     /// Builds the collector and starts one refresher per target on its own runtime;
     /// `Ok(None)` when no target is configured. Keys and passwords are read here, so a
@@ -264,134 +532,46 @@ impl SshDiskCollector {
         Ok(Self::from_config(config)?.map(|c| Arc::new(c) as Arc<dyn Collector>))
     }
 
-    /// Encodes the stored results of the targets `scope` wants. Never waits on SSH.
+    /// The stored results of the targets `scope` wants, ready to encode. Never waits on SSH.
     fn snapshot(&self, scope: &Scope) -> Collected {
-        let up = Family::<Labels, Gauge>::default();
-        let duration = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        let last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        let failures = Family::<Labels, Counter>::default();
-        let unparsed = Family::<Labels, Gauge>::default();
-        let size = Family::<Labels, Gauge>::default();
-        let free = Family::<Labels, Gauge>::default();
-        let avail = Family::<Labels, Gauge>::default();
-        let files = Family::<Labels, Gauge>::default();
-        let files_free = Family::<Labels, Gauge>::default();
-        let mut reports = Vec::new();
         let now = Instant::now();
-        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        for t in self.targets.iter().filter(|t| scope.wants(&t.name)) {
-            let (snapshot, last, counts) = {
-                let s = t.state();
-                (s.snapshot.clone(), s.last.clone(), s.failures)
-            };
-            let target = vec![("target", t.name.clone())];
-            let ok = last.as_ref().is_some_and(|a| a.failure.is_none());
-            up.get_or_create(&target).set(i64::from(ok));
-            for (reason, n) in Reason::ALL.iter().zip(counts) {
-                let mut labels = target.clone();
-                labels.push(("reason", reason.as_str().to_string()));
-                failures.get_or_create(&labels).inc_by(n);
-            }
-            if let Some(a) = &last {
-                duration
-                    .get_or_create(&target)
-                    .set(a.duration.as_secs_f64());
-            }
-            reports.push(TargetReport {
-                target: t.name.clone(),
-                up: ok,
-                duration: last.as_ref().map_or(Duration::ZERO, |a| a.duration),
-                error: match &last {
-                    None => Some("waiting for the first refresh".into()),
-                    Some(a) => a.failure.as_ref().map(ToString::to_string),
-                },
-            });
-            let Some(snap) = snapshot else { continue };
-            last_success.get_or_create(&target).set(
-                snap.wall
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
-            );
-            if now.saturating_duration_since(snap.at) > t.max_age {
-                continue;
-            }
-            unparsed
-                .get_or_create(&target)
-                .set(int(snap.unparsed_lines as u64));
-            for fs in snap.filesystems.iter() {
-                let labels = vec![
-                    ("target", t.name.clone()),
-                    ("device", fs.device.clone()),
-                    ("fstype", fs.fstype.clone()),
-                    ("mountpoint", fs.mountpoint.clone()),
-                ];
-                size.get_or_create(&labels).set(int(fs.size_bytes));
-                free.get_or_create(&labels).set(int(fs.free_bytes));
-                avail.get_or_create(&labels).set(int(fs.avail_bytes));
-                if let (Some(total), Some(free_inodes)) = (fs.files, fs.files_free) {
-                    files.get_or_create(&labels).set(int(total));
-                    files_free.get_or_create(&labels).set(int(free_inodes));
+        let targets: Vec<TargetView> = self
+            .targets
+            .iter()
+            .filter(|t| scope.wants(&t.name))
+            .map(|t| {
+                let state = t.state();
+                let age = state
+                    .snapshot
+                    .as_ref()
+                    .map(|s| now.saturating_duration_since(s.at));
+                TargetView {
+                    name: t.name.clone(),
+                    fresh: age.is_some_and(|a| a <= t.max_age),
+                    age,
+                    state,
                 }
-            }
-        }
-        let mut r = Registry::default();
-        r.register(
-            "ssh_target_up",
-            "Whether the last refresh of the target over SSH succeeded",
-            up,
-        );
-        r.register_with_unit(
-            "ssh_target_refresh_duration",
-            "Time the last refresh of the target took",
-            Unit::Seconds,
-            duration,
-        );
-        r.register_with_unit(
-            "ssh_target_last_success_timestamp",
-            "When the target was last refreshed successfully",
-            Unit::Seconds,
-            last_success,
-        );
-        r.register(
-            "ssh_target_refresh_failures",
-            "Failed refreshes of the target by reason: connect, timeout, auth, hostkey, command, parse",
-            failures,
-        );
-        r.register(
-            "ssh_target_df_unparsed_lines",
-            "Lines of the last df output that could not be read",
-            unparsed,
-        );
-        r.register_with_unit(
-            "node_filesystem_size",
-            "Filesystem size in bytes",
-            Unit::Bytes,
-            size,
-        );
-        r.register_with_unit(
-            "node_filesystem_free",
-            "Filesystem free space in bytes",
-            Unit::Bytes,
-            free,
-        );
-        r.register_with_unit(
-            "node_filesystem_avail",
-            "Filesystem space available to non-root users in bytes",
-            Unit::Bytes,
-            avail,
-        );
-        r.register(
-            "node_filesystem_files",
-            "Filesystem total file nodes",
-            files,
-        );
-        r.register(
-            "node_filesystem_files_free",
-            "Filesystem total free file nodes",
-            files_free,
-        );
+            })
+            .collect();
+        let reports = targets
+            .iter()
+            .map(|t| {
+                let last = t.state.last.as_deref();
+                TargetReport {
+                    target: t.name.clone(),
+                    up: t.up(),
+                    duration: last.map_or(Duration::ZERO, |a| a.duration),
+                    error: match last {
+                        None => Some("waiting for the first refresh".into()),
+                        Some(a) => a.failure.as_ref().map(ToString::to_string),
+                    },
+                }
+            })
+            .collect();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ScrapeView { targets }));
         Collected {
-            registry: r,
+            registry,
             targets: reports,
         }
     }
