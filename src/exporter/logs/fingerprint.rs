@@ -443,15 +443,13 @@ impl Masked {
 /// When the token is a month or weekday name (English, abbreviated or full, any case),
 /// possibly followed by `,` or `.`, the length of the name.
 fn date_name_len(tok: &str) -> Option<usize> {
-    if !tok.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+    // Called for every token: the first three bytes decide most of them. `| 0x20`
+    // lower-cases ASCII letters and maps no other byte onto a lower-case letter.
+    let b = tok.as_bytes();
+    if b.len() < 3 {
         return None;
     }
-    let name = tok.trim_end_matches([',', '.']).as_bytes();
-    if name.len() < 3 || name.len() > 9 {
-        return None;
-    }
-    let low = |i: usize| name[i].to_ascii_lowercase();
-    let full: &[u8] = match [low(0), low(1), low(2)] {
+    let full: &[u8] = match [b[0] | 0x20, b[1] | 0x20, b[2] | 0x20] {
         [b'j', b'a', b'n'] => b"january",
         [b'f', b'e', b'b'] => b"february",
         [b'm', b'a', b'r'] => b"march",
@@ -473,6 +471,11 @@ fn date_name_len(tok: &str) -> Option<usize> {
         [b's', b'u', b'n'] => b"sunday",
         _ => return None,
     };
+    // The three letters matched, so trimming cannot reach them.
+    let name = tok.trim_end_matches([',', '.']).as_bytes();
+    if name.len() > 9 {
+        return None;
+    }
     let hit =
         name.len() == 3 || name.eq_ignore_ascii_case(full) || name.eq_ignore_ascii_case(b"sept");
     hit.then_some(name.len())

@@ -93,20 +93,33 @@ impl Level {
     /// while it is scanned (level words are 3 to 8 ASCII characters) and compared as one
     /// number, without a second pass over its bytes.
     pub fn infer(message: &str) -> Level {
+        let b = message.as_bytes();
         let mut best = Level::Info;
-        // The current word's first 8 bytes, lower-cased, little-endian; and its length.
-        let mut word = 0u64;
-        let mut len = 0usize;
-        for &b in message.as_bytes().iter().chain(std::iter::once(&b' ')) {
-            if b.is_ascii_alphanumeric() {
-                if len < 8 {
-                    // `| 0x20` lower-cases ASCII letters and leaves digits as they are.
-                    word |= u64::from(b | 0x20) << (8 * len);
-                }
-                len += 1;
+        let mut i = 0;
+        while i < b.len() {
+            if !b[i].is_ascii_alphanumeric() {
+                i += 1;
                 continue;
             }
-            if (3..=8).contains(&len)
+            let start = i;
+            // Every level word starts with one of these letters (`| 0x20` lower-cases ASCII
+            // letters and maps no other byte onto them): other words are skipped unread.
+            if !matches!(b[i] | 0x20, b'p' | b'f' | b'e' | b'c' | b'w') {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                continue;
+            }
+            // The word's first 8 bytes, lower-cased, little-endian (digits stay digits).
+            let mut word = 0u64;
+            while i < b.len() && b[i].is_ascii_alphanumeric() {
+                if i - start < 8 {
+                    word |= u64::from(b[i] | 0x20) << (8 * (i - start));
+                }
+                i += 1;
+            }
+            if (3..=8).contains(&(i - start))
                 && let Some(level) = level_word(word)
                 && level < best
             {
@@ -115,8 +128,6 @@ impl Level {
                     break;
                 }
             }
-            word = 0;
-            len = 0;
         }
         best
     }
