@@ -4,13 +4,17 @@
 # failed SSH authentications by reason and by source address, accepted logins by method.
 # vitals also parses the syslog header, normalises levels and mines error patterns.
 # Prints wall time, CPU time, lines/s per CPU second and peak RSS, and the ratios.
+# Each tool runs RUNS times (default 3), alternating, and each figure is the median of its
+# runs, so that a burst of load from other processes on a shared machine skews neither side;
+# the load average before and after is printed with the results.
 #
-#   scripts/bench/logs.sh [LINES]
+#   [RUNS=3] scripts/bench/logs.sh [LINES]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 LINES=${1:-1000000}
+RUNS=${RUNS:-3}
 command -v mtail >/dev/null || { echo "bench: install mtail (scripts/setup-test-deps.sh)" >&2; exit 1; }
 VITALS=$(vitals_bin)
 work=$(mktemp -d)
@@ -62,8 +66,19 @@ measure() { # label, command... -> "wall cpu rss_kib"
   awk '{ printf "%.3f %.3f %d\n", $1, $2 + $3, $4 }' "$out"
 }
 
-read -r v_wall v_cpu v_rss < <(measure vitals "$VITALS" logs check "$work/auth.log" --parser syslog --ip-budget 100000)
-read -r m_wall m_cpu m_rss < <(measure mtail mtail --one_shot --one_shot_format json --progs "$work/progs" --logs "$work/auth.log" --logtostderr)
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+: > "$work/runs.vitals"
+: > "$work/runs.mtail"
+for _ in $(seq "$RUNS"); do
+  measure vitals "$VITALS" logs check "$work/auth.log" --parser syslog --ip-budget 100000 >> "$work/runs.vitals"
+  measure mtail mtail --one_shot --one_shot_format json --progs "$work/progs" --logs "$work/auth.log" --logtostderr >> "$work/runs.mtail"
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+pick() { awk -v c="$2" '{ print $c }' "$work/runs.$1" | median; }
+v_wall=$(pick vitals 1) v_cpu=$(pick vitals 2) v_rss=$(pick vitals 3)
+m_wall=$(pick mtail 1) m_cpu=$(pick mtail 2) m_rss=$(pick mtail 3)
 
 v_fail=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(d["ssh_auth_failures"].values()))' "$work/stdout.time.vitals")
 m_fail=$(python3 -c '
@@ -79,6 +94,8 @@ print(int(tot))' "$work/stdout.time.mtail" 2>/dev/null || echo "?")
 
 rate() { awk -v n="$LINES" -v t="$1" 'BEGIN { if (t <= 0) print "inf"; else printf "%.0f", n / t }'; }
 printf '\nlogs benchmark: %s lines, %s bytes; failed auth counted: vitals=%s mtail=%s\n' "$LINES" "$(stat -c %s "$work/auth.log")" "$v_fail" "$m_fail"
+printf 'median of %s runs each; load average before: %s, after: %s\n' "$RUNS" "$load_before" "$load_after"
+printf 'runs (wall cpu rss_kib): vitals: %s; mtail: %s\n' "$(paste -sd, "$work/runs.vitals")" "$(paste -sd, "$work/runs.mtail")"
 printf '%-26s %14s %14s %10s\n' metric vitals mtail ratio
 printf '%-26s %14s %14s %10s\n' "wall time (s)" "$v_wall" "$m_wall" "$(ratio "$v_wall" "$m_wall")"
 printf '%-26s %14s %14s %10s\n' "CPU time (s)" "$v_cpu" "$m_cpu" "$(ratio "$v_cpu" "$m_cpu")"

@@ -192,7 +192,7 @@ fn hash_str(s: &str) -> u64 {
 
 /// Bytes that separate the parts of a token and are kept as they are: brackets, quotes,
 /// `=`, `,`, `;`, `|`. A part after `=` is a value and is masked.
-fn is_hard_sep(c: u8) -> bool {
+const fn is_hard_sep(c: u8) -> bool {
     matches!(
         c,
         b'=' | b','
@@ -214,12 +214,43 @@ fn is_hard_sep(c: u8) -> bool {
 
 /// Bytes that separate the sub-words of a part (`host:port`, `a/b`, `user@host`). A run of
 /// variable sub-words joined only by these collapses into one `<*>`.
-fn is_soft_sep(c: u8) -> bool {
+const fn is_soft_sep(c: u8) -> bool {
     matches!(
         c,
         b':' | b'/' | b'\\' | b'@' | b'#' | b'+' | b'!' | b'?' | b'&' | b'*' | b'~' | b'$' | b'%'
     )
 }
+
+/// [`BYTE_CLASS`] bit: a hard or soft separator, or a quote (the token needs the full
+/// masking rules).
+const SEPARATOR: u8 = 1;
+/// [`BYTE_CLASS`] bit: an ASCII digit.
+const DIGIT: u8 = 2;
+/// [`BYTE_CLASS`] bit: not an ASCII hex digit.
+const NOT_HEX: u8 = 4;
+
+/// Class bits of every byte, so that one pass over a token tells whether it takes the fast
+/// path of [`Masked::fill`].
+const BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut bits = 0;
+        if is_hard_sep(b) || is_soft_sep(b) {
+            bits |= SEPARATOR;
+        }
+        if b.is_ascii_digit() {
+            bits |= DIGIT;
+        }
+        if !b.is_ascii_hexdigit() {
+            bits |= NOT_HEX;
+        }
+        t[c] = bits;
+        c += 1;
+    }
+    t
+};
 
 /// Whether a quote at this position may open a quoted string (start of token or after one
 /// of these), so that apostrophes inside words are left alone.
@@ -294,6 +325,25 @@ impl Masked {
                 break;
             }
             let tok_start = i;
+            // Fast path for the common tokens (words, numbers, IPv4 addresses, versions):
+            // without separators or quotes, a token is a value when it holds a digit or is a
+            // long hex run (what `mask_piece` decides for such a token), else kept as is.
+            let mut class = 0u8;
+            let mut end = i;
+            while end < n && !b[end].is_ascii_whitespace() {
+                class |= BYTE_CLASS[usize::from(b[end])];
+                end += 1;
+            }
+            if class & SEPARATOR == 0 {
+                if class & DIGIT != 0 || (class & NOT_HEX == 0 && end - i >= 16) {
+                    self.text.push_str(WILDCARD);
+                } else {
+                    self.text.push_str(&msg[i..end]);
+                }
+                i = end;
+                self.end_token();
+                continue;
+            }
             let mut piece = i;
             while i < n && !b[i].is_ascii_whitespace() {
                 let c = b[i];
@@ -393,12 +443,13 @@ impl Masked {
 /// When the token is a month or weekday name (English, abbreviated or full, any case),
 /// possibly followed by `,` or `.`, the length of the name.
 fn date_name_len(tok: &str) -> Option<usize> {
-    let name = tok.trim_end_matches([',', '.']).as_bytes();
-    if name.len() < 3 || name.len() > 9 {
+    // Called for every token: the first three bytes decide most of them. `| 0x20`
+    // lower-cases ASCII letters and maps no other byte onto a lower-case letter.
+    let b = tok.as_bytes();
+    if b.len() < 3 {
         return None;
     }
-    let low = |i: usize| name[i].to_ascii_lowercase();
-    let full: &[u8] = match [low(0), low(1), low(2)] {
+    let full: &[u8] = match [b[0] | 0x20, b[1] | 0x20, b[2] | 0x20] {
         [b'j', b'a', b'n'] => b"january",
         [b'f', b'e', b'b'] => b"february",
         [b'm', b'a', b'r'] => b"march",
@@ -420,6 +471,11 @@ fn date_name_len(tok: &str) -> Option<usize> {
         [b's', b'u', b'n'] => b"sunday",
         _ => return None,
     };
+    // The three letters matched, so trimming cannot reach them.
+    let name = tok.trim_end_matches([',', '.']).as_bytes();
+    if name.len() > 9 {
+        return None;
+    }
     let hit =
         name.len() == 3 || name.eq_ignore_ascii_case(full) || name.eq_ignore_ascii_case(b"sept");
     hit.then_some(name.len())
@@ -989,6 +1045,33 @@ mod tests {
         assert_eq!(mask("block blk_-6952295868487656571"), "block <*>");
         assert_eq!(mask("retry in 30s, -5 left"), "retry in <*>, <*> left");
         assert_eq!(mask("plain words only"), "plain words only");
+    }
+
+    #[test]
+    fn fast_path_tokens_mask_as_the_full_rules_do() {
+        // Tokens without separators take a shortcut in `fill`; it must agree with
+        // `mask_piece`, which applies every rule.
+        for tok in [
+            "Failed",
+            "1.2.3.4",
+            "ssh2",
+            "v1.2.3",
+            "a.b.c",
+            "abc-def_ghi",
+            "0",
+            "deadbeefcafebab",
+            "deadbeefcafebabe",
+            "DEADBEEFCAFEBABE",
+            "deadbeefcafebabeg",
+            "deadbeefcafebabe1",
+            "héllo",
+            "x\u{e9}1",
+            "blk_-6952295868487656571",
+        ] {
+            let mut full = String::new();
+            mask_piece(tok, &mut full);
+            assert_eq!(mask(tok), full, "{tok}");
+        }
     }
 
     #[test]

@@ -46,7 +46,8 @@ struct Counters {
     #[serde(with = "pattern_counts")]
     patterns: std::collections::HashMap<(u8, u64), u64>,
     ssh_failures: BTreeMap<String, u64>,
-    ssh_by_ip: BTreeMap<String, u64>,
+    /// Hashed: up to `ip_budget` keys, looked up on every failed login.
+    ssh_by_ip: std::collections::HashMap<String, u64, rustc_hash::FxBuildHasher>,
     ssh_logins: BTreeMap<String, u64>,
     fail2ban: BTreeMap<String, u64>,
     firewall: BTreeMap<String, u64>,
@@ -171,13 +172,16 @@ impl Source {
         match security::classify(rec) {
             Some(Event::SshAuthFailure { reason, ip }) => {
                 bump(&mut c.ssh_failures, reason, rec.count);
-                let key =
-                    if c.ssh_by_ip.contains_key(&ip) || c.ssh_by_ip.len() < self.limits.ip_budget {
-                        ip
-                    } else {
-                        "other".to_string()
-                    };
-                bump(&mut c.ssh_by_ip, key, rec.count);
+                // One hash lookup when the address is known; it is copied only when new.
+                if let Some(v) = c.ssh_by_ip.get_mut(ip.as_ref()) {
+                    *v += rec.count;
+                } else if c.ssh_by_ip.len() < self.limits.ip_budget {
+                    c.ssh_by_ip.insert(ip.into_owned(), rec.count);
+                } else if let Some(v) = c.ssh_by_ip.get_mut("other") {
+                    *v += rec.count;
+                } else {
+                    c.ssh_by_ip.insert("other".to_string(), rec.count);
+                }
             }
             Some(Event::SshLogin { method }) => bump(&mut c.ssh_logins, method, rec.count),
             Some(Event::Fail2ban { jail, action }) => {
@@ -386,7 +390,7 @@ pub fn analyze(
         parse_failures: c.parse_failures,
         dropped: c.dropped.clone(),
         ssh_auth_failures: c.ssh_failures.clone(),
-        ssh_auth_failures_by_ip: c.ssh_by_ip.clone(),
+        ssh_auth_failures_by_ip: c.ssh_by_ip.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         ssh_logins: c.ssh_logins.clone(),
         patterns: st.live_patterns.len(),
     })

@@ -2,49 +2,55 @@
 //! failures (with the source address), fail2ban actions, firewall blocks from netfilter log
 //! lines (UFW, firewalld, iptables LOG), PostgreSQL errors by SQLSTATE class and certbot
 //! renewal results.
+//!
+//! Runs on every line of a source, so the hot path allocates nothing for the common events:
+//! label values borrow from the message (or are static) and only become owned `String`s
+//! when the caller stores a new key.
+
+use std::borrow::Cow;
 
 use super::parsers::{Level, Record};
 
-/// One recognised event.
+/// One recognised event. Label values borrow from the record where they can.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<'a> {
     /// `Failed <method> for [invalid user] <user> from <ip>`.
     SshAuthFailure {
         /// `password`, `publickey`, `keyboard_interactive`, `none`, `invalid_user`.
-        reason: String,
+        reason: Cow<'a, str>,
         /// Source address.
-        ip: String,
+        ip: Cow<'a, str>,
     },
     /// `Accepted <method> for <user> from <ip>`.
     SshLogin {
         /// `password`, `publickey`, ...
-        method: String,
+        method: Cow<'a, str>,
     },
     /// `[jail] Ban|Unban|Restore Ban <ip>`.
     Fail2ban {
         /// Jail name.
-        jail: String,
+        jail: Cow<'a, str>,
         /// `ban`, `unban` or `restore_ban`.
-        action: String,
+        action: Cow<'a, str>,
     },
     /// A netfilter log line of a blocked (or logged) packet.
     FirewallBlock {
         /// `block`, `drop`, `reject`, `allow`, `audit` or `log`.
-        action: String,
+        action: Cow<'a, str>,
         /// Lower-case protocol (`tcp`, `udp`, `icmp`, ...).
-        proto: String,
+        proto: Cow<'a, str>,
     },
     /// A PostgreSQL error, fatal or panic.
     PostgresError {
         /// `error` or `critical` (FATAL and PANIC).
-        severity: String,
+        severity: Cow<'a, str>,
         /// The SQLSTATE class (two characters), or `unknown`.
-        sqlstate_class: String,
+        sqlstate_class: Cow<'a, str>,
     },
     /// A certbot renewal outcome.
     CertbotRenewal {
         /// `success`, `failure` or `not_due`.
-        result: String,
+        result: Cow<'a, str>,
     },
 }
 
@@ -65,13 +71,33 @@ fn word_after<'a>(s: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
     Some(rest.split_once(' ').unwrap_or((rest, "")))
 }
 
-/// Keeps a token only if it looks like an IPv4 or IPv6 address (bounded label values).
-fn address(tok: &str) -> Option<String> {
+/// Keeps a token only if it looks like an IPv4 or IPv6 address (bounded label values), in
+/// its canonical text form. An IPv4 address that parses is already canonical (the parser
+/// rejects leading zeros), so it is borrowed; IPv6 is rewritten (`2001:DB8:0::1` ->
+/// `2001:db8::1`).
+fn address(tok: &str) -> Option<Cow<'_, str>> {
     let t = tok.trim_matches(|c| c == '[' || c == ']');
-    t.parse::<std::net::IpAddr>().ok().map(|a| a.to_string())
+    match t.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(_) => Some(Cow::Borrowed(t)),
+        a @ std::net::IpAddr::V6(_) => Some(Cow::Owned(a.to_string())),
+    }
 }
 
-fn ssh(msg: &str) -> Option<Event> {
+/// `keyboard-interactive` -> `keyboard_interactive`, without allocating when there is no `-`.
+fn underscored(method: &str) -> Cow<'_, str> {
+    if method.contains('-') {
+        Cow::Owned(method.replace('-', "_"))
+    } else {
+        Cow::Borrowed(method)
+    }
+}
+
+fn ssh(msg: &str) -> Option<Event<'_>> {
+    // Cheap pre-check: both events start with a capital letter this function knows.
+    match msg.as_bytes().first() {
+        Some(b'F' | b'A') => {}
+        _ => return None,
+    }
     if let Some((method, rest)) = word_after(msg, "Failed ") {
         let rest = rest.strip_prefix("for ")?;
         let (invalid, rest) = match rest.strip_prefix("invalid user ") {
@@ -81,9 +107,9 @@ fn ssh(msg: &str) -> Option<Event> {
         let from = find(rest, " from ")?;
         let ip = address(rest[from + 6..].split(' ').next()?)?;
         let reason = if invalid {
-            "invalid_user".to_string()
+            Cow::Borrowed("invalid_user")
         } else {
-            method.replace('-', "_")
+            underscored(method)
         };
         return Some(Event::SshAuthFailure { reason, ip });
     }
@@ -91,13 +117,13 @@ fn ssh(msg: &str) -> Option<Event> {
         rest.strip_prefix("for ")?;
         find(rest, " from ")?;
         return Some(Event::SshLogin {
-            method: method.replace('-', "_"),
+            method: underscored(method),
         });
     }
     None
 }
 
-fn fail2ban(msg: &str) -> Option<Event> {
+fn fail2ban(msg: &str) -> Option<Event<'_>> {
     let rest = msg.strip_prefix('[')?;
     let (jail, rest) = rest.split_once("] ")?;
     let rest = rest.trim_start();
@@ -111,12 +137,12 @@ fn fail2ban(msg: &str) -> Option<Event> {
         return None;
     };
     Some(Event::Fail2ban {
-        jail: jail.to_string(),
-        action: action.to_string(),
+        jail: Cow::Borrowed(jail),
+        action: Cow::Borrowed(action),
     })
 }
 
-fn firewall(msg: &str) -> Option<Event> {
+fn firewall(msg: &str) -> Option<Event<'static>> {
     let src = find(msg, " SRC=")?;
     let proto_at = find(msg, " PROTO=")?;
     let proto = msg[proto_at + 7..]
@@ -125,32 +151,34 @@ fn firewall(msg: &str) -> Option<Event> {
         .unwrap_or("")
         .to_ascii_lowercase();
     let head = msg[..src].to_ascii_uppercase();
-    let action = if let Some(i) = head.find("[UFW ") {
-        head[i + 5..]
-            .split(']')
-            .next()
-            .unwrap_or("log")
-            .to_ascii_lowercase()
+    let action: Cow<'static, str> = if let Some(i) = head.find("[UFW ") {
+        Cow::Owned(
+            head[i + 5..]
+                .split(']')
+                .next()
+                .unwrap_or("log")
+                .to_ascii_lowercase(),
+        )
     } else if head.contains("REJECT") {
-        "reject".into()
+        Cow::Borrowed("reject")
     } else if head.contains("DROP") {
-        "drop".into()
+        Cow::Borrowed("drop")
     } else if head.contains("BLOCK") || head.contains("DENY") {
-        "block".into()
+        Cow::Borrowed("block")
     } else if head.contains("ACCEPT") || head.contains("ALLOW") {
-        "allow".into()
+        Cow::Borrowed("allow")
     } else {
-        "log".into()
+        Cow::Borrowed("log")
     };
     let proto = if proto.is_empty() || proto.len() > 16 {
-        "other".to_string()
+        Cow::Borrowed("other")
     } else {
-        proto
+        Cow::Owned(proto)
     };
     Some(Event::FirewallBlock { action, proto })
 }
 
-fn certbot(msg: &str) -> Option<Event> {
+fn certbot(msg: &str) -> Option<Event<'static>> {
     let result = if msg.contains("Failed to renew certificate") || msg.contains("renewal failure") {
         "failure"
     } else if msg.contains("not yet due for renewal") {
@@ -164,25 +192,25 @@ fn certbot(msg: &str) -> Option<Event> {
         return None;
     };
     Some(Event::CertbotRenewal {
-        result: result.into(),
+        result: Cow::Borrowed(result),
     })
 }
 
 /// The event a record carries, if any.
-pub fn classify(r: &Record<'_>) -> Option<Event> {
+pub fn classify<'a>(r: &'a Record<'_>) -> Option<Event<'a>> {
     let program = r.program.as_deref().unwrap_or("");
     let msg = r.message.as_ref();
     match program {
         "postgres" => {
             if r.level <= Level::Error {
                 return Some(Event::PostgresError {
-                    severity: r.level.as_str().to_string(),
-                    sqlstate_class: r
-                        .sqlstate
-                        .as_deref()
-                        .and_then(|s| s.get(..2))
-                        .unwrap_or("unknown")
-                        .to_string(),
+                    severity: Cow::Borrowed(r.level.as_str()),
+                    sqlstate_class: Cow::Borrowed(
+                        r.sqlstate
+                            .as_deref()
+                            .and_then(|s| s.get(..2))
+                            .unwrap_or("unknown"),
+                    ),
                 });
             }
             return None;

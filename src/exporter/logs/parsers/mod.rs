@@ -88,20 +88,39 @@ impl Level {
 
     /// Guesses a level from message text, for formats that carry none (plain syslog files):
     /// the most severe level word found as a whole word, case-insensitively, in one pass.
+    ///
+    /// Runs on every line of such sources, so each word is folded to lower case into a `u64`
+    /// while it is scanned (level words are 3 to 8 ASCII characters) and compared as one
+    /// number, without a second pass over its bytes.
     pub fn infer(message: &str) -> Level {
-        let bytes = message.as_bytes();
+        let b = message.as_bytes();
         let mut best = Level::Info;
         let mut i = 0;
-        while i < bytes.len() {
-            if !bytes[i].is_ascii_alphanumeric() {
+        while i < b.len() {
+            if !b[i].is_ascii_alphanumeric() {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+            // Every level word starts with one of these letters (`| 0x20` lower-cases ASCII
+            // letters and maps no other byte onto them): other words are skipped unread.
+            if !matches!(b[i] | 0x20, b'p' | b'f' | b'e' | b'c' | b'w') {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                continue;
+            }
+            // The word's first 8 bytes, lower-cased, little-endian (digits stay digits).
+            let mut word = 0u64;
+            while i < b.len() && b[i].is_ascii_alphanumeric() {
+                if i - start < 8 {
+                    word |= u64::from(b[i] | 0x20) << (8 * (i - start));
+                }
                 i += 1;
             }
-            if let Some(level) = level_word(&bytes[start..i])
+            if (3..=8).contains(&(i - start))
+                && let Some(level) = level_word(word)
                 && level < best
             {
                 best = level;
@@ -114,32 +133,36 @@ impl Level {
     }
 }
 
-/// The level a single word names, for [`Level::infer`].
-fn level_word(word: &[u8]) -> Option<Level> {
-    if word.len() < 3 || word.len() > 8 {
-        return None;
+/// A lower-case ASCII word of up to 8 bytes packed little-endian into a `u64`.
+const fn packed(w: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < w.len() {
+        v |= (w[i] as u64) << (8 * i);
+        i += 1;
     }
-    let first = word[0].to_ascii_lowercase();
-    if !matches!(first, b'p' | b'f' | b'e' | b'c' | b'w') {
-        return None;
-    }
-    const WORDS: [(&[u8], Level); 11] = [
-        (b"panic", Level::Critical),
-        (b"fatal", Level::Critical),
-        (b"emerg", Level::Critical),
-        (b"critical", Level::Critical),
-        (b"error", Level::Error),
-        (b"failed", Level::Error),
-        (b"failure", Level::Error),
-        (b"fail", Level::Error),
-        (b"err", Level::Error),
-        (b"warning", Level::Warning),
-        (b"warn", Level::Warning),
-    ];
-    WORDS
-        .iter()
-        .find(|(w, _)| w.len() == word.len() && w.eq_ignore_ascii_case(word))
-        .map(|(_, l)| *l)
+    v
+}
+
+/// The level a single word names, for [`Level::infer`]: the word as [`packed`] bytes.
+fn level_word(word: u64) -> Option<Level> {
+    const PANIC: u64 = packed(b"panic");
+    const FATAL: u64 = packed(b"fatal");
+    const EMERG: u64 = packed(b"emerg");
+    const CRITICAL: u64 = packed(b"critical");
+    const ERROR: u64 = packed(b"error");
+    const FAILED: u64 = packed(b"failed");
+    const FAILURE: u64 = packed(b"failure");
+    const FAIL: u64 = packed(b"fail");
+    const ERR: u64 = packed(b"err");
+    const WARNING: u64 = packed(b"warning");
+    const WARN: u64 = packed(b"warn");
+    Some(match word {
+        PANIC | FATAL | EMERG | CRITICAL => Level::Critical,
+        ERROR | FAILED | FAILURE | FAIL | ERR => Level::Error,
+        WARNING | WARN => Level::Warning,
+        _ => return None,
+    })
 }
 
 impl fmt::Display for Level {
@@ -348,6 +371,16 @@ mod tests {
             "whole words only"
         );
         assert_eq!(Level::from_syslog_severity(3), Level::Error);
+        // Case, word boundaries, length limits and the most severe word.
+        assert_eq!(Level::infer("FaIlEd to start"), Level::Error);
+        assert_eq!(Level::infer("disk:WARN"), Level::Warning);
+        assert_eq!(Level::infer("warn then PANIC!"), Level::Critical);
+        assert_eq!(Level::infer("error warning"), Level::Error);
+        assert_eq!(Level::infer("errors failures warnings er"), Level::Info);
+        assert_eq!(Level::infer("critical1 xcritical criticals"), Level::Info);
+        assert_eq!(Level::infer("tail-err"), Level::Error);
+        assert_eq!(Level::infer("é-fatal-é"), Level::Critical);
+        assert_eq!(Level::infer(""), Level::Info);
     }
 
     #[test]

@@ -242,14 +242,19 @@ pub(super) fn parse_3164_time(s: &str) -> Option<(Option<f64>, &str)> {
     Some((ts, &s[j..]))
 }
 
-/// Cached (key, epoch of the local hour, when computed).
-type HourEntry = ((Option<i32>, u32, u32, u32), f64, std::time::Instant);
+/// Cached (key, epoch of the local hour, when computed, hits since the clock was read).
+type HourEntry = ((Option<i32>, u32, u32, u32), f64, std::time::Instant, u32);
+
+/// Hits of [`HOUR_CACHE`] between two readings of the clock (reading it costs more than the
+/// rest of the timestamp).
+const HOUR_CACHE_CLOCK_EVERY: u32 = 64;
 
 thread_local! {
-    /// (year, month, day, hour) -> epoch of that local hour; refreshed every 10 minutes so
-    /// a missing year follows the clock. Hours are where DST changes, so this is exact.
-    static HOUR_CACHE: std::cell::RefCell<Option<HourEntry>> =
-        const { std::cell::RefCell::new(None) };
+    /// (year, month, day, hour) -> epoch of that local hour; refreshed every 10 minutes
+    /// (looked at every [`HOUR_CACHE_CLOCK_EVERY`] hits) so a missing year follows the clock.
+    /// Hours are where DST changes, so this is exact.
+    static HOUR_CACHE: std::cell::Cell<Option<HourEntry>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// Local time to epoch seconds; a missing year is the one that puts the date not in the
@@ -260,15 +265,23 @@ fn local_timestamp(year: Option<i32>, month: u32, day: u32, h: u32, m: u32, s: u
     }
     let key = (year, month, day, h);
     let cached = HOUR_CACHE.with(|c| {
-        c.borrow().and_then(|(k, base, at)| {
-            (k == key && at.elapsed() < std::time::Duration::from_secs(600)).then_some(base)
-        })
+        let (k, base, at, hits) = c.get()?;
+        if k != key {
+            return None;
+        }
+        if hits < HOUR_CACHE_CLOCK_EVERY {
+            c.set(Some((k, base, at, hits + 1)));
+            return Some(base);
+        }
+        let fresh = at.elapsed() < std::time::Duration::from_secs(600);
+        c.set(Some((k, base, at, 0)));
+        fresh.then_some(base)
     });
     let base = match cached {
         Some(b) => b,
         None => {
             let b = local_hour(year, month, day, h)?;
-            HOUR_CACHE.with(|c| *c.borrow_mut() = Some((key, b, std::time::Instant::now())));
+            HOUR_CACHE.with(|c| c.set(Some((key, b, std::time::Instant::now(), 0))));
             b
         }
     };
@@ -299,19 +312,22 @@ fn local_hour(year: Option<i32>, month: u32, day: u32, h: u32) -> Option<f64> {
 }
 
 /// Splits `tag[pid]: message` into the program name and the message. Lines without a tag
-/// keep the whole rest as message.
+/// keep the whole rest as message. The tag is the text before the first `: ` (or a `:`
+/// ending the first 64 bytes) when it holds no space; one scan of those bytes decides.
 fn split_tag(rest: &str) -> (Option<&str>, &str) {
-    let limit = rest.len().min(64);
-    let head = &rest[..floor_char_boundary(rest, limit)];
-    if let Some(colon) = head
-        .find(": ")
-        .or_else(|| head.strip_suffix(':').map(|h| h.len()))
-        && !head[..colon].contains(' ')
-    {
-        let tag = &rest[..colon];
-        let program = tag.split(['[', '(']).next().unwrap_or(tag);
-        let msg = rest.get(colon + 1..).unwrap_or("").trim_start();
-        return (Some(program), msg);
+    let head = &rest.as_bytes()[..floor_char_boundary(rest, rest.len().min(64))];
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            // A space before any `: `: not a tag.
+            b' ' => break,
+            b':' if head.get(i + 1).is_none_or(|&n| n == b' ') => {
+                let tag = &rest[..i];
+                let program = tag.split(['[', '(']).next().unwrap_or(tag);
+                let msg = rest.get(i + 1..).unwrap_or("").trim_start();
+                return (Some(program), msg);
+            }
+            _ => {}
+        }
     }
     // `tag[pid] message` without colon, or no tag at all.
     (None, rest)
@@ -355,6 +371,17 @@ mod tests {
         assert_eq!(r.program, None);
         let r = rec("Jan  5 2024 10:00:00 host cron[1]: job done");
         assert_eq!(r.program.as_deref(), Some("cron"));
+        // The tag ends at the first `: ` (or a `:` ending the line); a space before it
+        // means there is no tag.
+        let r = rec("Jan  5 10:00:00 host a:b[3]: x: y");
+        assert_eq!(r.program.as_deref(), Some("a:b"));
+        assert_eq!(r.message, "x: y");
+        let r = rec("Jan  5 10:00:00 host prog:");
+        assert_eq!(r.program.as_deref(), Some("prog"));
+        assert_eq!(r.message, "");
+        let r = rec("Jan  5 10:00:00 host no tag: here");
+        assert_eq!(r.program, None);
+        assert_eq!(r.message, "no tag: here");
     }
 
     #[test]
