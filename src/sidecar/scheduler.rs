@@ -22,6 +22,12 @@ use super::store::History;
 use crate::config::{Direction, SidecarConfig, Signal};
 
 const DAY_MS: i64 = 86_400_000;
+/// Points (series x steps) a history chunk asks for once the signal's series count is
+/// known; the first chunks span one day. Bounds the memory of an answer (about 16 bytes a
+/// point parsed, 20-25 as JSON, two chunks at a time) while a signal with few series loads
+/// its history in a few queries instead of one a day: every query costs the server an index
+/// search and both sides a round trip.
+const CHUNK_POINTS: i64 = 300_000;
 /// Signals refreshed at once. Each has up to two range queries in flight (one scored, the
 /// next fetched), so at most four queries at a time reach the server: VictoriaMetrics'
 /// default concurrency on a 2-core host, and a small share of Prometheus' 20.
@@ -546,17 +552,23 @@ impl SignalState {
         // while this one is scored, so a long history loads at the pace of the slower of
         // the two rather than their sum.
         let expr: Arc<str> = Arc::from(self.def.expr.as_str());
-        let fetch = |t0: i64| {
-            let t1 = (t0 + DAY_MS - res).min(end);
+        let fetch = |t0: i64, span: i64| {
+            let t1 = (t0 + span - res).min(end);
             let (client, expr, step) = (client.clone(), expr.clone(), s.resolution());
             let task = tokio::spawn(async move { client.query_range(&expr, t0, t1, step).await });
             (t0, t1, task)
         };
-        let mut pending = Some(fetch(start));
+        let max_span = res.saturating_mul(super::promql::MAX_POINTS_PER_QUERY);
+        let mut pending = Some(fetch(start, DAY_MS.min(max_span)));
         let mut up = true;
         while let Some((t0, t1, task)) = pending.take() {
             if t1 + res <= end {
-                pending = Some(fetch(t1 + res));
+                // Sized by the series seen so far (the chunk in flight is not parsed yet).
+                let span = match self.series.len() as i64 {
+                    0 => DAY_MS,
+                    n => (CHUNK_POINTS / n).max(1).saturating_mul(res).max(DAY_MS),
+                };
+                pending = Some(fetch(t1 + res, span.min(max_span)));
             }
             let result = match task.await {
                 Ok(r) => r.map_err(|e| e.to_string()),
