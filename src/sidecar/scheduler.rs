@@ -796,6 +796,89 @@ mod tests {
         assert!(guarded(&[(Labels::new(), f64::NAN)], &a, 1.0));
     }
 
+    fn settings() -> Settings {
+        Settings::from_config(&SidecarConfig {
+            resolution: crate::config::PromDuration(Duration::from_secs(60)),
+            history: crate::config::PromDuration(Duration::from_secs(86_400)),
+            query_overlap: crate::config::PromDuration(Duration::from_secs(120)),
+            min_samples: 10,
+            ..SidecarConfig::default()
+        })
+    }
+
+    fn signal() -> SignalState {
+        SignalState::new(Signal {
+            name: "s".into(),
+            domain: "d".into(),
+            expr: "x".into(),
+            direction: Direction::Both,
+            threshold: None,
+            min_traffic: None,
+        })
+    }
+
+    fn answer(points: &[(i64, f64)]) -> Vec<RangeSeries> {
+        vec![RangeSeries {
+            labels: labels(&[("__name__", "x"), ("job", "a")]),
+            samples: points.to_vec(),
+        }]
+    }
+
+    /// One cycle as `refresh` runs it, with `points` as the server's answer.
+    fn cycle(st: &mut SignalState, s: &Settings, end: i64, points: &[(i64, f64)]) -> Latest {
+        st.apply(answer(points), s);
+        st.settle(end - s.overlap_ms() - s.resolution_ms, None, s);
+        st.evaluate(None, s);
+        st.finish(s, end, true);
+        st.series[&labels(&[("job", "a")])]
+            .last
+            .expect("a latest point")
+    }
+
+    #[test]
+    fn late_and_corrected_points_are_scored_as_if_right_the_first_time() {
+        let s = settings();
+        let step = s.resolution_ms;
+        let value = |i: i64| 100.0 + (i % 7) as f64;
+        let t0 = 1_700_000_000_000 / step * step;
+        let n = 200;
+        // The truth, seen once with every point right.
+        let mut truth = signal();
+        truth.live_from = t0 + (n - 1) * step;
+        let all: Vec<_> = (0..=n).map(|i| (t0 + i * step, value(i))).collect();
+        let want = cycle(&mut truth, &s, t0 + n * step, &all);
+
+        // The same points through a server that hides its newest point and repeats the
+        // previous value in place of the one before (VictoriaMetrics' latency offset), one
+        // cycle per step, each asking again the overlap.
+        let mut st = signal();
+        st.live_from = truth.live_from;
+        let mut got = None;
+        for k in 100..=n + 2 {
+            let end = t0 + k.min(n) * step;
+            let from = if k == 100 { t0 } else { end - s.overlap_ms() };
+            let mut answer: Vec<_> = (0..=n)
+                .map(|i| (t0 + i * step, value(i)))
+                .filter(|p| p.0 >= from && p.0 <= end)
+                .collect();
+            if k < n + 2 {
+                answer.pop();
+                if let [.., a, b] = answer.as_mut_slice() {
+                    b.1 = a.1;
+                }
+            }
+            got = Some(cycle(&mut st, &s, end, &answer));
+        }
+        let got = got.expect("cycles ran");
+        assert_eq!(got.ts_ms, want.ts_ms);
+        assert_eq!(got.value, want.value);
+        assert_eq!(
+            got.score, want.score,
+            "the same score as with the right points"
+        );
+        assert_eq!(got.severity, want.severity);
+    }
+
     #[test]
     fn bad_direction_follows_the_signal() {
         assert_eq!(bad_direction(Direction::HigherIsWorse, -3.0), -3.0);
