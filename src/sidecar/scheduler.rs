@@ -1,7 +1,9 @@
-//! The evaluation loop: each cycle queries the new grid points of every signal (one range
-//! query per signal, so queries grow with signals, not series), feeds them to the per-series
-//! detectors, updates baselines and forecasts, and publishes an immutable [`Snapshot`] that
-//! `/metrics` encodes. A signal's history is loaded in one-day range queries when it starts.
+//! The evaluation loop: each cycle queries the new grid points of every signal and again the
+//! last `query_overlap` (one range query per signal, so queries grow with signals, not
+//! series), merges them into the histories by timestamp, scores them (the provisional ones
+//! again from the settled detector state), updates baselines and forecasts, and publishes an
+//! immutable [`Snapshot`] that `/metrics` encodes. A signal's history is loaded when it starts,
+//! in chunks of one day and then of about `CHUNK_POINTS` points.
 
 use std::collections::HashMap;
 use std::sync::Arc;
