@@ -6,6 +6,10 @@
 # show that queries grow with signals, not with series.
 #
 #   scripts/bench/sidecar.sh [SERIES=1000] [DAYS=30]
+#
+# VITALS_BIN=path runs that binary instead of building this tree's release binary (e.g. to
+# compare with an older build); QUICK=1 skips the steady cycle (which waits for the next
+# 5-minute grid point).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -13,7 +17,7 @@ SERIES=${1:-1000}
 DAYS=${2:-30}
 VM=/usr/bin/victoria-metrics
 [ -x "$VM" ] || { echo "bench: $VM missing (apt-get install victoria-metrics)" >&2; exit 1; }
-bin=$(vitals_bin)
+bin=${VITALS_BIN:-$(vitals_bin)}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -22,8 +26,10 @@ trap cleanup EXIT
 vm_port=$(free_port)
 "$VM" -httpListenAddr="127.0.0.1:$vm_port" -storageDataPath="$work/vm" -retentionPeriod=10y \
   -search.latencyOffset=0s -search.disableCache -loggerLevel=ERROR >"$work/vm.log" 2>&1 &
-pids+=($!)
+vm_pid=$!
+pids+=($vm_pid)
 wait_http "http://127.0.0.1:$vm_port/health"
+tck=$(getconf CLK_TCK)
 
 # History: SERIES series named bench_value{sig="s<k>",series="<i>"}, a daily wave plus noise,
 # every 5 minutes for DAYS days, ending now.
@@ -109,6 +115,8 @@ run_case() {
     fi
   } >"$cfg"
   port=$(free_port)
+  local vm0
+  vm0=$(cpu_ticks "$vm_pid")
   "$bin" sidecar --config.file="$cfg" --web.listen-address="127.0.0.1:$port" --log.level=warn \
     >"$work/sidecar-$signals.log" 2>&1 &
   local pid=$!
@@ -117,6 +125,11 @@ run_case() {
   local m1 hwm1 series first_q first_s steady_s="-" steady_q="-" hwm rss
   m1=$(wait_cycles "http://127.0.0.1:$port" 1)
   hwm1=$(awk '/^VmHWM:/{print $2}' "/proc/$pid/status")
+  # Where the first cycle's time goes: CPU seconds of the sidecar and of VictoriaMetrics
+  # from the sidecar's start to the end of its first cycle (both share the machine's cores).
+  local cpu_sc cpu_vm
+  cpu_sc=$(awk -v t="$(cpu_ticks "$pid")" -v k="$tck" 'BEGIN{printf "%.2f", t / k}')
+  cpu_vm=$(awk -v a="$(cpu_ticks "$vm_pid")" -v b="$vm0" -v k="$tck" 'BEGIN{printf "%.2f", (a - b) / k}')
   series=$(grep -c '^anomaly_severity{' <<<"$m1" || true)
   first_q=$(val 'vitals_sidecar_queries_total{result="success"}' "$m1")
   first_s=$(val vitals_sidecar_cycle_duration_seconds "$m1")
@@ -135,13 +148,13 @@ run_case() {
   fi
   hwm=$(awk '/^VmHWM:/{print $2}' "/proc/$pid/status")
   rss=$(rss_kib "$pid")
-  printf '%-8s %-7s %-15s %-13s %-15s %-14s %-14s %s\n' "$signals" "$series" "$first_s" "$first_q" \
-    "$steady_s" "$steady_q" "$((hwm / 1024))" "$((rss / 1024))"
+  printf '%-8s %-7s %-15s %-13s %-12s %-12s %-15s %-14s %-14s %s\n' "$signals" "$series" "$first_s" "$first_q" \
+    "$cpu_sc" "$cpu_vm" "$steady_s" "$steady_q" "$((hwm / 1024))" "$((rss / 1024))"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 echo
 echo "sidecar: $SERIES series, $DAYS days of 5-minute history each (VictoriaMetrics $("$VM" -version 2>&1 | head -1))"
-printf '%-8s %-7s %-15s %-13s %-15s %-14s %-14s %s\n' signals series first_cycle_s first_queries steady_cycle_s steady_queries peak_rss_mib rss_mib
+printf '%-8s %-7s %-15s %-13s %-12s %-12s %-15s %-14s %-14s %s\n' signals series first_cycle_s first_queries first_cpu_s vm_cpu_s steady_cycle_s steady_queries peak_rss_mib rss_mib
 run_case 1 0
-run_case 20 1
+run_case 20 "$([ "${QUICK:-0}" = 1 ] && echo 0 || echo 1)"

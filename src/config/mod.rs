@@ -553,6 +553,11 @@ pub struct SidecarConfig {
     /// Baselines end this long before the newest point, so that an ongoing anomaly does not
     /// pull its own baseline towards it. Default `1h`.
     pub baseline_offset: PromDuration,
+    /// Each cycle asks again for at least this stretch before the newest grid point and
+    /// merges the answer by timestamp: servers hide or falsify their newest points for a
+    /// while (VictoriaMetrics' `-search.latencyOffset`, 30 s by default) and remote-write
+    /// senders deliver late. Default `2m`.
+    pub query_overlap: PromDuration,
     /// Points a series needs before it may raise an anomaly. Default `48`.
     pub min_samples: u32,
     /// Series kept per signal; more are dropped and counted. Default `1000`.
@@ -623,6 +628,7 @@ impl Default for SidecarConfig {
             resolution: d(300),
             history: d(30 * 86_400),
             baseline_offset: d(3600),
+            query_overlap: d(120),
             min_samples: 48,
             max_series_per_signal: 1000,
             default_signals: true,
@@ -1406,6 +1412,12 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
     if sc.baseline_offset.0 >= sc.history.0 {
         push(
             "sidecar.baseline_offset".into(),
+            "must be shorter than sidecar.history",
+        );
+    }
+    if sc.query_overlap.0 >= sc.history.0 {
+        push(
+            "sidecar.query_overlap".into(),
             "must be shorter than sidecar.history",
         );
     }

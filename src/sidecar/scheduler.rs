@@ -1,7 +1,9 @@
-//! The evaluation loop: each cycle queries the new grid points of every signal (one range
-//! query per signal, so queries grow with signals, not series), feeds them to the per-series
-//! detectors, updates baselines and forecasts, and publishes an immutable [`Snapshot`] that
-//! `/metrics` encodes. A signal's history is loaded in one-day range queries when it starts.
+//! The evaluation loop: each cycle queries the new grid points of every signal and again the
+//! last `query_overlap` (one range query per signal, so queries grow with signals, not
+//! series), merges them into the histories by timestamp, scores them (the provisional ones
+//! again from the settled detector state), updates baselines and forecasts, and publishes an
+//! immutable [`Snapshot`] that `/metrics` encodes. A signal's history is loaded when it starts,
+//! in chunks of one day and then of about `CHUNK_POINTS` points.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +24,12 @@ use super::store::History;
 use crate::config::{Direction, SidecarConfig, Signal};
 
 const DAY_MS: i64 = 86_400_000;
+/// Points (series x steps) a history chunk asks for once the signal's series count is
+/// known; the first chunks span one day. Bounds the memory of an answer (about 16 bytes a
+/// point parsed, 20-25 as JSON, two chunks at a time) while a signal with few series loads
+/// its history in a few queries instead of one a day: every query costs the server an index
+/// search and both sides a round trip.
+const CHUNK_POINTS: i64 = 300_000;
 /// Signals refreshed at once. Each has up to two range queries in flight (one scored, the
 /// next fetched), so at most four queries at a time reach the server: VictoriaMetrics'
 /// default concurrency on a 2-core host, and a small share of Prometheus' 20.
@@ -40,6 +48,8 @@ pub struct Settings {
     pub history_ms: i64,
     /// Baselines end this long before the newest point.
     pub baseline_offset_ms: i64,
+    /// Each cycle queries again at least this stretch before its newest grid point.
+    pub query_overlap_ms: i64,
     /// Points before a series may raise an anomaly.
     pub min_samples: u64,
     /// Series kept per signal.
@@ -61,6 +71,7 @@ impl Settings {
             resolution_ms: ms(c.resolution.0).max(1),
             history_ms: ms(c.history.0),
             baseline_offset_ms: ms(c.baseline_offset.0),
+            query_overlap_ms: ms(c.query_overlap.0),
             min_samples: u64::from(c.min_samples),
             max_series: c.max_series_per_signal as usize,
             forecast_window_ms: ms(c.forecast.window.0),
@@ -71,6 +82,13 @@ impl Settings {
 
     fn resolution(&self) -> Duration {
         Duration::from_millis(u64::try_from(self.resolution_ms).unwrap_or(1))
+    }
+
+    /// The stretch before a cycle's newest grid point that it queries again: the overlap
+    /// rounded up to whole steps, at least one step.
+    fn overlap_ms(&self) -> i64 {
+        let res = self.resolution_ms;
+        (self.query_overlap_ms.max(1) + res - 1).div_euclid(res) * res
     }
 
     /// Series whose newest point is older than this are not exported any more.
@@ -101,10 +119,94 @@ pub struct Latest {
     pub muted: bool,
 }
 
-struct SeriesState {
+/// A series' detector and severity state after the points fed to it so far.
+#[derive(Clone)]
+struct Eval {
     detector: Detector,
-    history: History,
     tracker: Tracker,
+    /// Timestamp of the last point fed (`i64::MIN` before the first).
+    until: i64,
+    /// What the last point fed came to.
+    last: Option<Latest>,
+}
+
+/// How a cycle evaluates a series' points.
+#[derive(Clone, Copy)]
+struct Judge {
+    /// Points from here on count as live (raise and clear severities); older ones only
+    /// teach the detector.
+    live_from: i64,
+    /// Whether the signal's traffic guard mutes the series.
+    low_traffic: bool,
+    /// Points the detector needs before the series may raise anything.
+    min_samples: u64,
+}
+
+impl Eval {
+    fn new(direction: Direction) -> Eval {
+        // The detector's other tunables keep the values NAB was measured with.
+        #[allow(clippy::needless_update)]
+        let detector = Detector::new(DetectorConfig {
+            direction,
+            ..DetectorConfig::default()
+        });
+        Eval {
+            detector,
+            tracker: Tracker::default(),
+            until: i64::MIN,
+            last: None,
+        }
+    }
+
+    /// Feeds the history's points after the last one fed, up to `to_ms`.
+    fn feed(&mut self, history: &History, to_ms: i64, judge: Judge) {
+        if to_ms <= self.until {
+            return;
+        }
+        for (ts, v) in history.range(self.until.saturating_add(1), to_ms) {
+            self.point(ts, v, judge);
+        }
+        self.until = to_ms;
+    }
+
+    fn point(&mut self, ts: i64, v: f64, judge: Judge) {
+        let live = ts >= judge.live_from;
+        if live && judge.low_traffic {
+            // Ratios over a handful of events are noise: neither learned nor judged.
+            self.tracker.observe(0.0, true);
+            self.last = Some(Latest {
+                ts_ms: ts,
+                value: v,
+                score: Score::default(),
+                severity: Severity::Ok,
+                muted: true,
+            });
+            return;
+        }
+        let score = self.detector.update(ts, v);
+        let (severity, muted) = if live {
+            let muted = self.detector.samples() < judge.min_samples;
+            (self.tracker.observe(score.anomaly, muted), muted)
+        } else {
+            (self.tracker.severity(), false)
+        };
+        self.last = Some(Latest {
+            ts_ms: ts,
+            value: v,
+            score,
+            severity,
+            muted,
+        });
+    }
+}
+
+struct SeriesState {
+    /// The evaluation of the settled points: those older than the cycle's overlap, which
+    /// no later cycle asks for again. The newer (provisional) points are evaluated from a
+    /// copy of it every cycle, so a point the server corrects or delivers late is scored as
+    /// if it had been right in the first place.
+    settled: Eval,
+    history: History,
     last: Option<Latest>,
     baselines: Vec<(&'static str, Stats)>,
     forecast: Option<Fit>,
@@ -137,6 +239,8 @@ pub struct SignalStats {
 struct SignalState {
     def: Signal,
     loaded_until: Option<i64>,
+    /// Points from here on are live: set by the first load to its newest few points.
+    live_from: i64,
     series: HashMap<Labels, SeriesState>,
     stats: SignalStats,
 }
@@ -396,29 +500,40 @@ impl SignalState {
             },
             def,
             loaded_until: None,
+            live_from: i64::MIN,
             series: HashMap::new(),
         }
     }
 
-    /// Queries the points after `loaded_until` up to `end` and evaluates them. Returns the
-    /// numbers of successful and failed queries.
+    /// Queries the points after `loaded_until` up to `end`, and again the last
+    /// [`Settings::overlap_ms`] before `end`, merges them into the histories by timestamp
+    /// and evaluates them. Returns the numbers of successful and failed queries.
+    ///
+    /// The overlap is there because a query API's newest points are not final:
+    /// VictoriaMetrics hides the points of the last `-search.latencyOffset` (30 s by default,
+    /// never under 1 s) from range queries or repeats the previous value in their place, and
+    /// remote-write senders deliver late. A point once answered (or absent) is therefore
+    /// asked again until it is older than the overlap; only then is it settled.
     async fn refresh(&mut self, client: &PromClient, s: &Settings, end: i64) -> (u64, u64) {
         let res = s.resolution_ms;
+        let overlap = s.overlap_ms();
         let start = match self.loaded_until {
-            None => end - s.history_ms,
-            Some(t) => t + res,
+            None => {
+                // On the first load only the newest points count as live, so that a
+                // restart during an anomaly raises it again after the usual debounce, and
+                // old history raises nothing.
+                self.live_from = end - res * i64::from(RAISE_POINTS - 1);
+                end - s.history_ms
+            }
+            Some(t) => (t + res).min(end - overlap),
         };
         if start > end {
             return (0, 0);
         }
+        // Points up to here are never asked again: they are evaluated for good.
+        let settled_to = end - overlap - res;
         let started = Instant::now();
         let (mut ok, mut failed) = (0, 0);
-        // On the first load only the newest points count as live, so that a restart during
-        // an anomaly raises it again after the usual debounce, and old history raises nothing.
-        let live_from = match self.loaded_until {
-            None => end - res * i64::from(RAISE_POINTS - 1),
-            Some(_) => start,
-        };
         let traffic = match &self.def.min_traffic {
             None => None,
             Some(m) => match client.query(&m.expr, Some(end)).await {
@@ -434,20 +549,28 @@ impl SignalState {
                 }
             },
         };
+        let traffic = traffic.as_deref();
         // One-day chunks; the next chunk is fetched (and parsed, on another worker thread)
         // while this one is scored, so a long history loads at the pace of the slower of
         // the two rather than their sum.
         let expr: Arc<str> = Arc::from(self.def.expr.as_str());
-        let fetch = |t0: i64| {
-            let t1 = (t0 + DAY_MS - res).min(end);
+        let fetch = |t0: i64, span: i64| {
+            let t1 = (t0 + span - res).min(end);
             let (client, expr, step) = (client.clone(), expr.clone(), s.resolution());
             let task = tokio::spawn(async move { client.query_range(&expr, t0, t1, step).await });
-            (t1, task)
+            (t0, t1, task)
         };
-        let mut pending = Some(fetch(start));
-        while let Some((t1, task)) = pending.take() {
+        let max_span = res.saturating_mul(super::promql::MAX_POINTS_PER_QUERY);
+        let mut pending = Some(fetch(start, DAY_MS.min(max_span)));
+        let mut up = true;
+        while let Some((t0, t1, task)) = pending.take() {
             if t1 + res <= end {
-                pending = Some(fetch(t1 + res));
+                // Sized by the series seen so far (the chunk in flight is not parsed yet).
+                let span = match self.series.len() as i64 {
+                    0 => DAY_MS,
+                    n => (CHUNK_POINTS / n).max(1).saturating_mul(res).max(DAY_MS),
+                };
+                pending = Some(fetch(t1 + res, span.min(max_span)));
             }
             let result = match task.await {
                 Ok(r) => r.map_err(|e| e.to_string()),
@@ -459,27 +582,40 @@ impl SignalState {
                     if !r.warnings.is_empty() {
                         tracing::warn!(signal = %self.def.name, warnings = ?r.warnings, "query API warnings");
                     }
+                    tracing::debug!(
+                        signal = %self.def.name,
+                        start_ms = t0,
+                        end_ms = t1,
+                        series = r.series.len(),
+                        points = r.series.iter().map(|s| s.samples.len()).sum::<usize>(),
+                        newest_ms = r.series.iter().filter_map(|s| s.samples.last()).map(|p| p.0).max(),
+                        "range query answered"
+                    );
                     self.stats.warnings_total += r.warnings.len() as u64;
-                    self.apply(r.series, live_from, traffic.as_deref(), s);
+                    self.apply(r.series, s);
+                    self.settle(t1.min(settled_to), traffic, s);
                     self.loaded_until = Some(t1);
                 }
                 Err(e) => {
-                    if let Some((_, next)) = pending.take() {
+                    if let Some((_, _, next)) = pending.take() {
                         next.abort();
                     }
                     failed += 1;
                     self.fail(&e, started);
-                    // Points already applied still update baselines; nothing is forgotten
-                    // while the query fails.
-                    self.finish(s, end, false);
-                    return (ok, failed);
+                    up = false;
+                    break;
                 }
             }
         }
-        self.stats.up = true;
-        self.stats.last_error = None;
-        self.stats.duration = started.elapsed();
-        self.finish(s, end, true);
+        // Points already applied update the evaluation and the baselines even when a later
+        // chunk failed; nothing is forgotten while the query fails.
+        self.evaluate(traffic, s);
+        if up {
+            self.stats.up = true;
+            self.stats.last_error = None;
+            self.stats.duration = started.elapsed();
+        }
+        self.finish(s, end, up);
         (ok, failed)
     }
 
@@ -491,13 +627,9 @@ impl SignalState {
         self.stats.duration = started.elapsed();
     }
 
-    fn apply(
-        &mut self,
-        series: Vec<RangeSeries>,
-        live_from: i64,
-        traffic: Option<&[(Labels, f64)]>,
-        s: &Settings,
-    ) {
+    /// Merges an answer into the histories: new points are appended, points already held
+    /// take the answer's value (the server may have corrected it), late points fill gaps.
+    fn apply(&mut self, series: Vec<RangeSeries>, s: &Settings) {
         for rs in series {
             let mut labels = rs.labels;
             labels.remove("__name__");
@@ -506,66 +638,67 @@ impl SignalState {
                     self.stats.dropped_total += 1;
                     continue;
                 }
-                // The detector's other tunables keep the values NAB was measured with.
-                #[allow(clippy::needless_update)]
-                let detector = Detector::new(DetectorConfig {
-                    direction: self.def.direction,
-                    ..DetectorConfig::default()
-                });
-                self.series.insert(
-                    labels.clone(),
-                    SeriesState {
-                        detector,
-                        history: History::new(s.resolution_ms, s.history_ms),
-                        tracker: Tracker::default(),
-                        last: None,
-                        baselines: Vec::new(),
-                        forecast: None,
-                        dirty: false,
-                    },
-                );
+                let state = SeriesState {
+                    settled: Eval::new(self.def.direction),
+                    history: History::new(s.resolution_ms, s.history_ms),
+                    last: None,
+                    baselines: Vec::new(),
+                    forecast: None,
+                    dirty: false,
+                };
+                self.series.insert(labels.clone(), state);
             }
-            let low_traffic = match (traffic, &self.def.min_traffic) {
-                (Some(t), Some(m)) => guarded(t, &labels, m.min),
-                _ => false,
-            };
             let Some(ss) = self.series.get_mut(&labels) else {
                 continue;
             };
             for (ts, v) in rs.samples {
-                if !ss.history.push(ts, v) {
-                    continue;
+                if ts > ss.settled.until && ss.history.set(ts, v) {
+                    ss.dirty = true;
                 }
-                ss.dirty = true;
-                let live = ts >= live_from;
-                if live && low_traffic {
-                    // Ratios over a handful of events are noise: neither learned nor judged.
-                    ss.tracker.observe(0.0, true);
-                    ss.last = Some(Latest {
-                        ts_ms: ts,
-                        value: v,
-                        score: Score::default(),
-                        severity: Severity::Ok,
-                        muted: true,
-                    });
-                    continue;
-                }
-                let score = ss.detector.update(ts, v);
-                let (severity, muted) = if live {
-                    let muted = ss.detector.samples() < s.min_samples;
-                    (ss.tracker.observe(score.anomaly, muted), muted)
-                } else {
-                    (ss.tracker.severity(), false)
-                };
-                ss.last = Some(Latest {
-                    ts_ms: ts,
-                    value: v,
-                    score,
-                    severity,
-                    muted,
-                });
             }
         }
+    }
+
+    fn judge(&self, labels: &Labels, traffic: Option<&[(Labels, f64)]>, s: &Settings) -> Judge {
+        let low_traffic = match (traffic, &self.def.min_traffic) {
+            (Some(t), Some(m)) => guarded(t, labels, m.min),
+            _ => false,
+        };
+        Judge {
+            live_from: self.live_from,
+            low_traffic,
+            min_samples: s.min_samples,
+        }
+    }
+
+    /// Evaluates for good every series' points up to `to_ms`.
+    fn settle(&mut self, to_ms: i64, traffic: Option<&[(Labels, f64)]>, s: &Settings) {
+        let mut series = std::mem::take(&mut self.series);
+        for (labels, ss) in &mut series {
+            if ss.history.last_ts().is_some_and(|t| t > ss.settled.until) {
+                let judge = self.judge(labels, traffic, s);
+                ss.settled.feed(&ss.history, to_ms, judge);
+            }
+        }
+        self.series = series;
+    }
+
+    /// The newest evaluation of the series that changed: a copy of the settled state fed
+    /// the provisional points.
+    fn evaluate(&mut self, traffic: Option<&[(Labels, f64)]>, s: &Settings) {
+        let mut series = std::mem::take(&mut self.series);
+        for (labels, ss) in series.iter_mut().filter(|(_, ss)| ss.dirty) {
+            let judge = self.judge(labels, traffic, s);
+            let newest = ss.history.last_ts().unwrap_or(i64::MIN);
+            ss.last = if newest > ss.settled.until {
+                let mut now = ss.settled.clone();
+                now.feed(&ss.history, newest, judge);
+                now.last
+            } else {
+                ss.settled.last
+            };
+        }
+        self.series = series;
     }
 
     /// Recomputes baselines and forecasts of the series that got points; with `forget`,
@@ -663,6 +796,89 @@ mod tests {
         assert!(guarded(&t, &b, 1.0));
         assert!(guarded(&t, &c, 1.0), "no traffic series at all mutes");
         assert!(guarded(&[(Labels::new(), f64::NAN)], &a, 1.0));
+    }
+
+    fn settings() -> Settings {
+        Settings::from_config(&SidecarConfig {
+            resolution: crate::config::PromDuration(Duration::from_secs(60)),
+            history: crate::config::PromDuration(Duration::from_secs(86_400)),
+            query_overlap: crate::config::PromDuration(Duration::from_secs(120)),
+            min_samples: 10,
+            ..SidecarConfig::default()
+        })
+    }
+
+    fn signal() -> SignalState {
+        SignalState::new(Signal {
+            name: "s".into(),
+            domain: "d".into(),
+            expr: "x".into(),
+            direction: Direction::Both,
+            threshold: None,
+            min_traffic: None,
+        })
+    }
+
+    fn answer(points: &[(i64, f64)]) -> Vec<RangeSeries> {
+        vec![RangeSeries {
+            labels: labels(&[("__name__", "x"), ("job", "a")]),
+            samples: points.to_vec(),
+        }]
+    }
+
+    /// One cycle as `refresh` runs it, with `points` as the server's answer.
+    fn cycle(st: &mut SignalState, s: &Settings, end: i64, points: &[(i64, f64)]) -> Latest {
+        st.apply(answer(points), s);
+        st.settle(end - s.overlap_ms() - s.resolution_ms, None, s);
+        st.evaluate(None, s);
+        st.finish(s, end, true);
+        st.series[&labels(&[("job", "a")])]
+            .last
+            .expect("a latest point")
+    }
+
+    #[test]
+    fn late_and_corrected_points_are_scored_as_if_right_the_first_time() {
+        let s = settings();
+        let step = s.resolution_ms;
+        let value = |i: i64| 100.0 + (i % 7) as f64;
+        let t0 = 1_700_000_000_000 / step * step;
+        let n = 200;
+        // The truth, seen once with every point right.
+        let mut truth = signal();
+        truth.live_from = t0 + (n - 1) * step;
+        let all: Vec<_> = (0..=n).map(|i| (t0 + i * step, value(i))).collect();
+        let want = cycle(&mut truth, &s, t0 + n * step, &all);
+
+        // The same points through a server that hides its newest point and repeats the
+        // previous value in place of the one before (VictoriaMetrics' latency offset), one
+        // cycle per step, each asking again the overlap.
+        let mut st = signal();
+        st.live_from = truth.live_from;
+        let mut got = None;
+        for k in 100..=n + 2 {
+            let end = t0 + k.min(n) * step;
+            let from = if k == 100 { t0 } else { end - s.overlap_ms() };
+            let mut answer: Vec<_> = (0..=n)
+                .map(|i| (t0 + i * step, value(i)))
+                .filter(|p| p.0 >= from && p.0 <= end)
+                .collect();
+            if k < n + 2 {
+                answer.pop();
+                if let [.., a, b] = answer.as_mut_slice() {
+                    b.1 = a.1;
+                }
+            }
+            got = Some(cycle(&mut st, &s, end, &answer));
+        }
+        let got = got.expect("cycles ran");
+        assert_eq!(got.ts_ms, want.ts_ms);
+        assert_eq!(got.value, want.value);
+        assert_eq!(
+            got.score, want.score,
+            "the same score as with the right points"
+        );
+        assert_eq!(got.severity, want.severity);
     }
 
     #[test]

@@ -70,6 +70,28 @@ impl History {
         true
     }
 
+    /// Stores a point, appending it or replacing the value already at its grid step (a
+    /// point the server answered again, possibly corrected, or one that arrived late into a
+    /// gap). Points older than the kept span are ignored. Returns whether the stored value
+    /// changed.
+    pub fn set(&mut self, ts_ms: i64, value: f64) -> bool {
+        let idx = self.index(ts_ms);
+        let next = self.first + self.values.len() as i64;
+        if self.values.is_empty() || idx >= next {
+            return self.push(ts_ms, value);
+        }
+        let Ok(pos) = usize::try_from(idx - self.first) else {
+            return false;
+        };
+        let new = value as f32;
+        let slot = &mut self.values[pos];
+        if slot.to_bits() == new.to_bits() {
+            return false;
+        }
+        *slot = new;
+        true
+    }
+
     /// Points with `from_ms <= ts <= to_ms`, oldest first, gaps skipped.
     pub fn range(&self, from_ms: i64, to_ms: i64) -> impl Iterator<Item = (i64, f64)> + Clone + '_ {
         let lo = (from_ms.div_euclid(self.step_ms)
@@ -125,6 +147,22 @@ mod tests {
         assert_eq!(h.last_ts(), Some(60));
         let inner: Vec<_> = h.range(15, 55).map(|p| p.0).collect();
         assert_eq!(inner, vec![20, 50]);
+    }
+
+    #[test]
+    fn set_replaces_known_steps_and_fills_gaps() {
+        let mut h = History::new(10, 50);
+        assert!(h.set(10, 1.0));
+        assert!(h.set(30, 3.0), "appends, leaving a gap at 20");
+        assert!(h.set(20, 2.0), "a late point fills the gap");
+        assert!(!h.set(20, 2.0), "the same value again changes nothing");
+        assert!(h.set(30, 3.5), "a corrected value replaces the old one");
+        assert!(!h.set(-100, 9.0), "older than the span");
+        assert_eq!(
+            h.range(0, 100).collect::<Vec<_>>(),
+            vec![(10, 1.0), (20, 2.0), (30, 3.5)]
+        );
+        assert_eq!(h.last_ts(), Some(30));
     }
 
     #[test]

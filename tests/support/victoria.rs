@@ -1,9 +1,13 @@
 //! A real single-node VictoriaMetrics (Debian package `victoria-metrics`) on a free loopback
 //! port, with its own storage directory.
 //!
-//! Started with a 100-year retention (so backfilled history is kept), `-search.latencyOffset=0s`
-//! (recent points are visible at once) and `-search.disableCache` (a query never answers
-//! from a cache filled before the latest import). Readiness is `GET /health` == 200.
+//! Started with a 100-year retention (so backfilled history is kept). [`VictoriaMetrics::start`]
+//! adds `-search.latencyOffset=0s` (recent points are visible at once; VictoriaMetrics still
+//! hides or repeats the points of the last second) and `-search.disableCache` (a query never
+//! answers from a cache filled before the latest import), for tests that compare answers with
+//! what they just imported; [`VictoriaMetrics::start_with_default_search`] keeps the search
+//! defaults users run with (30 s latency offset, response cache on). Readiness is
+//! `GET /health` == 200.
 //! History goes in with [`VictoriaMetrics::import_prometheus`], which returns only once every
 //! imported series is queryable.
 //!
@@ -34,9 +38,21 @@ pub struct VictoriaMetrics {
 }
 
 impl VictoriaMetrics {
-    /// Starts VictoriaMetrics with empty storage. Panics with its log tail if it is not ready
-    /// within [`STARTUP_TIMEOUT`].
+    /// Starts VictoriaMetrics with empty storage, recent points visible at once and no
+    /// response cache. Panics with its log tail if it is not ready within [`STARTUP_TIMEOUT`].
     pub fn start() -> VictoriaMetrics {
+        Self::start_with(&["-search.latencyOffset=0s", "-search.disableCache"])
+    }
+
+    /// Starts VictoriaMetrics with empty storage and its default search settings, as users
+    /// run it: range queries hide the points of the last 30 s or repeat the previous value in
+    /// their place (`-search.latencyOffset`), and answers are cached. Panics with its log
+    /// tail if it is not ready within [`STARTUP_TIMEOUT`].
+    pub fn start_with_default_search() -> VictoriaMetrics {
+        Self::start_with(&[])
+    }
+
+    fn start_with(search_flags: &[&str]) -> VictoriaMetrics {
         let binary = require_binary(BINARY, PACKAGE);
         let dir = temp_dir("victoria");
         let mut vm = VictoriaMetrics {
@@ -60,8 +76,7 @@ impl VictoriaMetrics {
                 ))
                 .arg(format!("-httpListenAddr={LOOPBACK}:{}", vm.port))
                 .arg("-retentionPeriod=100y")
-                .arg("-search.latencyOffset=0s")
-                .arg("-search.disableCache")
+                .args(search_flags)
                 // Tests run side by side on 2 cores: the default 4 concurrent searches with a
                 // 10 s queue turn a busy moment into 503s and retries.
                 .arg("-search.maxConcurrentRequests=16")
