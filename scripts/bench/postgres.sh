@@ -86,15 +86,17 @@ printf '%s\n' "$PW" > "$WORK/vitals.pass"
 # in the background every minute, at most 10 connections); vitals_1s, the same with a
 # refresh every second, so that refreshes (of all databases, reconnecting) overlap the
 # measured scrapes; vitals_live, every family read by every scrape
-# (tables_refresh_interval: 0s) with as many connections as postgres_exporter holds; and
+# (tables_refresh_interval: 0s) with as many connections as postgres_exporter holds (the
+# target's and the global max_connections raised); and
 # vitals_nofan, without the per-table families (tables_top_n: 0), closest to what
 # postgres_exporter collects by default.
-start_vitals() { # NAME EXTRA_YAML -> sets PORT_<NAME>, PID_<NAME>
+start_vitals() { # NAME EXTRA_TARGET_YAML [EXTRA_POSTGRES_YAML] -> sets PORT_<NAME>, PID_<NAME>
   local port
   port=$(free_port)
   cat > "$WORK/$1.yml" <<EOF
 exporter:
   postgres:
+${3:-}
     targets:
       - name: bench
         host: 127.0.0.1
@@ -135,6 +137,10 @@ bench() {
   conns=$(psql -d postgres -c "select count(*) from pg_stat_activity where usename = '$role'")
   series=$(grep -vc '^#' "$WORK/$name.body")
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+  # What the RSS is made of: anonymous memory (heap, stacks, relocated data) and file-backed
+  # pages (the executable's code and read-only data, shared libraries).
+  local anon
+  anon=$(awk '/^Anonymous:/ {print $2}' "/proc/$pid/smaps_rollup")
   p50=$(sort -n "$WORK/$name.times" | awk '{a[NR]=$1} END {print a[int((NR+1)*0.50)]}')
   p95=$(sort -n "$WORK/$name.times" | awk '{a[NR]=$1} END {i=int(NR*0.95+0.5); if (i<1) i=1; print a[i]}')
   local per_scrape
@@ -142,6 +148,7 @@ bench() {
   printf '%-18s p50 %7.1f ms  p95 %7.1f ms  RSS %7.1f MiB  series %6d  statements/scrape %7s  connections %4d\n' \
     "$name" "$(awk -v x="$p50" 'BEGIN{print x*1000}')" "$(awk -v x="$p95" 'BEGIN{print x*1000}')" \
     "$(awk -v x="$rss" 'BEGIN{print x/1024}')" "$series" "$per_scrape" "$conns"
+  awk -v r="$rss" -v a="$anon" 'BEGIN {printf "                   RSS: %.1f MiB anonymous, %.1f MiB file-backed\n", a/1024, (r-a)/1024}'
   # vitals says how old its per-database data is and what its last background refresh took.
   grep -E '^vitals_postgres_fanout_(age_seconds|refresh_duration_seconds)' "$WORK/$name.body" \
     | sed 's/^/                   /' || true
@@ -151,8 +158,8 @@ bench() {
 }
 
 echo "== $SCRAPES sequential scrapes each (after 3 warm-up scrapes), $DBS databases, one exporter at a time"
-run_vitals() { # NAME EXTRA_YAML
-  start_vitals "$1" "$2"
+run_vitals() { # NAME EXTRA_TARGET_YAML [EXTRA_POSTGRES_YAML]
+  start_vitals "$1" "$2" "${3:-}"
   local port pid
   eval "port=\$PORT_$1 pid=\$PID_$1"
   wait_up "http://127.0.0.1:$port/-/ready"
@@ -160,8 +167,11 @@ run_vitals() { # NAME EXTRA_YAML
 }
 run_vitals vitals ""
 run_vitals vitals_1s "        tables_refresh_interval: 1s"
+# vitals_live needs the global limit (exporter.postgres.max_connections, 100 by default)
+# raised too: under it, the least recently used idle connection is closed to make room, so
+# each scrape would reconnect to every database.
 run_vitals vitals_live "        tables_refresh_interval: 0s
-        max_connections: $((DBS + 3))"
+        max_connections: $((DBS + 3))" "    max_connections: $((DBS + 3))"
 run_vitals vitals_nofan "        tables_top_n: 0"
 start_peer
 wait_up "http://127.0.0.1:$PPORT/"

@@ -2218,3 +2218,99 @@ fn lock_waits_xmin_horizon_index_health_sequences_and_pending_restart_agree_with
     drop((waiter, holder, prepared));
     pg.psql("rollback prepared 'vitals_px'");
 }
+
+/// `stats_reset` of every database as psql reads it, 0 for NULL (never reset), by datname.
+fn psql_stats_reset(pg: &Postgres) -> BTreeMap<String, f64> {
+    psql_map(
+        pg,
+        "select datname, coalesce(extract(epoch from stats_reset), 0) \
+         from pg_stat_database where datname is not null order by 1",
+    )
+    .into_iter()
+    .map(|(db, v)| (db, v[0]))
+    .collect()
+}
+
+#[test]
+fn stats_reset_is_exported_for_every_database_and_moves_with_pg_stat_reset() {
+    let pg = Postgres::start();
+    for db in ["busy", "quiet"] {
+        pg.psql(&format!("create database {db}"));
+    }
+    // Counters to reset: 200 committed transactions in `busy`.
+    psql_in(
+        &pg,
+        "busy",
+        "do $$ begin for i in 1..200 loop perform txid_current(); commit; end loop; end $$",
+    );
+    let v = start_vitals(&target_yaml("main", &pg, "        tables_top_n: 0\n"));
+    const FAMILY: &str = "pg_stat_database_stats_reset_timestamp_seconds";
+
+    // Every database of pg_database has the series, equal to what psql reads; the databases
+    // created above were never reset, so their stats_reset is NULL and the series 0.
+    let check_all = |m: &[Series]| -> Vec<String> {
+        let want = psql_stats_reset(&pg);
+        let mut problems = Vec::new();
+        for (db, w) in &want {
+            let got = value(m, FAMILY, &[("target", "main"), ("datname", db)]);
+            if got != Some(*w) {
+                problems.push(format!("{db}: vitals {got:?}, psql {w}"));
+            }
+        }
+        let exported = m.iter().filter(|s| s.name == FAMILY).count();
+        if exported != want.len() {
+            problems.push(format!("{exported} series for {} databases", want.len()));
+        }
+        problems
+    };
+    let m = parse(&v.metrics());
+    let problems = check_all(&m);
+    assert!(problems.is_empty(), "{problems:?}\n{}", v.logs());
+    let databases = psql_stats_reset(&pg);
+    assert!(databases.len() >= 5, "{databases:?}");
+    assert_eq!(databases["quiet"], 0.0, "a new database was never reset");
+    assert_eq!(databases["busy"], 0.0, "a new database was never reset");
+    let l = [("target", "main"), ("datname", "busy")];
+    let commits_before =
+        value(&m, "pg_stat_database_xact_commit_total", &l).expect("busy xact_commit");
+    assert!(commits_before >= 200.0, "{commits_before}");
+
+    // pg_stat_reset() in `busy` sets its stats_reset (and only its) to now.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    psql_in(&pg, "busy", "select pg_stat_reset()");
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    let m = parse(&v.metrics());
+    let problems = check_all(&m);
+    assert!(problems.is_empty(), "{problems:?}\n{}", v.logs());
+    let reset = value(&m, FAMILY, &l).expect("busy stats_reset");
+    assert!(
+        reset >= before - 1.0 && reset <= after + 1.0,
+        "stats_reset {reset} not between {before} and {after}"
+    );
+    let other = [("target", "main"), ("datname", "quiet")];
+    assert_eq!(value(&m, FAMILY, &other), Some(0.0), "quiet was not reset");
+    let commits_after =
+        value(&m, "pg_stat_database_xact_commit_total", &l).expect("busy xact_commit");
+    assert!(
+        commits_after < commits_before,
+        "the reset shows in the counters too: {commits_after} after, {commits_before} before"
+    );
+
+    // A second reset moves it forward.
+    std::thread::sleep(Duration::from_millis(1100));
+    psql_in(&pg, "busy", "select pg_stat_reset()");
+    let m = parse(&v.metrics());
+    let problems = check_all(&m);
+    assert!(problems.is_empty(), "{problems:?}\n{}", v.logs());
+    let again = value(&m, FAMILY, &l).expect("busy stats_reset");
+    assert!(again >= reset + 1.0, "{again} after {reset}");
+    // The exposition with the new family still passes promtool.
+    let (ok, report) = promtool_check(&v.metrics());
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
+}

@@ -372,6 +372,19 @@ pub mod database {
         "pg_stat_database_parallel_workers_launched",
         "Parallel workers launched by queries in this database (PostgreSQL 18+)",
     );
+    /// stats_reset, as seconds since the Unix epoch; 0 when never reset.
+    ///
+    /// The sidecar's classification of inactive and low-activity databases compares counter
+    /// increases over 7 to 90 days; a reset inside the window makes those increases too small,
+    /// and this is how a rule sees one. NULL (the statistics of this database were never
+    /// reset, as for a new database or after a crash discarded them) is exported as 0, as
+    /// postgres_exporter does since 0.13, so that the series exists for every database and
+    /// `time() - x` and comparisons stay defined (NaN would make them all false).
+    pub const STATS_RESET: Desc = Desc::gauge(
+        "pg_stat_database_stats_reset_timestamp",
+        "When the statistics of this database were last reset, since the Unix epoch; 0 if never (stats_reset is NULL)",
+    )
+    .seconds();
     /// age(datfrozenxid)
     pub const XID_AGE: Desc = Desc::gauge(
         "pg_database_frozen_xid_age",
@@ -443,6 +456,7 @@ pub fn database(version: u32) -> Query {
     }
     let stat_cols: Vec<String> = cols.iter().map(|c| format!("s.{}", c.name)).collect();
     cols.extend([
+        col("stats_reset", STATS_RESET),
         col("xid_age", XID_AGE),
         col("mxid_age", MXID_AGE),
         col("connlimit", CONNLIMIT),
@@ -450,7 +464,9 @@ pub fn database(version: u32) -> Query {
     Query {
         area: Area::Database,
         sql: format!(
-            "select d.datname, {}, age(d.datfrozenxid) as xid_age, mxid_age(d.datminmxid) as mxid_age, \
+            "select d.datname, {}, \
+             case when s.datid is not null then coalesce(extract(epoch from s.stats_reset), 0) end as stats_reset, \
+             age(d.datfrozenxid) as xid_age, mxid_age(d.datminmxid) as mxid_age, \
              d.datconnlimit as connlimit, d.datallowconn as allow_conn, d.datistemplate as is_template \
              from pg_database d left join pg_stat_database s on s.datid = d.oid order by d.datname",
             select(&stat_cols.iter().map(String::as_str).collect::<Vec<_>>())
@@ -1604,6 +1620,13 @@ mod tests {
             assert_eq!(has(&q, "sessions_killed"), v >= 140000, "{v}");
             assert_eq!(has(&q, "parallel_workers_launched"), v >= 180000, "{v}");
             assert!(q.sql.contains("allow_conn") && q.sql.contains("is_template"));
+            assert!(has(&q, "stats_reset"), "{v}");
+            assert!(
+                q.sql
+                    .contains("coalesce(extract(epoch from s.stats_reset), 0) end as stats_reset"),
+                "NULL (never reset) is 0: {}",
+                q.sql
+            );
         }
     }
 
