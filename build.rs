@@ -36,15 +36,44 @@ fn main() {
 /// relocations of a position-independent vitals take 0.9 MB as RELA entries, which the
 /// dynamic loader reads at every start (resident for the life of the process), and a few KB
 /// as RELR. Needs binutils 2.38 or lld 15 to link (older GNU ld ignores the option with a
-/// warning) and glibc 2.36 to run (the linker records that requirement, so an older glibc
-/// refuses to start the binary with a clear message). `VITALS_PACK_RELOCS=0` turns it off.
+/// warning) and glibc 2.36 to run, so it is only used when this machine's glibc is 2.36 or
+/// newer and the build is not a cross build: a binary built on Ubuntu 22.04 (glibc 2.35) or
+/// RHEL 9 must still start there. `VITALS_PACK_RELOCS=0` turns it off, `=1` forces it.
 fn pack_relative_relocations() {
     println!("cargo:rerun-if-env-changed=VITALS_PACK_RELOCS");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
-    if var("CARGO_CFG_TARGET_OS") == "linux"
-        && var("CARGO_CFG_TARGET_ENV") == "gnu"
-        && var("VITALS_PACK_RELOCS") != "0"
-    {
+    if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
+        return;
+    }
+    let wanted = match var("VITALS_PACK_RELOCS").as_str() {
+        "0" => false,
+        "1" => true,
+        _ => var("HOST") == var("TARGET") && host_glibc_at_least(2, 36),
+    };
+    if wanted {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// Whether `getconf GNU_LIBC_VERSION` reports at least `major.minor` ("glibc 2.36").
+fn host_glibc_at_least(major: u32, minor: u32) -> bool {
+    let Some(out) = Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+    else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text
+        .trim()
+        .trim_start_matches("glibc")
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
     }
 }
