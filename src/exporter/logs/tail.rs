@@ -613,6 +613,214 @@ fn find_sibling(pos: &Position) -> Option<PathBuf> {
         })
 }
 
+/// Wakes a file reader when something changes in the directory of its files (inotify), so
+/// that lines are counted within milliseconds of being written instead of at the next poll.
+///
+/// One inotify instance per source, watching the directory of the path (or of the glob, when
+/// only the file name has wildcards) for writes, creations, renames and deletions. Events for
+/// other files in that directory are ignored. When inotify cannot be used (no instance or
+/// watch left under the user's limits, a wildcard in a directory component, a directory that
+/// does not exist yet), [`Watcher::active`] is false and the caller polls; a missing or
+/// removed directory is watched again as soon as it exists.
+pub struct Watcher {
+    fd: Option<rustix::fd::OwnedFd>,
+    dir: Option<PathBuf>,
+    /// File names that matter: the path's own name as a prefix (its rotated siblings too), or
+    /// the glob's last component.
+    filter: NameFilter,
+    watching: bool,
+    /// Why inotify is not used, reported once.
+    reported: bool,
+}
+
+enum NameFilter {
+    Prefix(Vec<u8>),
+    Glob(glob::Pattern),
+    Any,
+}
+
+impl NameFilter {
+    fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            NameFilter::Prefix(p) => name.starts_with(p),
+            NameFilter::Glob(g) => std::str::from_utf8(name).is_ok_and(|n| g.matches(n)),
+            NameFilter::Any => true,
+        }
+    }
+}
+
+impl Watcher {
+    /// A watcher for the files of `pattern`; `enabled: false` (or no inotify) means polling.
+    pub fn new(pattern: &str, enabled: bool) -> Self {
+        let path = Path::new(pattern);
+        let dir = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+            .filter(|d| !d.to_string_lossy().contains(['*', '?', '[']));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let filter = match name {
+            Some(n) if n.contains(['*', '?', '[']) => glob::Pattern::new(&n)
+                .map(NameFilter::Glob)
+                .unwrap_or(NameFilter::Any),
+            Some(n) => NameFilter::Prefix(n.into_bytes()),
+            None => NameFilter::Any,
+        };
+        let fd = if enabled && dir.is_some() {
+            use rustix::fs::inotify::{CreateFlags, init};
+            match init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(pattern, error = %e, "inotify unavailable; polling instead");
+                    None
+                }
+            }
+        } else {
+            if enabled {
+                tracing::info!(
+                    pattern,
+                    "a wildcard in a directory component: polling instead of inotify"
+                );
+            }
+            None
+        };
+        let mut w = Self {
+            fd,
+            dir,
+            filter,
+            watching: false,
+            reported: false,
+        };
+        w.ensure_watch();
+        w
+    }
+
+    /// Whether changes wake the reader (else the caller must poll).
+    pub fn active(&self) -> bool {
+        self.watching
+    }
+
+    fn ensure_watch(&mut self) {
+        use rustix::fs::inotify::{WatchFlags, add_watch};
+        if self.watching {
+            return;
+        }
+        let (Some(fd), Some(dir)) = (&self.fd, &self.dir) else {
+            return;
+        };
+        let flags = WatchFlags::MODIFY
+            | WatchFlags::CREATE
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::MOVED_TO
+            | WatchFlags::DELETE
+            | WatchFlags::CLOSE_WRITE
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::ONLYDIR;
+        match add_watch(fd, dir.as_path(), flags) {
+            Ok(_) => {
+                tracing::debug!(dir = %dir.display(), "inotify watch added");
+                self.watching = true;
+                self.reported = false;
+            }
+            Err(e) => {
+                if !self.reported {
+                    // ENOENT: the directory may appear later; ENOSPC: max_user_watches.
+                    tracing::info!(dir = %dir.display(), error = %e, "cannot watch the directory with inotify; polling until it can");
+                    self.reported = true;
+                }
+            }
+        }
+    }
+
+    /// Waits until a file of interest changes or `timeout` has passed. Returns true when woken
+    /// by a change. Without an active watch, sleeps for `timeout` (and then tries to watch
+    /// again).
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        if !self.watching {
+            std::thread::sleep(timeout);
+            self.ensure_watch();
+            return false;
+        }
+        let Some(fd) = self.fd.take() else {
+            std::thread::sleep(timeout);
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        let mut woken = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            });
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if self.drain(&fd) {
+                        woken = true;
+                        break;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify poll failed; polling instead");
+                    self.watching = false;
+                    std::thread::sleep(left);
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.fd = Some(fd);
+        if !self.watching {
+            self.ensure_watch();
+        }
+        woken
+    }
+
+    /// Reads every pending event; true when one concerns a file of interest (or events were
+    /// lost to a queue overflow, or the directory itself went away).
+    fn drain(&mut self, fd: &rustix::fd::OwnedFd) -> bool {
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = Reader::new(fd, &mut buf);
+        let mut relevant = false;
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    let flags = ev.events();
+                    if flags.intersects(ReadFlags::IGNORED | ReadFlags::UNMOUNT) {
+                        // The watch is gone (directory deleted or moved): re-add later.
+                        self.watching = false;
+                        relevant = true;
+                    } else if flags.contains(ReadFlags::QUEUE_OVERFLOW)
+                        || flags.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF)
+                    {
+                        relevant = true;
+                    } else if let Some(name) = ev.file_name()
+                        && self.filter.matches(name.to_bytes())
+                    {
+                        relevant = true;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+        relevant
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,6 +982,50 @@ mod tests {
         all.extend(lines(&mut t).0);
         all.sort();
         assert_eq!(all, vec!["2", "3", "4"]);
+    }
+
+    #[test]
+    fn watcher_wakes_on_writes_renames_and_creation_of_its_files_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "0\n");
+        let mut w = Watcher::new(&p.display().to_string(), true);
+        assert!(w.active(), "inotify works in the test environment");
+        assert!(!w.wait(Duration::from_millis(20)), "nothing happened yet");
+        append(&d.path().join("other.txt"), "x\n");
+        assert!(!w.wait(Duration::from_millis(50)), "another file in the directory");
+        append(&p, "1\n");
+        let t = Instant::now();
+        assert!(w.wait(Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        std::fs::rename(&p, d.path().join("app.log.1")).expect("rename");
+        assert!(w.wait(Duration::from_secs(5)));
+        append(&p, "2\n");
+        assert!(w.wait(Duration::from_secs(5)));
+        // Globs: the last component filters.
+        let mut g = Watcher::new(&d.path().join("*.log").display().to_string(), true);
+        append(&d.path().join("b.log"), "x\n");
+        assert!(g.wait(Duration::from_secs(5)));
+        append(&d.path().join("other.txt"), "x\n");
+        assert!(!g.wait(Duration::from_millis(50)));
+        // Disabled, or a wildcard in a directory: polling.
+        assert!(!Watcher::new(&p.display().to_string(), false).active());
+        let nested = d.path().join("*").join("x.log");
+        assert!(!Watcher::new(&nested.display().to_string(), true).active());
+    }
+
+    #[test]
+    fn watcher_picks_up_a_directory_created_later() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let sub = d.path().join("later");
+        let p = sub.join("app.log");
+        let mut w = Watcher::new(&p.display().to_string(), true);
+        assert!(!w.active());
+        std::fs::create_dir(&sub).expect("mkdir");
+        assert!(!w.wait(Duration::from_millis(10)));
+        assert!(w.active(), "watched once the directory exists");
+        append(&p, "1\n");
+        assert!(w.wait(Duration::from_secs(5)));
     }
 
     #[test]
