@@ -1360,7 +1360,10 @@ impl Config {
                         ));
                     }
                 }
-                if j.directory.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+                if j.directory
+                    .as_ref()
+                    .is_some_and(|d| d.as_os_str().is_empty())
+                {
                     problems.push(Problem::new(
                         format!("{key}.journald.directory"),
                         "must not be empty",

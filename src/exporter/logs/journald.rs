@@ -115,8 +115,8 @@ fn newest_cursor(f: &JournaldFilter) -> Result<Option<String>, String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(cursor)
-        .last())
+        .rev()
+        .find_map(cursor))
 }
 
 /// A running journalctl, killed and reaped when dropped.
@@ -252,7 +252,8 @@ impl Follower {
     /// Saves counters and cursor when due (or now, with `force`).
     fn checkpoint(&mut self, st: &mut SourceState, force: bool) {
         let now = Instant::now();
-        if !(force || (self.dirty && now.duration_since(self.last_checkpoint) >= self.checkpoint_every))
+        if !(force
+            || (self.dirty && now.duration_since(self.last_checkpoint) >= self.checkpoint_every))
         {
             return;
         }
@@ -281,7 +282,12 @@ impl Follower {
     }
 
     /// Reads entries until journalctl exits (returns false) or `stop` is set (returns true).
-    fn pump(&mut self, rx: &Receiver<Item>, stop: &AtomicBool, journalctl: &mut Journalctl) -> bool {
+    fn pump(
+        &mut self,
+        rx: &Receiver<Item>,
+        stop: &AtomicBool,
+        journalctl: &mut Journalctl,
+    ) -> bool {
         let tick = self
             .checkpoint_every
             .clamp(Duration::from_millis(10), Duration::from_millis(200));
@@ -450,7 +456,9 @@ pub(super) fn run(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) 
         f.failed(&format!("{JOURNALCTL} exited ({status}): {last}"));
         if matches!(start, Start::AfterCursor(_))
             && last.contains("cursor")
-            && f.cursor.as_ref().is_some_and(|c| Start::AfterCursor(c.clone()) == start)
+            && f.cursor
+                .as_ref()
+                .is_some_and(|c| Start::AfterCursor(c.clone()) == start)
         {
             // The saved cursor is not accepted (corrupt state file): start over from the
             // newest entry rather than failing forever.

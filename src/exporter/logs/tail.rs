@@ -993,7 +993,10 @@ mod tests {
         assert!(w.active(), "inotify works in the test environment");
         assert!(!w.wait(Duration::from_millis(20)), "nothing happened yet");
         append(&d.path().join("other.txt"), "x\n");
-        assert!(!w.wait(Duration::from_millis(50)), "another file in the directory");
+        assert!(
+            !w.wait(Duration::from_millis(50)),
+            "another file in the directory"
+        );
         append(&p, "1\n");
         let t = Instant::now();
         assert!(w.wait(Duration::from_secs(5)));

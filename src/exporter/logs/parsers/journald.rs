@@ -21,7 +21,8 @@ pub struct Journald;
 struct Fields {
     #[serde(rename = "__CURSOR", default)]
     cursor: Option<String>,
-    #[serde(rename = "MESSAGE", default)]
+    /// `Some(Null)` when journalctl left the value out, `None` when the field is missing.
+    #[serde(rename = "MESSAGE", default, deserialize_with = "present")]
     message: Option<Value>,
     #[serde(rename = "PRIORITY", default)]
     priority: Option<Value>,
@@ -31,6 +32,11 @@ struct Fields {
     comm: Option<Value>,
     #[serde(rename = "__REALTIME_TIMESTAMP", default)]
     realtime: Option<Value>,
+}
+
+/// Keeps a `null` value as `Some(Value::Null)` (plain `Option` would make it `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// One decoded journal entry.
