@@ -152,13 +152,23 @@ fn total(s: &[Sample]) -> f64 {
 
 #[test]
 fn no_line_lost_across_rotation_and_restarts() {
+    rotation_and_restarts(true);
+}
+
+/// The same schedule with inotify off: the polling fallback loses nothing either.
+#[test]
+fn no_line_lost_across_rotation_and_restarts_polling() {
+    rotation_and_restarts(false);
+}
+
+fn rotation_and_restarts(inotify: bool) {
     const LINES: u64 = 100_000;
     const BATCH: u64 = 2_000;
     let dir = temp_dir("logs-rot");
     let log = dir.path().join("app.log");
     let state = dir.path().join("state");
     let config = format!(
-        "exporter:\n  logs:\n    state_dir: {}\n    poll_interval: 20ms\n    checkpoint_interval: 100ms\n    sources:\n      - name: rot\n        path: {}\n        parser: raw\n        start_at: beginning\n",
+        "exporter:\n  logs:\n    state_dir: {}\n    poll_interval: 20ms\n    inotify: {inotify}\n    checkpoint_interval: 100ms\n    sources:\n      - name: rot\n        path: {}\n        parser: raw\n        start_at: beginning\n",
         state.display(),
         log.display()
     );
@@ -602,7 +612,10 @@ fn file_latencies(inotify: bool, samples: usize) -> Vec<Duration> {
             if total_of(&parse_samples(&v.metrics()), "lat") >= want {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "line {i} not counted");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "line {i} not counted"
+            );
         }
         out.push(t.elapsed());
     }

@@ -440,8 +440,20 @@ impl Tailer {
                 continue;
             }
             // A file that appeared at the path since the last poll may have had a predecessor
-            // that was created and rotated away in between: read such siblings first.
+            // that was created and rotated away in between: read such siblings first. The
+            // path is opened before the siblings are listed, so that a rotation racing with
+            // this poll is either among the siblings (renamed before the listing) or seen on
+            // the open handle at the next poll (renamed after the open), never missed.
             let retired = self.retired.get(&id).copied().filter(|r| r.matches(&path));
+            let offset = match retired {
+                Some(r) => r.offset,
+                // Present before vitals' first start: honour start_at.
+                None if initial && !had_saved && self.start_at == StartAt::End => meta.len(),
+                // Created since (or while vitals was down): read it all.
+                None => 0,
+            };
+            let opened = Followed::open(&path, offset);
+            let opened_id = opened.as_ref().ok().map(|f| (f.dev, f.ino));
             if (!initial || had_saved)
                 && retired.is_none()
                 && let Some(since) = previous_poll
@@ -464,6 +476,7 @@ impl Tailer {
                             .any(|(h, l)| l > 0 && fingerprint(&sf, l).is_ok_and(|x| x == h))
                     });
                     let known = already_read
+                        || opened_id == Some(sid)
                         || self.retired.get(&sid).is_some_and(|r| r.matches(&sibling))
                         || self
                             .draining
@@ -482,14 +495,7 @@ impl Tailer {
                     }
                 }
             }
-            let offset = match retired {
-                Some(r) => r.offset,
-                // Present before vitals' first start: honour start_at.
-                None if initial && !had_saved && self.start_at == StartAt::End => meta.len(),
-                // Created since (or while vitals was down): read it all.
-                None => 0,
-            };
-            match Followed::open(&path, offset) {
+            match opened {
                 Ok(mut f) => {
                     tracing::debug!(file = %path.display(), offset, ino = f.ino, "following");
                     let _ = f.read(max_line, false, sink);
