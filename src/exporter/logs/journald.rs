@@ -361,7 +361,10 @@ pub(super) fn run(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) 
     let saved = load_checkpoint(&state_path);
     // Whether the start point is settled: a checkpoint exists (a cursor, or nothing matched
     // yet, so that everything in the journal is new).
-    let mut anchored = saved.is_some();
+    // A state file of a file source renamed into a journald one does not count as one.
+    let mut anchored = saved
+        .as_ref()
+        .is_some_and(|cp| cp.journal_cursor.is_some() || cp.tail.positions.is_empty());
     let mut f = Follower {
         source: source.clone(),
         state_path: state_path.clone(),
