@@ -430,16 +430,29 @@ pub(super) fn run(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) 
         f.state().journal_up = Some(true);
         let (tx, rx) = sync_channel::<Item>(BATCH);
         let last_err = Arc::new(Mutex::new(String::new()));
-        let reader = child
-            .0
-            .stdout
-            .take()
-            .map(|out| std::thread::spawn(move || read_stdout(out, tx)));
-        let err_reader = child.0.stderr.take().map(|err| {
+        // Without its reader thread (no thread could be started), the channel is closed at
+        // once and this run ends as a failure.
+        let reader = child.0.stdout.take().and_then(|out| {
+            std::thread::Builder::new()
+                .name(format!("journal-{name}"))
+                .spawn(move || read_stdout(out, tx))
+                .ok()
+        });
+        let err_reader = child.0.stderr.take().and_then(|err| {
             let (n, l) = (name.clone(), last_err.clone());
-            std::thread::spawn(move || read_stderr(err, n, l))
+            std::thread::Builder::new()
+                .name(format!("journal-err-{name}"))
+                .spawn(move || read_stderr(err, n, l))
+                .ok()
         });
         let stopped = f.pump(&rx, &stop, &mut child);
+        // journalctl has exited (its output ended) or is being stopped; give it a moment to
+        // finish on its own (for its real exit status), then make sure of it.
+        let until = Instant::now() + Duration::from_secs(1);
+        while !stopped && Instant::now() < until && matches!(child.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.0.kill();
         let status = child.0.wait();
         if let Some(h) = reader {
             let _ = h.join();
