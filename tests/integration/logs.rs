@@ -645,3 +645,71 @@ fn inotify_counts_lines_sooner_than_polling() {
         "inotify should count lines sooner than polling: {report}"
     );
 }
+
+/// journalctl processes whose parent is `pid`.
+fn journalctl_children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if comm.ends_with("(journalctl") && ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+#[test]
+fn journald_reload_replaces_journalctl_and_keeps_counting() {
+    let journal = Journal::start();
+    let dir = temp_dir("logs-journal-reload");
+    let config = journal_config(&dir.path().join("state"), &journal.directory(), "");
+    let mut v = Vitals::builder()
+        .config(&config)
+        .arg("--no-collector.process")
+        .start();
+    let pid = v.pid().expect("vitals pid");
+    wait_for(&v, "journalctl running", |s| {
+        value(s, "log_journal_follower_up", &[("source", "jd")]) == 1.0
+    });
+    let before = journalctl_children(pid);
+    assert_eq!(before.len(), 1, "one journalctl: {before:?}");
+    journal.write("vtapp", "err", 3, "before the reload");
+    expect_levels(&v, "jd", &[("error", 3)]);
+    // A reload with a changed setting: the old follower stops (its journalctl is killed and
+    // reaped), the new one continues from the saved cursor.
+    v.write_config(&config.replace("checkpoint_interval: 100ms", "checkpoint_interval: 200ms"));
+    v.sighup();
+    let replaced = poll_until(Duration::from_secs(20), || {
+        let now = journalctl_children(pid);
+        (now.len() == 1 && now != before).then_some(now)
+    });
+    assert!(
+        replaced.is_some(),
+        "journalctl replaced by exactly one new process: {:?}\n{}",
+        journalctl_children(pid),
+        v.logs()
+    );
+    journal.write("vtapp", "err", 2, "after the reload");
+    expect_levels(&v, "jd", &[("error", 5)]);
+    for p in before {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists()
+                || std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| !s.contains("(journalctl)")),
+            "the old journalctl {p} is gone"
+        );
+    }
+}
