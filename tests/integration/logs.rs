@@ -603,8 +603,9 @@ fn file_latencies(inotify: bool, samples: usize) -> Vec<Duration> {
     wait_for(&v, "the first line", |s| total_of(s, "lat") == 1.0);
     let mut out = Vec::new();
     for i in 0..samples as u64 {
-        // Spread the writes over the polling period.
-        std::thread::sleep(Duration::from_millis(20 + (i * 37) % 100));
+        // Spread the writes evenly over the 250 ms polling period (the previous line was
+        // counted right after a poll).
+        std::thread::sleep(Duration::from_millis(5 + (i * 53) % 250));
         write_lines(&file, i + 1, i + 2);
         let t = std::time::Instant::now();
         let want = (i + 2) as f64;
