@@ -109,18 +109,30 @@ struct Followed {
     read_to: u64,
     head: u64,
     head_len: u64,
+    /// The first `head_len` bytes as read, so that the head grows with what was actually
+    /// consumed (a file opened while empty and then truncated and refilled before the next
+    /// poll would otherwise get the new content's head, and the truncation would go unseen).
+    head_bytes: Vec<u8>,
     partial: Vec<u8>,
     skipping: bool,
     drain_until: Option<Instant>,
 }
 
 fn fingerprint(file: &File, len: u64) -> std::io::Result<u64> {
+    Ok(digest(&head_of(file, len)?))
+}
+
+fn head_of(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, 0)?;
-    let digest = Sha256::digest(&buf);
+    Ok(buf)
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let digest = Sha256::digest(bytes);
     let mut b = [0u8; 8];
     b.copy_from_slice(&digest[..8]);
-    Ok(u64::from_le_bytes(b))
+    u64::from_le_bytes(b)
 }
 
 impl Followed {
@@ -128,7 +140,8 @@ impl Followed {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let head_len = meta.len().min(HEAD_BYTES);
-        let head = fingerprint(&file, head_len)?;
+        let head_bytes = head_of(&file, head_len)?;
+        let head = digest(&head_bytes);
         let offset = offset.min(meta.len());
         Ok(Self {
             path: path.to_path_buf(),
@@ -139,6 +152,7 @@ impl Followed {
             read_to: offset,
             head,
             head_len,
+            head_bytes,
             partial: Vec::new(),
             skipping: false,
             drain_until: None,
@@ -168,15 +182,20 @@ impl Followed {
             self.read_to = 0;
             self.partial.clear();
             self.skipping = false;
-            self.head_len = size.min(HEAD_BYTES);
-            self.head = fingerprint(&self.file, self.head_len)?;
+            self.set_head(head_of(&self.file, size.min(HEAD_BYTES))?);
             return Ok(true);
         }
-        if self.head_len < HEAD_BYTES && size > self.head_len {
-            self.head_len = size.min(HEAD_BYTES);
-            self.head = fingerprint(&self.file, self.head_len)?;
+        if self.head_len < HEAD_BYTES && size > self.head_len && self.read_to != self.head_len {
+            // Reads do not continue the head (resumed inside it): take it from the file.
+            self.set_head(head_of(&self.file, size.min(HEAD_BYTES))?);
         }
         Ok(false)
+    }
+
+    fn set_head(&mut self, bytes: Vec<u8>) {
+        self.head_len = bytes.len() as u64;
+        self.head = digest(&bytes);
+        self.head_bytes = bytes;
     }
 
     /// Reads from the last position to EOF and emits complete lines. With `eof_flush`, an
@@ -195,6 +214,14 @@ impl Followed {
                 break;
             }
             any = true;
+            // Grow the head from the bytes read, while they continue it.
+            let have = self.head_bytes.len();
+            if (have as u64) < HEAD_BYTES && self.read_to == have as u64 {
+                let take = n.min(HEAD_BYTES as usize - have);
+                let mut bytes = std::mem::take(&mut self.head_bytes);
+                bytes.extend_from_slice(&buf[..take]);
+                self.set_head(bytes);
+            }
             self.read_to += n as u64;
             let mut start = 0;
             let chunk = &buf[..n];
@@ -1035,6 +1062,25 @@ mod tests {
         assert!(w.active(), "watched once the directory exists");
         append(&p, "1\n");
         assert!(w.wait(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn copytruncate_of_a_file_opened_while_empty_is_detected() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "");
+        let mut t = tailer(&p, None);
+        assert!(lines(&mut t).0.is_empty());
+        append(
+            &p,
+            "line 1 of the first content\nline 2 of the first content\n",
+        );
+        assert_eq!(lines(&mut t).0.len(), 2);
+        // Truncated and refilled past the old offset before the next poll.
+        std::fs::write(&p, "").expect("truncate");
+        append(&p, &"line 9 of the second, longer content\n".repeat(3));
+        let (got, r) = lines(&mut t);
+        assert_eq!((got.len(), r.truncated), (3, 1));
     }
 
     #[test]
