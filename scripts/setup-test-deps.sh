@@ -9,7 +9,7 @@ PACKAGES=(
   openssh-server openssh-client sshpass
   prometheus prometheus-alertmanager victoria-metrics
   # tools the tests call
-  curl openssl ca-certificates procps util-linux mount passwd iproute2 python3 time systemd
+  curl openssl ca-certificates procps util-linux mount passwd iproute2 python3 time systemd bsdutils
   # peers for side-by-side benchmarks (scripts/bench/)
   prometheus-postgres-exporter prometheus-process-exporter prometheus-node-exporter mtail wrk
 )

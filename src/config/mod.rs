@@ -452,8 +452,18 @@ pub struct ProcessGroup {
 pub struct LogsConfig {
     /// Directory for read positions and counters. Default `/var/lib/vitals`.
     pub state_dir: PathBuf,
-    /// How often files are checked for new lines. Default `250ms`.
+    /// How often files are checked for new lines when inotify is off or unavailable.
+    /// Default `250ms`.
     pub poll_interval: PromDuration,
+    /// Wake the file readers on inotify events (modify, create, move, delete in the watched
+    /// directories) instead of polling. Default `true`; falls back to polling at
+    /// `poll_interval` when inotify cannot be used (limits exhausted, a glob in a directory
+    /// component). Turn off for files on network filesystems, whose remote changes inotify
+    /// does not see.
+    pub inotify: bool,
+    /// With inotify, files are still checked this often, as a safety net for missed events.
+    /// Default `2s`.
+    pub inotify_rescan_interval: PromDuration,
     /// How often positions and counters are saved. Default `1s`.
     pub checkpoint_interval: PromDuration,
     /// Live error/warning patterns per source; more are counted as `other`. Default 100.
@@ -472,6 +482,8 @@ impl Default for LogsConfig {
         Self {
             state_dir: PathBuf::from("/var/lib/vitals"),
             poll_interval: PromDuration(std::time::Duration::from_millis(250)),
+            inotify: true,
+            inotify_rescan_interval: PromDuration(std::time::Duration::from_secs(2)),
             checkpoint_interval: PromDuration(std::time::Duration::from_secs(1)),
             pattern_budget: 100,
             pattern_idle_timeout: PromDuration(std::time::Duration::from_secs(3600)),
@@ -532,6 +544,10 @@ pub struct JournaldFilter {
     pub units: Vec<String>,
     /// Syslog identifiers.
     pub identifiers: Vec<String>,
+    /// A journal directory to read (`journalctl --directory`) instead of the local system
+    /// journal, e.g. journals collected from other hosts or a namespace's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<PathBuf>,
 }
 
 /// Settings of the sidecar role.
@@ -1340,6 +1356,25 @@ impl Config {
                     "only used with parser: regex",
                 )),
                 _ => {}
+            }
+            if let Some(j) = &s.journald {
+                for (what, values) in [("units", &j.units), ("identifiers", &j.identifiers)] {
+                    if values.iter().any(|v| v.trim().is_empty()) {
+                        problems.push(Problem::new(
+                            format!("{key}.journald.{what}"),
+                            "empty values are not allowed",
+                        ));
+                    }
+                }
+                if j.directory
+                    .as_ref()
+                    .is_some_and(|d| d.as_os_str().is_empty())
+                {
+                    problems.push(Problem::new(
+                        format!("{key}.journald.directory"),
+                        "must not be empty",
+                    ));
+                }
             }
             if s.journald.is_some() && s.parser != "journald" {
                 problems.push(Problem::new(
@@ -2255,6 +2290,7 @@ mod doc_tests {
             journald: Some(JournaldFilter {
                 units: vec!["u".into()],
                 identifiers: vec!["i".into()],
+                directory: Some("/var/log/journal/remote".into()),
             }),
             parser: "syslog".into(),
             regex: Some("(?P<message>.*)".into()),

@@ -8,6 +8,7 @@
 //! Scrapes only read the counters.
 
 pub mod fingerprint;
+mod journald;
 pub mod parsers;
 pub mod security;
 pub mod tail;
@@ -29,7 +30,7 @@ use crate::config::{Config, LogSource, LogsConfig};
 use fingerprint::{Miner, MinerOptions, PatternId};
 use parsers::{Level, LineParser, Parsed, ParserKind, Record, RegexParser};
 use security::Event;
-use tail::{Line, Saved, Tailer};
+use tail::{Line, Saved, Tailer, Watcher};
 
 /// Counters of one source; saved with the read positions.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -62,6 +63,9 @@ struct Checkpoint {
     version: u32,
     tail: Saved,
     counters: Counters,
+    /// journald sources: the cursor of the last entry counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    journal_cursor: Option<String>,
 }
 
 const SEP: char = '\u{1f}';
@@ -115,6 +119,8 @@ struct SourceState {
     size_bytes: u64,
     files: u64,
     checkpoint_errors: u64,
+    /// journald sources: whether journalctl is running.
+    journal_up: Option<bool>,
 }
 
 impl SourceState {
@@ -127,6 +133,7 @@ impl SourceState {
             size_bytes: 0,
             files: 0,
             checkpoint_errors: 0,
+            journal_up: None,
         }
     }
 }
@@ -399,7 +406,7 @@ pub fn analyze(
 /// Follows one source until `stop` is set; saves a last checkpoint on the way out.
 fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
     let Some(pattern) = source.cfg.path.clone() else {
-        tracing::warn!(source = %source.cfg.name, "journald sources are not followed in this version");
+        journald::run(source, logs, stop);
         return;
     };
     let state_path = logs.state_dir.join(format!("{}.json", source.cfg.name));
@@ -434,6 +441,8 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
         Duration::from_secs(5),
     );
     let poll = logs.poll_interval.0.max(Duration::from_millis(10));
+    let rescan = logs.inotify_rescan_interval.0.max(poll);
+    let mut watcher = Watcher::new(&pattern, logs.inotify);
     let checkpoint_every = logs.checkpoint_interval.0;
     let mut last_checkpoint = Instant::now();
     let mut dirty = false;
@@ -489,6 +498,7 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
                     version: 1,
                     tail: tailer.checkpoint(),
                     counters: st.counters.clone(),
+                    journal_cursor: None,
                 };
                 match save_checkpoint(&state_path, &cp) {
                     Ok(()) => dirty = false,
@@ -503,7 +513,23 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
         if stopping {
             break;
         }
-        std::thread::sleep(poll);
+        // Woken by inotify, or at the rescan (safety net) or polling interval; at least
+        // every checkpoint interval while unsaved lines wait for their checkpoint. Waits are
+        // cut in slices so that shutdown stays prompt.
+        let mut wait = if watcher.active() { rescan } else { poll };
+        if dirty {
+            wait = wait.min(checkpoint_every.max(Duration::from_millis(10)));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero()
+                || watcher.wait(left.min(Duration::from_millis(250)))
+                || stop.load(Ordering::Relaxed)
+            {
+                break;
+            }
+        }
     }
     release(&state_path);
 }
@@ -569,7 +595,7 @@ impl LogsCollector {
             patterns,
         ] = [(); 7].map(|()| counter());
         let [ssh_fail, ssh_ip, ssh_login, f2b, fw, pg, cb, cp_err] = [(); 8].map(|()| counter());
-        let [info, backlog, size, files, last_ts] = [(); 5].map(|()| gauge());
+        let [info, backlog, size, files, last_ts, journal_up] = [(); 6].map(|()| gauge());
         let mut by_ip: BTreeMap<String, u64> = BTreeMap::new();
         for s in &self.sources {
             let st = s.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -667,6 +693,11 @@ impl LogsCollector {
             if let Some(t) = c.last_timestamp {
                 last_ts.get_or_create(&base).set(t);
             }
+            if let Some(up) = st.journal_up {
+                journal_up
+                    .get_or_create(&base)
+                    .set(if up { 1.0 } else { 0.0 });
+            }
         }
         for (ip, n) in by_ip {
             ssh_ip
@@ -693,8 +724,13 @@ impl LogsCollector {
         );
         r.register(
             "log_read_errors",
-            "Errors opening or reading log files",
+            "Errors opening or reading log files; for journald sources, journalctl failures (not found, exited)",
             read_errors,
+        );
+        r.register(
+            "log_journal_follower_up",
+            "journald sources: 1 while journalctl runs and is read, 0 while it is being restarted",
+            journal_up,
         );
         r.register(
             "log_checkpoint_errors",

@@ -109,18 +109,30 @@ struct Followed {
     read_to: u64,
     head: u64,
     head_len: u64,
+    /// The first `head_len` bytes as read, so that the head grows with what was actually
+    /// consumed (a file opened while empty and then truncated and refilled before the next
+    /// poll would otherwise get the new content's head, and the truncation would go unseen).
+    head_bytes: Vec<u8>,
     partial: Vec<u8>,
     skipping: bool,
     drain_until: Option<Instant>,
 }
 
 fn fingerprint(file: &File, len: u64) -> std::io::Result<u64> {
+    Ok(digest(&head_of(file, len)?))
+}
+
+fn head_of(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, 0)?;
-    let digest = Sha256::digest(&buf);
+    Ok(buf)
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let digest = Sha256::digest(bytes);
     let mut b = [0u8; 8];
     b.copy_from_slice(&digest[..8]);
-    Ok(u64::from_le_bytes(b))
+    u64::from_le_bytes(b)
 }
 
 impl Followed {
@@ -128,7 +140,8 @@ impl Followed {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let head_len = meta.len().min(HEAD_BYTES);
-        let head = fingerprint(&file, head_len)?;
+        let head_bytes = head_of(&file, head_len)?;
+        let head = digest(&head_bytes);
         let offset = offset.min(meta.len());
         Ok(Self {
             path: path.to_path_buf(),
@@ -139,6 +152,7 @@ impl Followed {
             read_to: offset,
             head,
             head_len,
+            head_bytes,
             partial: Vec::new(),
             skipping: false,
             drain_until: None,
@@ -168,15 +182,20 @@ impl Followed {
             self.read_to = 0;
             self.partial.clear();
             self.skipping = false;
-            self.head_len = size.min(HEAD_BYTES);
-            self.head = fingerprint(&self.file, self.head_len)?;
+            self.set_head(head_of(&self.file, size.min(HEAD_BYTES))?);
             return Ok(true);
         }
-        if self.head_len < HEAD_BYTES && size > self.head_len {
-            self.head_len = size.min(HEAD_BYTES);
-            self.head = fingerprint(&self.file, self.head_len)?;
+        if self.head_len < HEAD_BYTES && size > self.head_len && self.read_to != self.head_len {
+            // Reads do not continue the head (resumed inside it): take it from the file.
+            self.set_head(head_of(&self.file, size.min(HEAD_BYTES))?);
         }
         Ok(false)
+    }
+
+    fn set_head(&mut self, bytes: Vec<u8>) {
+        self.head_len = bytes.len() as u64;
+        self.head = digest(&bytes);
+        self.head_bytes = bytes;
     }
 
     /// Reads from the last position to EOF and emits complete lines. With `eof_flush`, an
@@ -195,6 +214,14 @@ impl Followed {
                 break;
             }
             any = true;
+            // Grow the head from the bytes read, while they continue it.
+            let have = self.head_bytes.len();
+            if (have as u64) < HEAD_BYTES && self.read_to == have as u64 {
+                let take = n.min(HEAD_BYTES as usize - have);
+                let mut bytes = std::mem::take(&mut self.head_bytes);
+                bytes.extend_from_slice(&buf[..take]);
+                self.set_head(bytes);
+            }
             self.read_to += n as u64;
             let mut start = 0;
             let chunk = &buf[..n];
@@ -440,8 +467,20 @@ impl Tailer {
                 continue;
             }
             // A file that appeared at the path since the last poll may have had a predecessor
-            // that was created and rotated away in between: read such siblings first.
+            // that was created and rotated away in between: read such siblings first. The
+            // path is opened before the siblings are listed, so that a rotation racing with
+            // this poll is either among the siblings (renamed before the listing) or seen on
+            // the open handle at the next poll (renamed after the open), never missed.
             let retired = self.retired.get(&id).copied().filter(|r| r.matches(&path));
+            let offset = match retired {
+                Some(r) => r.offset,
+                // Present before vitals' first start: honour start_at.
+                None if initial && !had_saved && self.start_at == StartAt::End => meta.len(),
+                // Created since (or while vitals was down): read it all.
+                None => 0,
+            };
+            let opened = Followed::open(&path, offset);
+            let opened_id = opened.as_ref().ok().map(|f| (f.dev, f.ino));
             if (!initial || had_saved)
                 && retired.is_none()
                 && let Some(since) = previous_poll
@@ -464,6 +503,7 @@ impl Tailer {
                             .any(|(h, l)| l > 0 && fingerprint(&sf, l).is_ok_and(|x| x == h))
                     });
                     let known = already_read
+                        || opened_id == Some(sid)
                         || self.retired.get(&sid).is_some_and(|r| r.matches(&sibling))
                         || self
                             .draining
@@ -482,14 +522,7 @@ impl Tailer {
                     }
                 }
             }
-            let offset = match retired {
-                Some(r) => r.offset,
-                // Present before vitals' first start: honour start_at.
-                None if initial && !had_saved && self.start_at == StartAt::End => meta.len(),
-                // Created since (or while vitals was down): read it all.
-                None => 0,
-            };
-            match Followed::open(&path, offset) {
+            match opened {
                 Ok(mut f) => {
                     tracing::debug!(file = %path.display(), offset, ino = f.ino, "following");
                     let _ = f.read(max_line, false, sink);
@@ -622,6 +655,214 @@ fn find_sibling(pos: &Position) -> Option<PathBuf> {
             std::fs::metadata(p)
                 .is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == (pos.dev, pos.ino))
         })
+}
+
+/// Wakes a file reader when something changes in the directory of its files (inotify), so
+/// that lines are counted within milliseconds of being written instead of at the next poll.
+///
+/// One inotify instance per source, watching the directory of the path (or of the glob, when
+/// only the file name has wildcards) for writes, creations, renames and deletions. Events for
+/// other files in that directory are ignored. When inotify cannot be used (no instance or
+/// watch left under the user's limits, a wildcard in a directory component, a directory that
+/// does not exist yet), [`Watcher::active`] is false and the caller polls; a missing or
+/// removed directory is watched again as soon as it exists.
+pub struct Watcher {
+    fd: Option<rustix::fd::OwnedFd>,
+    dir: Option<PathBuf>,
+    /// File names that matter: the path's own name as a prefix (its rotated siblings too), or
+    /// the glob's last component.
+    filter: NameFilter,
+    watching: bool,
+    /// Why inotify is not used, reported once.
+    reported: bool,
+}
+
+enum NameFilter {
+    Prefix(Vec<u8>),
+    Glob(glob::Pattern),
+    Any,
+}
+
+impl NameFilter {
+    fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            NameFilter::Prefix(p) => name.starts_with(p),
+            NameFilter::Glob(g) => std::str::from_utf8(name).is_ok_and(|n| g.matches(n)),
+            NameFilter::Any => true,
+        }
+    }
+}
+
+impl Watcher {
+    /// A watcher for the files of `pattern`; `enabled: false` (or no inotify) means polling.
+    pub fn new(pattern: &str, enabled: bool) -> Self {
+        let path = Path::new(pattern);
+        let dir = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+            .filter(|d| !d.to_string_lossy().contains(['*', '?', '[']));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let filter = match name {
+            Some(n) if n.contains(['*', '?', '[']) => glob::Pattern::new(&n)
+                .map(NameFilter::Glob)
+                .unwrap_or(NameFilter::Any),
+            Some(n) => NameFilter::Prefix(n.into_bytes()),
+            None => NameFilter::Any,
+        };
+        let fd = if enabled && dir.is_some() {
+            use rustix::fs::inotify::{CreateFlags, init};
+            match init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(pattern, error = %e, "inotify unavailable; polling instead");
+                    None
+                }
+            }
+        } else {
+            if enabled {
+                tracing::info!(
+                    pattern,
+                    "a wildcard in a directory component: polling instead of inotify"
+                );
+            }
+            None
+        };
+        let mut w = Self {
+            fd,
+            dir,
+            filter,
+            watching: false,
+            reported: false,
+        };
+        w.ensure_watch();
+        w
+    }
+
+    /// Whether changes wake the reader (else the caller must poll).
+    pub fn active(&self) -> bool {
+        self.watching
+    }
+
+    fn ensure_watch(&mut self) {
+        use rustix::fs::inotify::{WatchFlags, add_watch};
+        if self.watching {
+            return;
+        }
+        let (Some(fd), Some(dir)) = (&self.fd, &self.dir) else {
+            return;
+        };
+        let flags = WatchFlags::MODIFY
+            | WatchFlags::CREATE
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::MOVED_TO
+            | WatchFlags::DELETE
+            | WatchFlags::CLOSE_WRITE
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::ONLYDIR;
+        match add_watch(fd, dir.as_path(), flags) {
+            Ok(_) => {
+                tracing::debug!(dir = %dir.display(), "inotify watch added");
+                self.watching = true;
+                self.reported = false;
+            }
+            Err(e) => {
+                if !self.reported {
+                    // ENOENT: the directory may appear later; ENOSPC: max_user_watches.
+                    tracing::info!(dir = %dir.display(), error = %e, "cannot watch the directory with inotify; polling until it can");
+                    self.reported = true;
+                }
+            }
+        }
+    }
+
+    /// Waits until a file of interest changes or `timeout` has passed. Returns true when woken
+    /// by a change. Without an active watch, sleeps for `timeout` (and then tries to watch
+    /// again).
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        if !self.watching {
+            std::thread::sleep(timeout);
+            self.ensure_watch();
+            return false;
+        }
+        let Some(fd) = self.fd.take() else {
+            std::thread::sleep(timeout);
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        let mut woken = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            });
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if self.drain(&fd) {
+                        woken = true;
+                        break;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify poll failed; polling instead");
+                    self.watching = false;
+                    std::thread::sleep(left);
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.fd = Some(fd);
+        if !self.watching {
+            self.ensure_watch();
+        }
+        woken
+    }
+
+    /// Reads every pending event; true when one concerns a file of interest (or events were
+    /// lost to a queue overflow, or the directory itself went away).
+    fn drain(&mut self, fd: &rustix::fd::OwnedFd) -> bool {
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = Reader::new(fd, &mut buf);
+        let mut relevant = false;
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    let flags = ev.events();
+                    if flags.intersects(ReadFlags::IGNORED | ReadFlags::UNMOUNT) {
+                        // The watch is gone (directory deleted or moved): re-add later.
+                        self.watching = false;
+                        relevant = true;
+                    } else if flags.contains(ReadFlags::QUEUE_OVERFLOW)
+                        || flags.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF)
+                    {
+                        relevant = true;
+                    } else if let Some(name) = ev.file_name()
+                        && self.filter.matches(name.to_bytes())
+                    {
+                        relevant = true;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+        relevant
+    }
 }
 
 #[cfg(test)]
@@ -785,6 +1026,72 @@ mod tests {
         all.extend(lines(&mut t).0);
         all.sort();
         assert_eq!(all, vec!["2", "3", "4"]);
+    }
+
+    #[test]
+    fn watcher_wakes_on_writes_renames_and_creation_of_its_files_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "0\n");
+        let mut w = Watcher::new(&p.display().to_string(), true);
+        assert!(w.active(), "inotify works in the test environment");
+        assert!(!w.wait(Duration::from_millis(20)), "nothing happened yet");
+        append(&d.path().join("other.txt"), "x\n");
+        assert!(
+            !w.wait(Duration::from_millis(50)),
+            "another file in the directory"
+        );
+        append(&p, "1\n");
+        let t = Instant::now();
+        assert!(w.wait(Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        std::fs::rename(&p, d.path().join("app.log.1")).expect("rename");
+        assert!(w.wait(Duration::from_secs(5)));
+        append(&p, "2\n");
+        assert!(w.wait(Duration::from_secs(5)));
+        // Globs: the last component filters.
+        let mut g = Watcher::new(&d.path().join("*.log").display().to_string(), true);
+        append(&d.path().join("b.log"), "x\n");
+        assert!(g.wait(Duration::from_secs(5)));
+        append(&d.path().join("other.txt"), "x\n");
+        assert!(!g.wait(Duration::from_millis(50)));
+        // Disabled, or a wildcard in a directory: polling.
+        assert!(!Watcher::new(&p.display().to_string(), false).active());
+        let nested = d.path().join("*").join("x.log");
+        assert!(!Watcher::new(&nested.display().to_string(), true).active());
+    }
+
+    #[test]
+    fn watcher_picks_up_a_directory_created_later() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let sub = d.path().join("later");
+        let p = sub.join("app.log");
+        let mut w = Watcher::new(&p.display().to_string(), true);
+        assert!(!w.active());
+        std::fs::create_dir(&sub).expect("mkdir");
+        assert!(!w.wait(Duration::from_millis(10)));
+        assert!(w.active(), "watched once the directory exists");
+        append(&p, "1\n");
+        assert!(w.wait(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn copytruncate_of_a_file_opened_while_empty_is_detected() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "");
+        let mut t = tailer(&p, None);
+        assert!(lines(&mut t).0.is_empty());
+        append(
+            &p,
+            "line 1 of the first content\nline 2 of the first content\n",
+        );
+        assert_eq!(lines(&mut t).0.len(), 2);
+        // Truncated and refilled past the old offset before the next poll.
+        std::fs::write(&p, "").expect("truncate");
+        append(&p, &"line 9 of the second, longer content\n".repeat(3));
+        let (got, r) = lines(&mut t);
+        assert_eq!((got.len(), r.truncated), (3, 1));
     }
 
     #[test]

@@ -1,53 +1,128 @@
 //! `journalctl -o json` output: one JSON object per entry; MESSAGE is a string or, for
 //! non-UTF-8 text, an array of bytes; PRIORITY is the syslog severity.
+//!
+//! Only the fields used are decoded (the others are skipped without being built), and a field
+//! that occurs several times in one entry (journalctl prints an array of values) yields its
+//! first value. journalctl prints fields larger than 4096 bytes as `null` unless `--all` is
+//! given: such a MESSAGE gives a record with an empty message, flagged as truncated.
 
 use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::{Level, LineParser, Parsed, Record};
 
 /// The journald JSON parser.
 pub struct Journald;
 
-/// The journal cursor of an entry, for resuming with `--after-cursor`.
-pub fn cursor(line: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    v.get("__CURSOR")?.as_str().map(str::to_string)
+/// The fields of an entry that vitals reads.
+#[derive(Deserialize)]
+struct Fields {
+    #[serde(rename = "__CURSOR", default)]
+    cursor: Option<String>,
+    /// `Some(Null)` when journalctl left the value out, `None` when the field is missing.
+    #[serde(rename = "MESSAGE", default, deserialize_with = "present")]
+    message: Option<Value>,
+    #[serde(rename = "PRIORITY", default)]
+    priority: Option<Value>,
+    #[serde(rename = "SYSLOG_IDENTIFIER", default)]
+    identifier: Option<Value>,
+    #[serde(rename = "_COMM", default)]
+    comm: Option<Value>,
+    #[serde(rename = "__REALTIME_TIMESTAMP", default)]
+    realtime: Option<Value>,
 }
 
-impl LineParser for Journald {
-    fn parse<'a>(&'a mut self, line: &'a str) -> Parsed<'a> {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            return Parsed::Failure;
-        };
-        let message = match v.get("MESSAGE") {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(bytes)) => {
-                let raw: Vec<u8> = bytes
-                    .iter()
-                    .filter_map(|b| b.as_u64().and_then(|n| u8::try_from(n).ok()))
-                    .collect();
-                String::from_utf8_lossy(&raw).into_owned()
-            }
-            _ => return Parsed::Failure,
-        };
-        let text = |k: &str| v.get(k).and_then(|x| x.as_str());
-        let level = text("PRIORITY")
-            .and_then(|p| p.parse::<u8>().ok())
-            .map_or_else(|| Level::infer(&message), Level::from_syslog_severity);
-        let program = text("SYSLOG_IDENTIFIER")
-            .or_else(|| text("_COMM"))
-            .map(|s| Cow::Owned(s.to_string()));
-        let timestamp = text("__REALTIME_TIMESTAMP")
-            .and_then(|t| t.parse::<u64>().ok())
-            .map(|us| us as f64 / 1e6);
-        Parsed::Record(Record {
+/// Keeps a `null` value as `Some(Value::Null)` (plain `Option` would make it `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// One decoded journal entry.
+pub struct Entry {
+    /// The record to count.
+    pub record: Record<'static>,
+    /// The entry's cursor, for resuming with `--after-cursor`.
+    pub cursor: Option<String>,
+    /// MESSAGE was left out by journalctl (larger than 4096 bytes): the record's message is
+    /// empty.
+    pub truncated: bool,
+}
+
+/// A field value as text: a string, a byte array (decoded lossily), or the first of several
+/// values.
+fn text(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Array(items) if items.iter().all(Value::is_u64) => {
+            let raw: Vec<u8> = items
+                .iter()
+                .filter_map(|b| b.as_u64().and_then(|n| u8::try_from(n).ok()))
+                .collect();
+            Some(Cow::Owned(String::from_utf8_lossy(&raw).into_owned()))
+        }
+        Value::Array(items) => items.first().and_then(text),
+        _ => None,
+    }
+}
+
+/// Decodes one line of `journalctl -o json`; `None` when it is not a journal entry.
+pub fn parse_entry(line: &str) -> Option<Entry> {
+    let f: Fields = serde_json::from_str(line).ok()?;
+    let (message, truncated) = match &f.message {
+        Some(Value::Null) => (String::new(), true),
+        Some(v) => (text(v)?.into_owned(), false),
+        None => return None,
+    };
+    let level = f
+        .priority
+        .as_ref()
+        .and_then(text)
+        .and_then(|p| p.trim().parse::<u8>().ok())
+        .map_or_else(|| Level::infer(&message), Level::from_syslog_severity);
+    let program = f
+        .identifier
+        .as_ref()
+        .and_then(text)
+        .or_else(|| f.comm.as_ref().and_then(text))
+        .map(|s| Cow::Owned(s.into_owned()));
+    let timestamp = f
+        .realtime
+        .as_ref()
+        .and_then(text)
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(|us| us as f64 / 1e6);
+    Some(Entry {
+        record: Record {
             level,
             timestamp,
             program,
             message: Cow::Owned(message),
             count: 1,
             sqlstate: None,
-        })
+        },
+        cursor: f.cursor,
+        truncated,
+    })
+}
+
+/// The journal cursor of an entry, for resuming with `--after-cursor`.
+pub fn cursor(line: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Cursor {
+        #[serde(rename = "__CURSOR")]
+        cursor: String,
+    }
+    serde_json::from_str::<Cursor>(line).ok().map(|c| c.cursor)
+}
+
+impl LineParser for Journald {
+    fn parse<'a>(&'a mut self, line: &'a str) -> Parsed<'a> {
+        match parse_entry(line) {
+            Some(e) => Parsed::Record(e.record),
+            None => Parsed::Failure,
+        }
     }
 }
 
@@ -74,5 +149,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(p.parse("nope"), Parsed::Failure);
+        assert_eq!(p.parse(r#"{"PRIORITY":"6"}"#), Parsed::Failure);
+    }
+
+    #[test]
+    fn repeated_fields_and_oversized_messages() {
+        // A field set twice is printed as an array of its values: the first one counts.
+        let e = parse_entry(
+            r#"{"__CURSOR":"c","PRIORITY":["4","6"],"SYSLOG_IDENTIFIER":["a","b"],"MESSAGE":["first",[104,105]]}"#,
+        )
+        .expect("entry");
+        assert_eq!(e.record.level, Level::Warning);
+        assert_eq!(e.record.program.as_deref(), Some("a"));
+        assert_eq!(e.record.message, "first");
+        assert!(!e.truncated);
+        // Over 4096 bytes, journalctl prints null: counted with an empty message.
+        let e = parse_entry(r#"{"__CURSOR":"d","PRIORITY":"2","MESSAGE":null}"#).expect("entry");
+        assert_eq!(e.record.level, Level::Critical);
+        assert_eq!((e.record.message.as_ref(), e.truncated), ("", true));
+        assert_eq!(e.cursor.as_deref(), Some("d"));
     }
 }
