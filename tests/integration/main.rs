@@ -8,6 +8,7 @@ mod backtest;
 mod ecosystem;
 mod exporter;
 mod harness;
+mod load;
 mod logs;
 mod postgres;
 mod process;
