@@ -14,6 +14,7 @@ mod postgres;
 mod process;
 mod promql;
 mod recommend;
+mod security;
 mod sidecar;
 mod slo;
 mod ssh_disk;
