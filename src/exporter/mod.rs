@@ -345,7 +345,10 @@ impl Exporter {
         let states = self.states.clone();
         tokio::spawn(async move {
             collect_all(&task_flight, collectors, scope, budget, &states).await;
-            let mut running = flights.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut running = flights
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if running
                 .get(&key)
                 .is_some_and(|f| Arc::ptr_eq(f, &task_flight))

@@ -76,7 +76,10 @@ fn overlapping_scrapes_share_one_collection() {
         assert_eq!(*status, 200, "{body}");
         assert!(body.contains("pg_up{target=\"probed\"} 0"), "{body}");
         assert!(!body.contains("target=\"good\""), "{body}");
-        assert!(*took >= Duration::from_millis(1500), "slow probe overlapped: {took:?}");
+        assert!(
+            *took >= Duration::from_millis(1500),
+            "slow probe overlapped: {took:?}"
+        );
     }
     // /metrics: 16 at once.
     const N: usize = 16;
@@ -91,7 +94,10 @@ fn overlapping_scrapes_share_one_collection() {
             "every waiter got the good target's series:\n{body}"
         );
         assert!(body.contains("pg_up{target=\"hung\"} 0"), "{body}");
-        assert!(*took < Duration::from_secs(8), "answered within budget: {took:?}");
+        assert!(
+            *took < Duration::from_secs(8),
+            "answered within budget: {took:?}"
+        );
     }
     // Counted by this read's page, which is itself one more collection.
     let collections = counter(&v, "vitals_scrape_collections_total");

@@ -148,7 +148,10 @@ impl Guarded {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let headers = format!("{:?}", r.headers());
-                (status, format!("{headers}\n{}", r.text().unwrap_or_default()))
+                (
+                    status,
+                    format!("{headers}\n{}", r.text().unwrap_or_default()),
+                )
             }
             Err(e) => (0, e.to_string()),
         }
@@ -244,7 +247,16 @@ fn no_secret_appears_anywhere_vitals_writes() {
     let locked = d.join("id_locked");
     run_ok(
         Command::new(require_binary("/usr/bin/ssh-keygen", "openssh-client"))
-            .args(["-q", "-t", "ed25519", "-C", "locked", "-N", SSH_PASSPHRASE, "-f"])
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-C",
+                "locked",
+                "-N",
+                SSH_PASSPHRASE,
+                "-f",
+            ])
             .arg(&locked),
         "ssh-keygen with a passphrase",
     );
@@ -419,7 +431,9 @@ fn no_secret_appears_anywhere_vitals_writes() {
 
     // The sidecar: basic auth to a real Prometheus, a bearer token and basic auth to two
     // Alertmanagers that are down, one always-firing rule so that delivery is attempted.
-    let prom = Prometheus::builder().web_basic_auth("vitals", PROM_PW).start();
+    let prom = Prometheus::builder()
+        .web_basic_auth("vitals", PROM_PW)
+        .start();
     let sidecar_dir = d.join("sidecar");
     std::fs::create_dir_all(&sidecar_dir).expect("mkdir");
     let queue = sidecar_dir.join("queue").join("alerts.json");
@@ -574,7 +588,9 @@ fn no_secret_appears_anywhere_vitals_writes() {
         add(&format!("state file {path}"), text);
     }
     assert!(
-        places.iter().any(|(w, _)| w.starts_with("state file") && w.contains("/state/")),
+        places
+            .iter()
+            .any(|(w, _)| w.starts_with("state file") && w.contains("/state/")),
         "the log collector wrote its state: {:?}",
         places.iter().map(|(w, _)| w).collect::<Vec<_>>()
     );
@@ -646,7 +662,10 @@ fn label_values_with_quotes_backslashes_and_newlines_pass_promtool() {
     std::fs::create_dir(&source).expect("mkdir");
     std::fs::create_dir(&target).expect("mkdir");
     run_ok(
-        Command::new("mount").arg("--bind").arg(&source).arg(&target),
+        Command::new("mount")
+            .arg("--bind")
+            .arg(&source)
+            .arg(&target),
         "mount --bind",
     );
     let _mount = BindMount {
@@ -710,7 +729,10 @@ fn label_values_with_quotes_backslashes_and_newlines_pass_promtool() {
             .chain([mount_label.as_str()])
             .filter(|w| !page.contains(w))
             .collect();
-        panic!("escaped label values missing: {missing:?}\n{page}\n{}", v.logs())
+        panic!(
+            "escaped label values missing: {missing:?}\n{page}\n{}",
+            v.logs()
+        )
     });
     for mut c in children {
         kill_and_reap(&mut c);

@@ -448,8 +448,9 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
             let mut in_batch = 0usize;
             let report = tailer.poll(&mut |line: Line<'_>| {
                 read_any = true;
-                let st = batch
-                    .get_or_insert_with(|| source.state.lock().unwrap_or_else(PoisonError::into_inner));
+                let st = batch.get_or_insert_with(|| {
+                    source.state.lock().unwrap_or_else(PoisonError::into_inner)
+                });
                 handle_line(&source, st, parser.as_mut(), line, now);
                 in_batch += 1;
                 if in_batch >= LINES_PER_LOCK {
