@@ -732,7 +732,8 @@ mod tests {
     async fn concurrent_scrapes_share_one_collection() {
         let slow = Arc::new(Slow {
             runs: Default::default(),
-            takes: Duration::from_millis(400),
+            // Long enough that all ten tasks start while it runs, even on a loaded machine.
+            takes: Duration::from_millis(1000),
         });
         let e = Arc::new(exporter_with(slow.clone()));
         let mut tasks = Vec::new();
