@@ -15,7 +15,8 @@
 #   open fds: slope above FD_SLOPE_LIMIT per minute (default 0.5, i.e. 30/h) and the line
 #     rising more than FD_RISE_FLOOR (default 5) over the window;
 # and also when wrk saw a non-2xx answer or a socket error, when the targets are not all up
-# again after the run, or when vitals died or panicked.
+# again after the run, when vitals did not count exactly the log lines written (rotations
+# included), or when vitals died or panicked.
 #
 #   scripts/soak/exporter.sh [DURATION_SECONDS]          # 600
 #   VITALS_PROFILE=debug FLAP=30 scripts/soak/exporter.sh 150   # CI's short run
@@ -80,16 +81,19 @@ done
 case $pending_up in pg) pg_up ;; ssh) sshd_up ;; esac
 wait "$WRK_PID" || true
 
-# After the run, with every target back: vitals answers and sees them all up again.
+# After the run, with every target back: vitals answers, sees them all up again, and has
+# counted every line written (across the rotations: no line lost, none twice).
+stop_log_writer
+written=$(cat "$WORK/logs/written")
 recovered=""
 for _ in $(seq 60); do
   page=$(curl -fsS -H 'X-Prometheus-Scrape-Timeout-Seconds: 10' "$VURL/metrics" || true)
   pg=$(grep -Ec '^pg_up\{.*\} 1(\.0)?$' <<< "$page" || true)
   ssh=$(grep -Ec '^ssh_target_up\{.*\} 1(\.0)?$' <<< "$page" || true)
-  if [ "$pg" -ge 1 ] && [ "$ssh" -ge "$SSH_TARGETS" ]; then recovered=yes; break; fi
+  lines=$(grep -E '^log_lines_total\{' <<< "$page" | awk '{s += $2} END {printf "%d", s}')
+  if [ "$pg" -ge 1 ] && [ "$ssh" -ge "$SSH_TARGETS" ] && [ "$lines" -ge "$written" ]; then recovered=yes; break; fi
   sleep 1
 done
-lines=$(grep -E '^log_lines_total\{' <<< "$page" | awk '{s += $2} END {print s + 0}')
 
 requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
 rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.txt")
@@ -99,7 +103,7 @@ sockerr=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$WOR
 fail=0
 echo "== results (vitals $("$VITALS" --version | head -1), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg))"
 echo "requests            ${requests:-0} (${rps:-0}/s), non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}"
-echo "flaps               $flap; log lines counted by vitals $lines"
+echo "flaps               $flap; log lines written $written, counted by vitals $lines"
 python3 - "$CSV" "$WARMUP" "$RSS_SLOPE_LIMIT" "$FD_SLOPE_LIMIT" "$RSS_RISE_FLOOR" "$FD_RISE_FLOOR" <<'PY' || fail=1
 import csv, sys
 path = sys.argv[1]
@@ -132,7 +136,8 @@ PY
 [ "${non2xx:-0}" -eq 0 ] || { echo "FAIL: ${non2xx} non-2xx answers"; fail=1; }
 [ "${sockerr:-0}" -eq 0 ] || { echo "FAIL: ${sockerr} socket errors"; fail=1; }
 [ "${requests:-0}" -gt 0 ] || { echo "FAIL: wrk made no requests: $(cat "$WORK/wrk.txt")"; fail=1; }
-[ -n "$recovered" ] || { echo "FAIL: targets not all up again after the run (pg up: $pg, ssh up: $ssh/$SSH_TARGETS)"; fail=1; }
+[ -n "$recovered" ] || { echo "FAIL: not recovered 60 s after the run (pg up: $pg, ssh up: $ssh/$SSH_TARGETS, log lines $lines of $written)"; fail=1; }
+[ "$lines" -eq "$written" ] || { echo "FAIL: vitals counted $lines log lines, $written were written"; fail=1; }
 grep -q panicked "$WORK/vitals.log" && { echo "FAIL: vitals panicked"; fail=1; }
 [ "$fail" -eq 0 ] && echo "PASS"
 exit "$fail"

@@ -134,7 +134,8 @@ sshd_up() {
 sshd_down() { kill "$SSHD_PID" 2>/dev/null || true; wait "$SSHD_PID" 2>/dev/null || true; SSHD_PID=""; }
 
 # Appends sshd-style syslog lines (failed passwords from a few addresses, accepted keys,
-# errors) to $WORK/logs/auth.log at LOG_RATE lines per second.
+# errors) to $WORK/logs/auth.log at about LOG_RATE lines per second; the number written so
+# far is kept in $WORK/logs/written.
 start_log_writer() {
   mkdir -p "$WORK/logs" "$WORK/state"
   : > "$WORK/logs/auth.log"
@@ -165,6 +166,9 @@ while True:
             line = f"{t} host CRON[{n % 900}]: (root) CMD (run-parts /etc/cron.hourly)"
         f.write(line + "\n")
     f.flush()
+    with open(path + ".written.tmp", "w") as w:
+        w.write(str(n))
+    os.replace(path + ".written.tmp", os.path.dirname(path) + "/written")
     time.sleep(0.1)
 PY
   LOGW_PID=$!
@@ -174,8 +178,9 @@ PY
 rotate_log() {
   mv "$WORK/logs/auth.log" "$WORK/logs/auth.log.1"
   : > "$WORK/logs/auth.log"
-  rm -f "$WORK/logs/auth.log.2"
 }
+
+stop_log_writer() { kill "$LOGW_PID" 2>/dev/null || true; wait "$LOGW_PID" 2>/dev/null || true; LOGW_PID=""; }
 
 write_vitals_config() {
   {
