@@ -177,7 +177,8 @@ PY
 # Rotates the log the way logrotate does without copytruncate: rename, new file.
 rotate_log() {
   mv "$WORK/logs/auth.log" "$WORK/logs/auth.log.1"
-  : > "$WORK/logs/auth.log"
+  # touch, not `: >`: the writer may have re-created the file already; never truncate it.
+  touch "$WORK/logs/auth.log"
 }
 
 stop_log_writer() { kill "$LOGW_PID" 2>/dev/null || true; wait "$LOGW_PID" 2>/dev/null || true; LOGW_PID=""; }
