@@ -69,8 +69,10 @@ pub enum CollectError {
     Other(String),
 }
 
-/// A source of metrics. Implementations must be cheap to call concurrently: overlapping
-/// scrapes call `collect` at the same time.
+/// A source of metrics. Overlapping scrapes of the same scope (`/metrics`, or one `/probe`
+/// target) share one call of `collect` (see [`crate::exporter::Exporter::scrape`]), but
+/// `collect` must still be safe to call concurrently: a `/metrics` scrape and a `/probe` of
+/// one of the collector's targets run at the same time.
 pub trait Collector: Send + Sync + 'static {
     /// The collector's name, as in `--collector.NAME` and the `collector` label.
     fn name(&self) -> &'static str;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -108,7 +109,8 @@ pub struct Exporter {
     source: ConfigSource,
     selection: Selection,
     runtime: RwLock<Arc<Runtime>>,
-    states: Mutex<BTreeMap<(String, String), TargetState>>,
+    states: Arc<Mutex<BTreeMap<(String, String), TargetState>>>,
+    flights: Arc<Flights>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -125,7 +127,8 @@ impl Exporter {
             source,
             selection,
             runtime: RwLock::new(Arc::new(runtime?)),
-            states: Mutex::new(BTreeMap::new()),
+            states: Arc::new(Mutex::new(BTreeMap::new())),
+            flights: Arc::new(Flights::new()),
             telemetry,
         })
     }
@@ -206,11 +209,18 @@ impl Exporter {
     /// Runs every enabled collector (or only the one owning `target`) concurrently and
     /// returns the OpenMetrics page. A collector that fails or misses the deadline is
     /// reported with `vitals_scrape_collector_success 0`; the others are unaffected.
+    ///
+    /// Scrapes that arrive while a collection for the same scope (all collectors, or one
+    /// `/probe` target) is running join it instead of starting another (single-flight): the
+    /// collectors run once and every waiter gets their output. A waiter whose own `budget`
+    /// ends first answers with what has finished by then, the unfinished collectors reported
+    /// as missing the deadline, exactly as if it had run them itself.
     pub async fn scrape(
         &self,
         target: Option<&str>,
         budget: Duration,
     ) -> Result<String, ScrapeError> {
+        let deadline = Instant::now() + budget;
         let runtime = self.current();
         let collectors: Vec<Arc<dyn Collector>> = match target {
             None => runtime.collectors.clone(),
@@ -227,85 +237,49 @@ impl Exporter {
                 owners
             }
         };
-        let scope = Arc::new(Scope {
-            target: target.map(str::to_string),
-            deadline: Instant::now() + budget,
-        });
-        let mut set = tokio::task::JoinSet::new();
-        for (index, c) in collectors.iter().cloned().enumerate() {
-            let scope = scope.clone();
-            set.spawn(async move {
-                let start = Instant::now();
-                let result = tokio::time::timeout(scope.remaining(), c.collect(&scope)).await;
-                let result = match result {
-                    Ok(r) => r,
-                    Err(_) => Err(CollectError::Other(format!(
-                        "deadline of {:.3}s exceeded",
-                        budget.as_secs_f64()
-                    ))),
-                };
-                (index, start.elapsed(), result)
-            });
-        }
-        let mut results: Vec<Option<(Duration, Result<Collected, CollectError>)>> =
-            (0..collectors.len()).map(|_| None).collect();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((i, d, r)) => {
-                    if let Some(slot) = results.get_mut(i) {
-                        *slot = Some((d, r));
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "collector task panicked"),
-            }
+        let flight = self.join_or_start(&runtime, target, collectors, deadline, budget);
+        let mut done = flight.done.subscribe();
+        let all_done = done.wait_for(|finished| *finished >= flight.names.len());
+        if deadline >= flight.deadline {
+            // The collection cuts every collector off at its own deadline, which comes first:
+            // wait for it to report them all (as a scrape running its collectors would).
+            let _ = all_done.await;
+        } else {
+            // This scrape must answer earlier than the collection's deadline.
+            let _ =
+                tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), all_done).await;
         }
 
         let mut out = String::with_capacity(16 * 1024);
         self.telemetry.encode(&mut out)?;
         let duration = Family::<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>::default();
         let success = Family::<Vec<(&'static str, String)>, Gauge>::default();
-        let now = SystemTime::now();
-        let mut states = Vec::new();
-        for (c, slot) in collectors.iter().zip(results) {
-            let name = c.name();
-            let labels = vec![("collector", name.to_string())];
-            let (elapsed, result) = slot.unwrap_or((
-                budget,
-                Err(CollectError::Other("collector task failed".into())),
-            ));
-            duration.get_or_create(&labels).set(elapsed.as_secs_f64());
-            match result {
-                Ok(collected) => {
-                    success.get_or_create(&labels).set(1);
-                    encode_registry(&mut out, &collected.registry)?;
-                    states.push(TargetState {
-                        collector: name.to_string(),
-                        target: String::new(),
-                        up: true,
-                        last_scrape: now,
-                        duration: elapsed,
-                        error: None,
-                    });
-                    states.extend(collected.targets.into_iter().map(|t| TargetState {
-                        collector: name.to_string(),
-                        target: t.target,
-                        up: t.up,
-                        last_scrape: now,
-                        duration: t.duration,
-                        error: t.error,
-                    }));
-                }
-                Err(e) => {
-                    success.get_or_create(&labels).set(0);
-                    tracing::warn!(collector = name, error = %e, "collector failed");
-                    states.push(TargetState {
-                        collector: name.to_string(),
-                        target: String::new(),
-                        up: false,
-                        last_scrape: now,
-                        duration: elapsed,
-                        error: Some(e.to_string()),
-                    });
+        {
+            let slots = flight.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            for (name, slot) in flight.names.iter().zip(slots.iter()) {
+                let labels = vec![("collector", (*name).to_string())];
+                match slot {
+                    Some(done) => {
+                        duration
+                            .get_or_create(&labels)
+                            .set(done.elapsed.as_secs_f64());
+                        match &done.outcome {
+                            Ok(body) => {
+                                success.get_or_create(&labels).set(1);
+                                out.push_str(body);
+                            }
+                            Err(_) => {
+                                success.get_or_create(&labels).set(0);
+                            }
+                        }
+                    }
+                    None => {
+                        // Still running at this scrape's deadline.
+                        duration
+                            .get_or_create(&labels)
+                            .set(flight.started.elapsed().as_secs_f64());
+                        success.get_or_create(&labels).set(0);
+                    }
                 }
             }
         }
@@ -322,13 +296,222 @@ impl Exporter {
             success,
         );
         encode_registry(&mut out, &meta)?;
+        encode_registry(&mut out, &self.flights.registry)?;
         encode_eof(&mut out)?;
-
-        let mut table = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        for s in states {
-            table.insert((s.collector.clone(), s.target.clone()), s);
-        }
         Ok(out)
+    }
+
+    /// Returns the collection in flight for this scope, or starts one in its own task (so it
+    /// finishes for the other waiters even when the scrape that started it goes away).
+    fn join_or_start(
+        &self,
+        runtime: &Arc<Runtime>,
+        target: Option<&str>,
+        collectors: Vec<Arc<dyn Collector>>,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Arc<Flight> {
+        let key = target.map(str::to_string);
+        let mut running = self
+            .flights
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = running.get(&key) {
+            // A flight started under a config that a reload has since replaced is not joined.
+            if Arc::ptr_eq(&f.runtime, runtime) {
+                self.flights.shared.inc();
+                return f.clone();
+            }
+        }
+        let (done, _) = tokio::sync::watch::channel(0usize);
+        let flight = Arc::new(Flight {
+            runtime: runtime.clone(),
+            names: collectors.iter().map(|c| c.name()).collect(),
+            started: Instant::now(),
+            deadline,
+            slots: Mutex::new((0..collectors.len()).map(|_| None).collect()),
+            done,
+        });
+        running.insert(key.clone(), flight.clone());
+        drop(running);
+        self.flights.collections.inc();
+        let scope = Arc::new(Scope {
+            target: key.clone(),
+            deadline,
+        });
+        let task_flight = flight.clone();
+        let flights = self.flights.clone();
+        let states = self.states.clone();
+        tokio::spawn(async move {
+            collect_all(&task_flight, collectors, scope, budget, &states).await;
+            let mut running = flights
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if running
+                .get(&key)
+                .is_some_and(|f| Arc::ptr_eq(f, &task_flight))
+            {
+                running.remove(&key);
+            }
+        });
+        flight
+    }
+}
+
+/// One collection shared by every scrape that arrived while it ran.
+struct Flight {
+    /// The collectors' config generation, so reloads are not joined across.
+    runtime: Arc<Runtime>,
+    /// Collector names, in the order of `slots`.
+    names: Vec<&'static str>,
+    started: Instant,
+    /// When the collectors are cut off.
+    deadline: Instant,
+    /// Each collector's outcome once it finished (or was cut off at the deadline).
+    slots: Mutex<Vec<Option<CollectorDone>>>,
+    /// How many slots are filled.
+    done: tokio::sync::watch::Sender<usize>,
+}
+
+/// A finished collector: its encoded families, or why it failed.
+struct CollectorDone {
+    elapsed: Duration,
+    outcome: Result<String, String>,
+}
+
+/// The single-flight table and its self metrics, shared with collection tasks.
+struct Flights {
+    running: Mutex<std::collections::HashMap<Option<String>, Arc<Flight>>>,
+    registry: Registry,
+    collections: Counter,
+    shared: Counter,
+}
+
+impl Flights {
+    fn new() -> Self {
+        let collections = Counter::default();
+        let shared = Counter::default();
+        let mut registry = Registry::default();
+        registry.register(
+            "vitals_scrape_collections",
+            "Collections run (all collectors of a /metrics scrape, or a /probe target's owner)",
+            collections.clone(),
+        );
+        registry.register(
+            "vitals_scrape_shared",
+            "Scrapes answered from a collection already in flight instead of starting their own",
+            shared.clone(),
+        );
+        Self {
+            running: Mutex::new(std::collections::HashMap::new()),
+            registry,
+            collections,
+            shared,
+        }
+    }
+}
+
+/// Runs the collectors of one flight concurrently, each cut off at the deadline, publishing
+/// every outcome and the landing page's state rows as each collector finishes.
+async fn collect_all(
+    flight: &Flight,
+    collectors: Vec<Arc<dyn Collector>>,
+    scope: Arc<Scope>,
+    budget: Duration,
+    states: &Mutex<BTreeMap<(String, String), TargetState>>,
+) {
+    let mut set = tokio::task::JoinSet::new();
+    let mut index_of = std::collections::HashMap::new();
+    for (index, c) in collectors.iter().cloned().enumerate() {
+        let scope = scope.clone();
+        let handle = set.spawn(async move {
+            let start = Instant::now();
+            let result = tokio::time::timeout(scope.remaining(), c.collect(&scope)).await;
+            let result = match result {
+                Ok(r) => r,
+                Err(_) => Err(CollectError::Other(format!(
+                    "deadline of {:.3}s exceeded",
+                    budget.as_secs_f64()
+                ))),
+            };
+            (index, start.elapsed(), result)
+        });
+        index_of.insert(handle.id(), index);
+    }
+    let now = SystemTime::now();
+    while let Some(joined) = set.join_next_with_id().await {
+        let (index, elapsed, result) = match joined {
+            Ok((_, r)) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "collector task panicked");
+                let Some(&i) = index_of.get(&e.id()) else {
+                    continue;
+                };
+                (
+                    i,
+                    flight.started.elapsed(),
+                    Err(CollectError::Other("collector task failed".into())),
+                )
+            }
+        };
+        let name = flight.names.get(index).copied().unwrap_or("unknown");
+        let mut rows = Vec::new();
+        let outcome = match result {
+            Ok(collected) => {
+                let mut body = String::new();
+                match encode_registry(&mut body, &collected.registry) {
+                    Ok(()) => {
+                        rows.push(TargetState {
+                            collector: name.to_string(),
+                            target: String::new(),
+                            up: true,
+                            last_scrape: now,
+                            duration: elapsed,
+                            error: None,
+                        });
+                        rows.extend(collected.targets.into_iter().map(|t| TargetState {
+                            collector: name.to_string(),
+                            target: t.target,
+                            up: t.up,
+                            last_scrape: now,
+                            duration: t.duration,
+                            error: t.error,
+                        }));
+                        Ok(body)
+                    }
+                    Err(e) => Err(format!("encoding metrics: {e}")),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!(collector = name, error = %e, "collector failed");
+            rows.push(TargetState {
+                collector: name.to_string(),
+                target: String::new(),
+                up: false,
+                last_scrape: now,
+                duration: elapsed,
+                error: Some(e.clone()),
+            });
+        }
+        {
+            let mut table = states.lock().unwrap_or_else(PoisonError::into_inner);
+            for s in rows {
+                table.insert((s.collector.clone(), s.target.clone()), s);
+            }
+        }
+        if let Some(slot) = flight
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(index)
+        {
+            *slot = Some(CollectorDone { elapsed, outcome });
+        }
+        flight.done.send_modify(|n| *n += 1);
     }
 }
 
@@ -509,6 +692,156 @@ mod tests {
             e.scrape(Some("nope"), Duration::from_millis(100)).await,
             Err(ScrapeError::UnknownTarget(_))
         ));
+    }
+
+    /// A collector that counts its runs and takes a fixed time.
+    struct Slow {
+        runs: std::sync::atomic::AtomicUsize,
+        takes: Duration,
+    }
+
+    impl Collector for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn targets(&self) -> Vec<String> {
+            vec!["s1".into()]
+        }
+        fn collect<'a>(&'a self, _s: &'a Scope) -> BoxFuture<'a, Result<Collected, CollectError>> {
+            Box::pin(async move {
+                self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(self.takes).await;
+                let mut registry = Registry::default();
+                let g = Gauge::<i64>::default();
+                g.set(42);
+                registry.register("slow_answer", "A slow collector's value", g);
+                Ok(Collected {
+                    registry,
+                    targets: vec![],
+                })
+            })
+        }
+    }
+
+    fn counter_value(page: &str, name: &str) -> Option<f64> {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_one_collection() {
+        let slow = Arc::new(Slow {
+            runs: Default::default(),
+            // Long enough that all ten tasks start while it runs, even on a loaded machine.
+            takes: Duration::from_millis(1000),
+        });
+        let e = Arc::new(exporter_with(slow.clone()));
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                e.scrape(None, Duration::from_secs(5)).await
+            }));
+        }
+        let mut pages = Vec::new();
+        for t in tasks {
+            pages.push(t.await.expect("task").expect("scrape answers"));
+        }
+        assert_eq!(
+            slow.runs.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "ten overlapping scrapes ran the collector once"
+        );
+        for p in &pages {
+            assert!(p.contains("slow_answer 42"), "{p}");
+            assert!(
+                p.contains("vitals_scrape_collector_success{collector=\"slow\"} 1"),
+                "{p}"
+            );
+            assert!(p.ends_with("# EOF\n"));
+        }
+        let last = e
+            .scrape(None, Duration::from_secs(5))
+            .await
+            .expect("scrape answers");
+        // The eleventh scrape came after the first collection ended: it runs its own.
+        assert_eq!(slow.runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(
+            counter_value(&last, "vitals_scrape_collections_total"),
+            Some(2.0),
+            "{last}"
+        );
+        assert_eq!(
+            counter_value(&last, "vitals_scrape_shared_total"),
+            Some(9.0),
+            "{last}"
+        );
+        // /probe targets have their own flights: a probe does not join a /metrics collection.
+        let (a, b) = tokio::join!(
+            e.scrape(Some("s1"), Duration::from_secs(5)),
+            e.scrape(Some("s1"), Duration::from_secs(5))
+        );
+        assert!(a.expect("probe").contains("slow_answer 42"));
+        assert!(b.expect("probe").contains("slow_answer 42"));
+        assert_eq!(slow.runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_with_a_shorter_deadline_answers_on_time() {
+        let slow = Arc::new(Slow {
+            runs: Default::default(),
+            takes: Duration::from_millis(800),
+        });
+        let e = Arc::new(exporter_with(slow.clone()));
+        let leader = {
+            let e = e.clone();
+            tokio::spawn(async move { e.scrape(None, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let short = e
+            .scrape(None, Duration::from_millis(200))
+            .await
+            .expect("scrape answers");
+        assert!(
+            started.elapsed() < Duration::from_millis(600),
+            "the waiter kept its own deadline: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            short.contains("vitals_scrape_collector_success{collector=\"slow\"} 0"),
+            "{short}"
+        );
+        assert!(!short.contains("slow_answer"), "{short}");
+        // The fast collectors had finished: the waiter got them.
+        assert!(
+            short.contains("vitals_scrape_collector_success{collector=\"vitals\"} 1"),
+            "{short}"
+        );
+        let full = leader.await.expect("task").expect("scrape answers");
+        assert!(full.contains("slow_answer 42"), "{full}");
+        assert_eq!(slow.runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_collection_finishes_for_waiters_when_its_starter_goes_away() {
+        let slow = Arc::new(Slow {
+            runs: Default::default(),
+            takes: Duration::from_millis(300),
+        });
+        let e = Arc::new(exporter_with(slow.clone()));
+        let starter = {
+            let e = e.clone();
+            tokio::spawn(async move { e.scrape(None, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        starter.abort();
+        let page = e
+            .scrape(None, Duration::from_secs(5))
+            .await
+            .expect("scrape answers");
+        assert!(page.contains("slow_answer 42"), "{page}");
+        assert_eq!(slow.runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

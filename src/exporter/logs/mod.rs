@@ -403,6 +403,9 @@ pub fn analyze(
     })
 }
 
+/// Lines handled under one hold of a source's state lock while following it.
+const LINES_PER_LOCK: usize = 1024;
+
 /// Follows one source until `stop` is set; saves a last checkpoint on the way out.
 fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
     let Some(pattern) = source.cfg.path.clone() else {
@@ -451,13 +454,28 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
         let stopping = stop.load(Ordering::Relaxed);
         let now = Instant::now();
         {
-            let mut st = source.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let st = &mut *st;
             let mut read_any = false;
+            // The state lock is taken per batch of lines, not for the whole poll: a large
+            // backlog (a file read from the beginning, a burst) takes minutes to parse, and
+            // scrapes must keep reading the counters meanwhile.
+            let mut batch = None;
+            let mut in_batch = 0usize;
             let report = tailer.poll(&mut |line: Line<'_>| {
                 read_any = true;
+                let st = batch.get_or_insert_with(|| {
+                    source.state.lock().unwrap_or_else(PoisonError::into_inner)
+                });
                 handle_line(&source, st, parser.as_mut(), line, now);
+                in_batch += 1;
+                if in_batch >= LINES_PER_LOCK {
+                    in_batch = 0;
+                    batch = None;
+                    std::thread::yield_now();
+                }
             });
+            drop(batch);
+            let mut st = source.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let st = &mut *st;
             if read_any {
                 dirty = true;
             }
