@@ -1174,7 +1174,10 @@ impl Config {
         let mut problems = Vec::new();
         let e = &self.exporter;
         if e.scrape_timeout.0.is_zero() {
-            problems.push(Problem::new("exporter.scrape_timeout", "must be more than 0s"));
+            problems.push(Problem::new(
+                "exporter.scrape_timeout",
+                "must be more than 0s",
+            ));
         }
         if e.scrape_timeout_offset >= e.scrape_timeout {
             problems.push(Problem::new(

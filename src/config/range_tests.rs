@@ -8,8 +8,7 @@ const SSH: &str = "exporter:\n  ssh_disk:\n    targets:\n      - name: db1\n    
 /// A PostgreSQL target that is valid as it stands.
 const PG: &str = "exporter:\n  postgres:\n    targets:\n      - name: main\n";
 /// A valid signal.
-const SIGNAL: &str =
-    "sidecar:\n  signals:\n    - name: s\n      domain: db\n      expr: up\n      direction: both\n";
+const SIGNAL: &str = "sidecar:\n  signals:\n    - name: s\n      domain: db\n      expr: up\n      direction: both\n";
 /// A valid SLO.
 const SLO: &str = "sidecar:\n  slos:\n    - name: avail\n      objective: 99.9\n      sli:\n        events:\n          error_query: sum(rate(e[{{.window}}]))\n          total_query: sum(rate(t[{{.window}}]))\n      alerting: {name: Avail}\n";
 
@@ -172,10 +171,12 @@ fn cases() -> Vec<(String, &'static str, &'static str)> {
         (
             logs("ip_budget: -1"),
             "exporter.logs.ip_budget",
-            "invalid value",
+            "expected usize",
         ),
         (
-            logs("sources:\n      - {name: a, path: /var/log/a.log, parser: raw, max_line_bytes: 0}"),
+            logs(
+                "sources:\n      - {name: a, path: /var/log/a.log, parser: raw, max_line_bytes: 0}",
+            ),
             "exporter.logs.sources[0].max_line_bytes",
             "at least 256",
         ),

@@ -161,7 +161,7 @@ pub fn parse_status(content: &str) -> Status {
                     .next()
                     .and_then(|n| n.parse().ok())
             }
-            "VmSwap" => s.swapped_bytes = num(value) * 1024,
+            "VmSwap" => s.swapped_bytes = num(value).saturating_mul(1024),
             "voluntary_ctxt_switches" => s.voluntary_ctxt_switches = num(value),
             "nonvoluntary_ctxt_switches" => s.nonvoluntary_ctxt_switches = num(value),
             _ => {}
@@ -323,5 +323,12 @@ mod tests {
         let s = parse_stat(&text).expect("live stat parses");
         assert_eq!(s.pid, std::process::id());
         assert!(s.num_threads >= 1);
+    }
+
+    /// Fuzzing regression: a huge `VmSwap` overflowed the kB-to-bytes multiplication.
+    #[test]
+    fn huge_swap_saturates() {
+        let s = parse_status("VmSwap:\t18446744073709551615 kB\n");
+        assert_eq!(s.swapped_bytes, u64::MAX);
     }
 }
