@@ -69,7 +69,9 @@ for t in "${targets[@]}"; do
             "$logs/$t.log" | head -20 || true
     fi
     took=$(($(date +%s) - t0))
-    execs=$(sed -n 's/^stat::number_executed_units: *//p' "$logs/$t.log" | tail -1)
+    execs=$(sed -n -e 's/^stat::number_executed_units: *//p' -e 's/^Done \([0-9]*\) runs.*/\1/p' \
+        "$logs/$t.log" | tail -1)
+    grep -E "^(Done|stat::number_executed_units)" "$logs/$t.log" || true
     rows+=("$t | $took | ${execs:-?} | $status")
     if [ "${FUZZ_CMIN:-0}" = 1 ] && [ "$status" = ok ]; then
         cargo fuzz cmin "${FUZZ_FLAGS[@]}" "$t" "fuzz/corpus/$t" >"$logs/$t.cmin.log" 2>&1 \

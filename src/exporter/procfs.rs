@@ -182,23 +182,29 @@ pub struct Io {
 /// Parses /proc/PID/io.
 pub fn parse_io(content: &str) -> Result<Io, ParseError> {
     let mut io = Io::default();
-    let mut seen = 0;
+    // Bit 0: read_bytes seen, bit 1: write_bytes seen (one of them twice is not both).
+    let mut seen = 0u8;
     for line in content.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
         let field = match key {
-            "read_bytes" => &mut io.read_bytes,
-            "write_bytes" => &mut io.write_bytes,
+            "read_bytes" => {
+                seen |= 1;
+                &mut io.read_bytes
+            }
+            "write_bytes" => {
+                seen |= 2;
+                &mut io.write_bytes
+            }
             _ => continue,
         };
         *field = value
             .trim()
             .parse()
             .map_err(|_| perr("io", format!("{key} is not a number")))?;
-        seen += 1;
     }
-    if seen < 2 {
+    if seen != 3 {
         return Err(perr("io", "read_bytes or write_bytes missing"));
     }
     Ok(io)
@@ -330,5 +336,14 @@ mod tests {
     fn huge_swap_saturates() {
         let s = parse_status("VmSwap:\t18446744073709551615 kB\n");
         assert_eq!(s.swapped_bytes, u64::MAX);
+    }
+
+    /// Fuzzing regression (procfs): `read_bytes` twice and no `write_bytes` was accepted as
+    /// a complete io file, with write_bytes 0.
+    #[test]
+    fn io_needs_both_fields_not_one_twice() {
+        assert!(parse_io("read_bytes: 1\nread_bytes: 2\n").is_err());
+        assert!(parse_io("write_bytes: 1\nwrite_bytes: 2\n").is_err());
+        assert!(parse_io("read_bytes: 1\nwrite_bytes: 2\n").is_ok());
     }
 }
