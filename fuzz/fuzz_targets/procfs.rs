@@ -10,7 +10,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(stat) = procfs::parse_stat(&text) {
         assert!(text.contains(&format!("({})", stat.comm)));
-        assert!(!stat.state.is_whitespace());
+        // The state is the first non-blank after the command (ASCII blanks as the kernel writes them).
+        assert!(!stat.state.is_ascii_whitespace());
     }
     if let Ok(btime) = procfs::parse_boot_time(&text) {
         assert!(text.contains("btime "), "{btime}");
