@@ -5,6 +5,8 @@
 //! the key instead of a setting that silently does nothing.
 
 mod error;
+#[cfg(test)]
+mod range_tests;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1193,6 +1195,12 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let e = &self.exporter;
+        if e.scrape_timeout.0.is_zero() {
+            problems.push(Problem::new(
+                "exporter.scrape_timeout",
+                "must be more than 0s",
+            ));
+        }
         if e.scrape_timeout_offset >= e.scrape_timeout {
             problems.push(Problem::new(
                 "exporter.scrape_timeout_offset",
@@ -1263,6 +1271,21 @@ impl Config {
                     ));
                 }
             }
+            if t.tables_top_n > MAX_TOP_N {
+                problems.push(Problem::new(
+                    format!("{key}.tables_top_n"),
+                    format!("must be at most {MAX_TOP_N}, got {}", t.tables_top_n),
+                ));
+            }
+            if !(1..=MAX_TOP_N).contains(&t.statements_top_n) {
+                problems.push(Problem::new(
+                    format!("{key}.statements_top_n"),
+                    format!(
+                        "must be between 1 and {MAX_TOP_N}, got {} (pg_stat_statements: false turns statements off)",
+                        t.statements_top_n
+                    ),
+                ));
+            }
             for reserved in ["target", "datname"] {
                 if t.labels.contains_key(reserved) {
                     problems.push(Problem::new(
@@ -1318,6 +1341,7 @@ impl Config {
         {
             problems.push(Problem::new(key, reason));
         }
+        logs_problems(&e.logs, &mut problems);
         let logs = "exporter.logs.sources";
         unique_names(logs, e.logs.sources.iter().map(|s| &s.name), &mut problems);
         for (i, s) in e.logs.sources.iter().enumerate() {
@@ -1423,6 +1447,32 @@ impl Config {
     }
 }
 
+/// Most rows a `*_top_n` key may ask for: each is a set of series per database.
+const MAX_TOP_N: u32 = 10_000;
+
+/// Checks of the log collector's timing keys and budgets.
+fn logs_problems(l: &LogsConfig, problems: &mut Vec<Problem>) {
+    use std::time::Duration;
+    let mut push = |key: &str, reason: &str| {
+        problems.push(Problem::new(format!("exporter.logs.{key}"), reason));
+    };
+    if l.poll_interval.0 < Duration::from_millis(10) {
+        push("poll_interval", "must be at least 10ms");
+    }
+    if l.checkpoint_interval.0.is_zero() {
+        push("checkpoint_interval", "must be more than 0s");
+    }
+    if l.pattern_idle_timeout.0.is_zero() {
+        push("pattern_idle_timeout", "must be more than 0s");
+    }
+    if l.pattern_budget == 0 {
+        push("pattern_budget", "must be at least 1");
+    }
+    if l.ip_budget == 0 {
+        push("ip_budget", "must be at least 1");
+    }
+}
+
 /// Checks of the sidecar's timing keys and signals.
 fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
     use std::time::Duration;
@@ -1456,6 +1506,9 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
             "must be shorter than sidecar.history",
         );
     }
+    if sc.min_samples == 0 {
+        push("sidecar.min_samples".into(), "must be at least 1");
+    }
     if sc.max_series_per_signal == 0 {
         push("sidecar.max_series_per_signal".into(), "must be at least 1");
     }
@@ -1469,6 +1522,18 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
         push(
             "sidecar.forecast.window".into(),
             "must cover at least three resolution steps",
+        );
+    }
+    if sc.forecast.window.0 > sc.history.0 {
+        push(
+            "sidecar.forecast.window".into(),
+            "must not exceed sidecar.history",
+        );
+    }
+    if sc.forecast.horizon.0 < sc.resolution.0 {
+        push(
+            "sidecar.forecast.horizon".into(),
+            "must be at least sidecar.resolution",
         );
     }
     if sc.max_findings_per_recommendation == 0 {

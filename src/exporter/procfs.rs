@@ -161,7 +161,7 @@ pub fn parse_status(content: &str) -> Status {
                     .next()
                     .and_then(|n| n.parse().ok())
             }
-            "VmSwap" => s.swapped_bytes = num(value) * 1024,
+            "VmSwap" => s.swapped_bytes = num(value).saturating_mul(1024),
             "voluntary_ctxt_switches" => s.voluntary_ctxt_switches = num(value),
             "nonvoluntary_ctxt_switches" => s.nonvoluntary_ctxt_switches = num(value),
             _ => {}
@@ -182,23 +182,29 @@ pub struct Io {
 /// Parses /proc/PID/io.
 pub fn parse_io(content: &str) -> Result<Io, ParseError> {
     let mut io = Io::default();
-    let mut seen = 0;
+    // Bit 0: read_bytes seen, bit 1: write_bytes seen (one of them twice is not both).
+    let mut seen = 0u8;
     for line in content.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
         let field = match key {
-            "read_bytes" => &mut io.read_bytes,
-            "write_bytes" => &mut io.write_bytes,
+            "read_bytes" => {
+                seen |= 1;
+                &mut io.read_bytes
+            }
+            "write_bytes" => {
+                seen |= 2;
+                &mut io.write_bytes
+            }
             _ => continue,
         };
         *field = value
             .trim()
             .parse()
             .map_err(|_| perr("io", format!("{key} is not a number")))?;
-        seen += 1;
     }
-    if seen < 2 {
+    if seen != 3 {
         return Err(perr("io", "read_bytes or write_bytes missing"));
     }
     Ok(io)
@@ -323,5 +329,21 @@ mod tests {
         let s = parse_stat(&text).expect("live stat parses");
         assert_eq!(s.pid, std::process::id());
         assert!(s.num_threads >= 1);
+    }
+
+    /// Fuzzing regression: a huge `VmSwap` overflowed the kB-to-bytes multiplication.
+    #[test]
+    fn huge_swap_saturates() {
+        let s = parse_status("VmSwap:\t18446744073709551615 kB\n");
+        assert_eq!(s.swapped_bytes, u64::MAX);
+    }
+
+    /// Fuzzing regression (procfs): `read_bytes` twice and no `write_bytes` was accepted as
+    /// a complete io file, with write_bytes 0.
+    #[test]
+    fn io_needs_both_fields_not_one_twice() {
+        assert!(parse_io("read_bytes: 1\nread_bytes: 2\n").is_err());
+        assert!(parse_io("write_bytes: 1\nwrite_bytes: 2\n").is_err());
+        assert!(parse_io("read_bytes: 1\nwrite_bytes: 2\n").is_ok());
     }
 }

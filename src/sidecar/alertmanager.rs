@@ -280,7 +280,10 @@ impl Notifier {
     /// then every `resend_delay` for `resolved_retention`.
     pub fn update(&mut self, alerts: Vec<Alert>, now_ms: i64) {
         let resend = ms(self.settings.resend_delay);
-        let due = |last: Option<i64>| last.is_none_or(|l| now_ms - l + RESEND_SLACK_MS >= resend);
+        // Saturating: times restored from the queue file may be anything.
+        let due = |last: Option<i64>| {
+            last.is_none_or(|l| now_ms.saturating_sub(l).saturating_add(RESEND_SLACK_MS) >= resend)
+        };
         let valid_until = now_ms.saturating_add(ms(self.settings.valid_for));
         let mut seen = BTreeSet::new();
         let mut sends: Vec<(String, Alert, i64)> = Vec::new();
@@ -338,7 +341,7 @@ impl Notifier {
                     sends.push((fp.clone(), t.alert.clone(), now_ms));
                     true
                 }
-                Some(r) if now_ms - r >= retention => false,
+                Some(r) if now_ms.saturating_sub(r) >= retention => false,
                 Some(r) => {
                     if due(t.last_sent_ms) {
                         t.last_sent_ms = Some(now_ms);
@@ -359,7 +362,7 @@ impl Notifier {
             return;
         }
         let seq = self.state.next_seq;
-        self.state.next_seq += 1;
+        self.state.next_seq = self.state.next_seq.saturating_add(1);
         self.state.queue.insert(
             fp,
             Entry {
@@ -496,8 +499,14 @@ impl Notifier {
 /// `target` when the alert names one.
 pub fn grafana_link(base: &str, starts_at_ms: i64, target: Option<&str>) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
-    q.append_pair("from", &(starts_at_ms - LINK_HALF_WINDOW_MS).to_string());
-    q.append_pair("to", &(starts_at_ms + LINK_HALF_WINDOW_MS).to_string());
+    q.append_pair(
+        "from",
+        &starts_at_ms.saturating_sub(LINK_HALF_WINDOW_MS).to_string(),
+    );
+    q.append_pair(
+        "to",
+        &starts_at_ms.saturating_add(LINK_HALF_WINDOW_MS).to_string(),
+    );
     if let Some(t) = target {
         q.append_pair("var-target", t);
     }
@@ -1312,6 +1321,24 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
+
+    /// Fuzzing regression: times restored from a damaged queue file (any i64) overflowed
+    /// the resend and retention arithmetic; a sequence number at its maximum overflowed on
+    /// the next enqueue.
+    #[test]
+    fn extreme_times_and_sequence_in_the_queue_file_do_not_overflow() {
+        let file = r#"{"version":1,"next_seq":18446744073709551615,"tracked":{
+            "{alertname=\"A\"}":{"alert":{"labels":{"alertname":"A"},"annotations":{},"starts_at_ms":-9223372036854775808},"last_sent_ms":-9223372036854775808},
+            "{alertname=\"B\"}":{"alert":{"labels":{"alertname":"B"},"annotations":{},"starts_at_ms":0},"resolved_at_ms":-9223372036854775808,"last_sent_ms":9223372036854775807}},
+            "queue":{}}"#;
+        let mut n = Notifier::restore(settings(), ams(&["am"]), file.as_bytes()).expect("restores");
+        for now in [i64::MAX, 0, i64::MIN] {
+            n.update(vec![alert("x", now)], now);
+            n.update(Vec::new(), now);
+        }
+        assert!(n.queue_len() <= 100);
+        assert!(grafana_link("http://g", i64::MIN, None).contains("from="));
+    }
 
     fn settings() -> NotifierSettings {
         NotifierSettings {

@@ -242,38 +242,7 @@ impl PromClient {
             pairs.push(("time", t));
         }
         let body = self.call("/api/v1/query", expr, encode(&pairs)).await?;
-        let response = parse::<RawData>(&body).map_err(|reason| self.bad_json(expr, reason))?;
-        let mut notes = Notes::default();
-        let data = match response.data {
-            RawData::Vector(samples) => InstantData::Vector(
-                samples
-                    .into_iter()
-                    .filter_map(|s| match s.value {
-                        Some(Point(ts_ms, value)) => Some(InstantSample {
-                            labels: s.metric,
-                            ts_ms,
-                            value,
-                        }),
-                        None => {
-                            notes.histograms += usize::from(s.histogram.is_some());
-                            None
-                        }
-                    })
-                    .collect(),
-            ),
-            RawData::Matrix(series) => InstantData::Matrix(
-                series
-                    .into_iter()
-                    .map(|s| s.into_series(&mut notes))
-                    .collect(),
-            ),
-            RawData::Scalar(Point(ts, v)) => InstantData::Scalar(ts, v),
-            RawData::String(StrPoint(ts, s)) => InstantData::String(ts, s),
-        };
-        let mut warnings = Vec::new();
-        merge_warnings(&mut warnings, response.warnings, response.infos);
-        notes.push_into(&mut warnings);
-        Ok(InstantResult { data, warnings })
+        decode_instant(&body).map_err(|reason| self.bad_json(expr, reason))
     }
 
     /// Range query [start_ms, end_ms] at `step`, split into chunks of at most 11,000 points
@@ -498,6 +467,62 @@ impl Notes {
             ));
         }
     }
+}
+
+/// Decodes the body of a successful `/api/v1/query` answer (the error is the reason it is not
+/// a valid answer). Public so that the fuzz targets can feed it malformed responses.
+pub fn decode_instant(body: &[u8]) -> Result<InstantResult, String> {
+    let response = parse::<RawData>(body)?;
+    let mut notes = Notes::default();
+    let data = match response.data {
+        RawData::Vector(samples) => InstantData::Vector(
+            samples
+                .into_iter()
+                .filter_map(|s| match s.value {
+                    Some(Point(ts_ms, value)) => Some(InstantSample {
+                        labels: s.metric,
+                        ts_ms,
+                        value,
+                    }),
+                    None => {
+                        notes.histograms += usize::from(s.histogram.is_some());
+                        None
+                    }
+                })
+                .collect(),
+        ),
+        RawData::Matrix(series) => InstantData::Matrix(
+            series
+                .into_iter()
+                .map(|s| s.into_series(&mut notes))
+                .collect(),
+        ),
+        RawData::Scalar(Point(ts, v)) => InstantData::Scalar(ts, v),
+        RawData::String(StrPoint(ts, s)) => InstantData::String(ts, s),
+    };
+    let mut warnings = Vec::new();
+    merge_warnings(&mut warnings, response.warnings, response.infos);
+    notes.push_into(&mut warnings);
+    Ok(InstantResult { data, warnings })
+}
+
+/// Decodes the body of a successful `/api/v1/query_range` answer into its series, each with
+/// samples in strictly increasing time order, and the warnings. Public so that the fuzz
+/// targets can feed it malformed responses.
+pub fn decode_range(body: &[u8]) -> Result<RangeResult, String> {
+    let response = parse::<RawData>(body)?;
+    let RawData::Matrix(raw) = response.data else {
+        return Err(format!(
+            "a range query answered a {}, not a matrix",
+            response.data.kind()
+        ));
+    };
+    let mut notes = Notes::default();
+    let series = raw.into_iter().map(|s| s.into_series(&mut notes)).collect();
+    let mut warnings = Vec::new();
+    merge_warnings(&mut warnings, response.warnings, response.infos);
+    notes.push_into(&mut warnings);
+    Ok(RangeResult { series, warnings })
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<RawResponse<T>, String> {

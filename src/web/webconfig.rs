@@ -217,7 +217,9 @@ impl WebConfig {
     }
 }
 
-fn parse_basic(header: &[u8]) -> Option<(String, String)> {
+/// Splits an `Authorization: Basic ...` header value into user and password (`None` when it
+/// is not well-formed basic auth). Public so that the fuzz targets can reach it.
+pub fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     let text = std::str::from_utf8(header).ok()?;
     let (scheme, b64) = text.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

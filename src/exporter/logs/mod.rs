@@ -254,6 +254,14 @@ fn release(path: &Path) {
     RELEASED.notify_all();
 }
 
+/// Decodes a source's state file (`<state_dir>/<source>.json`) as a restart does and returns
+/// the read positions it holds. Public so that the fuzz targets can feed it damaged files.
+pub fn decode_checkpoint(text: &str) -> Result<Saved, String> {
+    serde_json::from_str::<Checkpoint>(text)
+        .map(|c| c.tail)
+        .map_err(|e| e.to_string())
+}
+
 fn load_checkpoint(path: &Path) -> Option<Checkpoint> {
     let text = std::fs::read_to_string(path).ok()?;
     match serde_json::from_str(&text) {

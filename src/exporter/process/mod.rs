@@ -66,15 +66,16 @@ struct Counters {
 }
 
 impl Counters {
+    /// Adds `o`, saturating: /proc values are the kernel's, but a sum must not wrap.
     fn add(&mut self, o: &Counters) {
-        self.utime += o.utime;
-        self.stime += o.stime;
-        self.read_bytes += o.read_bytes;
-        self.write_bytes += o.write_bytes;
-        self.voluntary += o.voluntary;
-        self.nonvoluntary += o.nonvoluntary;
-        self.minflt += o.minflt;
-        self.majflt += o.majflt;
+        self.utime = self.utime.saturating_add(o.utime);
+        self.stime = self.stime.saturating_add(o.stime);
+        self.read_bytes = self.read_bytes.saturating_add(o.read_bytes);
+        self.write_bytes = self.write_bytes.saturating_add(o.write_bytes);
+        self.voluntary = self.voluntary.saturating_add(o.voluntary);
+        self.nonvoluntary = self.nonvoluntary.saturating_add(o.nonvoluntary);
+        self.minflt = self.minflt.saturating_add(o.minflt);
+        self.majflt = self.majflt.saturating_add(o.majflt);
     }
 }
 
@@ -287,10 +288,12 @@ impl Walker {
             };
             let snap = snaps.entry(group.clone()).or_default();
             snap.num_procs += 1;
-            snap.threads += stat.num_threads;
-            snap.resident += stat.rss_pages * self.sys.page_size;
-            snap.virtual_bytes += stat.vsize;
-            snap.swapped += status.swapped_bytes;
+            snap.threads = snap.threads.saturating_add(stat.num_threads);
+            snap.resident = snap
+                .resident
+                .saturating_add(stat.rss_pages.saturating_mul(self.sys.page_size));
+            snap.virtual_bytes = snap.virtual_bytes.saturating_add(stat.vsize);
+            snap.swapped = snap.swapped.saturating_add(status.swapped_bytes);
             if let Some(n) = fds {
                 snap.fds += n;
                 if let Some(max) = entry.max_fds.filter(|m| *m > 0) {
@@ -936,5 +939,19 @@ mod tests {
                 "namedprocess_namegroup_num_threads{groupname=\"me\"}"
             ) >= 1.0
         );
+    }
+
+    /// Fuzzing regression: sums of per-process counters overflowed on huge /proc values.
+    #[test]
+    fn counter_sums_saturate() {
+        let big = Counters {
+            utime: u64::MAX,
+            read_bytes: u64::MAX - 1,
+            ..Counters::default()
+        };
+        let mut total = big;
+        total.add(&big);
+        assert_eq!(total.utime, u64::MAX);
+        assert_eq!(total.read_bytes, u64::MAX);
     }
 }

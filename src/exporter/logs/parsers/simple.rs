@@ -31,7 +31,8 @@ pub fn leading_timestamp(s: &str) -> Option<(Option<f64>, &str)> {
     if b.first().is_some_and(u8::is_ascii_alphabetic) {
         return super::syslog::parse_3164_time(s);
     }
-    if b.len() < 19 || !b[..4].iter().all(u8::is_ascii_digit) {
+    // ASCII up to the seconds, so that the slices below fall on character boundaries.
+    if b.len() < 19 || !b[..19].is_ascii() || !b[..4].iter().all(u8::is_ascii_digit) {
         return None;
     }
     let sep = b[4];
@@ -330,5 +331,18 @@ mod tests {
             c.parse("Traceback (most recent call last):"),
             Parsed::Continuation
         );
+    }
+
+    /// Fuzzing regression: a multi-byte character where the seconds end made the timestamp
+    /// slice panic (log_simple_timestamp, log_nginx_error, log_fail2ban, log_certbot).
+    #[test]
+    fn multibyte_text_inside_a_timestamp_is_no_timestamp() {
+        assert_eq!(leading_timestamp("2024-01-15 10:00:0\u{e9} x"), None);
+        assert_eq!(leading_timestamp("2024-01-15 10:0\u{e9}:00 x"), None);
+        assert_eq!(
+            SimpleTimestamp.parse("2024-01-15T10:00:0\u{20ac} ERROR x"),
+            Parsed::Failure
+        );
+        assert!(leading_timestamp("2024-01-15 10:00:00\u{e9}").is_some());
     }
 }

@@ -71,7 +71,13 @@ fn repeated_last(msg: &str) -> Option<u64> {
     let rest = msg.trim().strip_prefix("last message repeated ")?;
     let (n, tail) = rest.split_once(' ')?;
     tail.starts_with("time").then_some(())?;
-    n.parse().ok()
+    repeat_count(n)
+}
+
+/// A repeat count: 1 to `u32::MAX`. Zero would make the line count for nothing, and a count
+/// near `u64::MAX` would overflow the counters it is added to.
+fn repeat_count(n: &str) -> Option<u64> {
+    n.parse::<u32>().ok().filter(|n| *n > 0).map(u64::from)
 }
 
 /// `message repeated 3 times: [ Failed password ...]`
@@ -80,7 +86,7 @@ fn repeated_inline(msg: &str) -> Option<(u64, &str)> {
     let (n, tail) = rest.split_once(' ')?;
     let inner = tail.strip_prefix("times: [")?;
     let inner = inner.strip_suffix(']').unwrap_or(inner);
-    Some((n.parse().ok()?, inner.trim()))
+    Some((repeat_count(n)?, inner.trim()))
 }
 
 /// Parses one syslog line into a record, or `None` when it has no syslog header.
@@ -429,5 +435,23 @@ mod tests {
         assert!(parse_line("hello world").is_none());
         assert!(parse_line("").is_none());
         assert!(parse_line("Foo 10 10:00:00 x").is_none());
+    }
+
+    /// Fuzzing regression (log_syslog): `repeated 0 times` made an entry that counted for
+    /// nothing; absurd counts could overflow the line counters. Both are plain messages now.
+    #[test]
+    fn repeat_counts_are_between_one_and_u32_max() {
+        let mut p = Syslog::default();
+        for line in [
+            "Jan  5 10:00:00 h sshd[1]: message repeated 0 times: [ x]",
+            "Jan  5 10:00:00 h sshd[1]: message repeated 18446744073709551615 times: [ x]",
+            "Jan  5 10:00:01 h sshd[1]: last message repeated 0 times",
+        ] {
+            match p.parse(line) {
+                Parsed::Record(r) => assert_eq!(r.count, 1, "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        assert_eq!(repeat_count("4294967295"), Some(u64::from(u32::MAX)));
     }
 }
