@@ -231,7 +231,7 @@ start_vitals() {
   VPORT=$(free_port)
   write_vitals_config
   "$VITALS" exporter --config.file="$WORK/vitals.yml" --web.listen-address="127.0.0.1:$VPORT" \
-    --log.level=warn 2>"$WORK/vitals.log" &
+    --log.level="${VITALS_LOG_LEVEL:-warn}" 2>"$WORK/vitals.log" &
   VPID=$!
   PIDS+=("$VPID")
   VURL="http://127.0.0.1:$VPORT"

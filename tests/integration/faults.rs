@@ -380,7 +380,7 @@ fn sshd_stopped_restarted_and_with_a_changed_host_key() {
     let failures = |s: &[Sample], reason: &str| {
         value(
             s,
-            "ssh_target_refresh_failures_total",
+            "ssh_target_failures_total",
             &[("target", "host"), ("reason", reason)],
         )
     };
