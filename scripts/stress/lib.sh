@@ -223,6 +223,9 @@ EOF
       - name: auth
         path: $WORK/logs/auth.log
         parser: syslog
+        # The writer starts first: count its lines from the first one (the default, end,
+        # would skip what is there at vitals' very first start, as tail -F does).
+        start_at: beginning
 EOF
   } > "$WORK/vitals.yml"
 }
