@@ -11,7 +11,7 @@ wait_http() {
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
     sleep 0.1
   done
-  echo "bench: $1 did not answer" >&2
+  echo "${TOOL:-bench}: $1 did not answer" >&2
   return 1
 }
 

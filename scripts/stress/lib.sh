@@ -20,17 +20,8 @@ LOGW_PID=""
 
 die() { echo "$TOOL: $*" >&2; exit 1; }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_http() {
-  for _ in $(seq 300); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "$1 did not answer"
-}
+# free_port, wait_http (and rss_kib, redefined below to tolerate a vanished process).
+. "$(dirname "${BASH_SOURCE[0]}")/../bench/lib.sh"
 
 cleanup() {
   local p
