@@ -744,10 +744,15 @@ fn substitute(expr: &str, values: &BTreeMap<String, String>) -> String {
 
 /// Runs an instant query; returns the result, or the error text Prometheus answered.
 fn query(prom: &Prometheus, expr: &str) -> Result<Value, String> {
-    let url = format!("{}/api/v1/query", prom.url());
+    api_get(prom, "query", &[("query", expr)])
+}
+
+/// GETs `/api/v1/{endpoint}` with `params`; returns `data`, or the error text Prometheus answered.
+fn api_get(prom: &Prometheus, endpoint: &str, params: &[(&str, &str)]) -> Result<Value, String> {
+    let url = format!("{}/api/v1/{endpoint}", prom.url());
     let response = http_client()
         .get(&url)
-        .query(&[("query", expr)])
+        .query(params)
         .send()
         .map_err(|e| format!("GET {url}: {e}"))?;
     let body: Value = response
@@ -767,26 +772,17 @@ fn query_range(prom: &Prometheus, expr: &str) -> Result<Value, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| format!("clock before 1970: {e}"))?
         .as_secs();
-    let url = format!("{}/api/v1/query_range", prom.url());
     let (start, end) = ((now - 300).to_string(), now.to_string());
-    let response = http_client()
-        .get(&url)
-        .query(&[
+    api_get(
+        prom,
+        "query_range",
+        &[
             ("query", expr),
             ("start", start.as_str()),
             ("end", end.as_str()),
             ("step", "15"),
-        ])
-        .send()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let body: Value = response
-        .json()
-        .map_err(|e| format!("non-JSON answer: {e}"))?;
-    if body["status"] == "success" {
-        Ok(body["data"].clone())
-    } else {
-        Err(format!("{}: {}", body["errorType"], body["error"]))
-    }
+        ],
+    )
 }
 
 fn has_data(data: &Value) -> bool {

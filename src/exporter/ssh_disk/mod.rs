@@ -289,6 +289,21 @@ fn family<S: EncodeLabelSet, M: EncodeMetric>(
     Ok(())
 }
 
+/// The label set of one filesystem series, node_exporter's names plus `target`.
+fn fs_labels<'a>(
+    target: &'a str,
+    device: &'a str,
+    fstype: &'a str,
+    mountpoint: &'a str,
+) -> [(&'static str, &'a str); 4] {
+    [
+        ("target", target),
+        ("device", device),
+        ("fstype", fstype),
+        ("mountpoint", mountpoint),
+    ]
+}
+
 impl ScrapeView {
     /// `(target, device, fstype, mountpoint)` of each served filesystem with `value`'s figure.
     fn filesystems<'a, V: 'a>(
@@ -303,13 +318,7 @@ impl ScrapeView {
                 .unwrap_or_default()
                 .iter()
                 .filter_map(move |fs| {
-                    let labels = [
-                        ("target", name),
-                        ("device", fs.device.as_str()),
-                        ("fstype", fs.fstype.as_str()),
-                        ("mountpoint", fs.mountpoint.as_str()),
-                    ];
-                    value(fs).map(|v| (labels, v))
+                    value(fs).map(|v| (fs_labels(name, &fs.device, &fs.fstype, &fs.mountpoint), v))
                 })
         })
     }
@@ -322,15 +331,7 @@ impl ScrapeView {
                 .map(|s| s.unreadable.as_slice())
                 .unwrap_or_default()
                 .iter()
-                .map(move |m| {
-                    let labels = [
-                        ("target", name),
-                        ("device", m.device.as_str()),
-                        ("fstype", m.fstype.as_str()),
-                        ("mountpoint", m.mountpoint.as_str()),
-                    ];
-                    (labels, m)
-                })
+                .map(move |m| (fs_labels(name, &m.device, &m.fstype, &m.mountpoint), m))
         })
     }
 
