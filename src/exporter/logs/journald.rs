@@ -26,9 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::parsers::journald::{cursor, parse_entry};
-use super::{
-    Checkpoint, Source, SourceState, acquire, bump, load_checkpoint, release, save_checkpoint,
-};
+use super::{Source, SourceState, acquire, bump, load_checkpoint, release, save_state};
 use crate::config::{JournaldFilter, LogsConfig, StartAt};
 
 /// The program run; looked up on `PATH`.
@@ -257,18 +255,13 @@ impl Follower {
         {
             return;
         }
-        let cp = Checkpoint {
-            version: 1,
-            tail: Default::default(),
-            counters: st.counters.clone(),
-            journal_cursor: self.cursor.clone(),
-        };
-        match save_checkpoint(&self.state_path, &cp) {
-            Ok(()) => self.dirty = false,
-            Err(e) => {
-                st.checkpoint_errors += 1;
-                tracing::error!(file = %self.state_path.display(), error = %e, "cannot save the journal cursor");
-            }
+        if save_state(
+            &self.state_path,
+            st,
+            Default::default(),
+            self.cursor.clone(),
+        ) {
+            self.dirty = false;
         }
         self.last_checkpoint = now;
     }

@@ -274,6 +274,25 @@ fn load_checkpoint(path: &Path) -> Option<Checkpoint> {
 }
 
 /// Writes the checkpoint atomically (see [`crate::fsutil::write_atomic`]).
+/// Saves a source's read position (file offsets, or the journal cursor) with its counters;
+/// a failure is counted in `log_checkpoint_errors_total` and logged. True when saved.
+fn save_state(path: &Path, st: &mut SourceState, tail: Saved, cursor: Option<String>) -> bool {
+    let cp = Checkpoint {
+        version: 1,
+        tail,
+        counters: st.counters.clone(),
+        journal_cursor: cursor,
+    };
+    match save_checkpoint(path, &cp) {
+        Ok(()) => true,
+        Err(e) => {
+            st.checkpoint_errors += 1;
+            tracing::error!(file = %path.display(), error = %e, "cannot save the log position and counters");
+            false
+        }
+    }
+}
+
 fn save_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
     let data = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
     crate::fsutil::write_atomic(path, &data)
@@ -520,18 +539,8 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
             st.files = tailer.open_files() as u64;
             source.expire_patterns(st, now);
             if stopping || (dirty && now.duration_since(last_checkpoint) >= checkpoint_every) {
-                let cp = Checkpoint {
-                    version: 1,
-                    tail: tailer.checkpoint(),
-                    counters: st.counters.clone(),
-                    journal_cursor: None,
-                };
-                match save_checkpoint(&state_path, &cp) {
-                    Ok(()) => dirty = false,
-                    Err(e) => {
-                        st.checkpoint_errors += 1;
-                        tracing::error!(file = %state_path.display(), error = %e, "cannot save log positions");
-                    }
+                if save_state(&state_path, st, tailer.checkpoint(), None) {
+                    dirty = false;
                 }
                 last_checkpoint = now;
             }
