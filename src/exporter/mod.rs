@@ -214,7 +214,8 @@ impl Exporter {
     /// `/probe` target) is running join it instead of starting another (single-flight): the
     /// collectors run once and every waiter gets their output. A waiter whose own `budget`
     /// ends first answers with what has finished by then, the unfinished collectors reported
-    /// as missing the deadline, exactly as if it had run them itself.
+    /// as missing the deadline, exactly as if it had run them itself. A running collection
+    /// that will be cut off before half of a new scrape's budget is not joined.
     pub async fn scrape(
         &self,
         target: Option<&str>,
@@ -318,8 +319,16 @@ impl Exporter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(f) = running.get(&key) {
-            // A flight started under a config that a reload has since replaced is not joined.
-            if Arc::ptr_eq(&f.runtime, runtime) {
+            // A flight started under a config that a reload has since replaced is not joined,
+            // nor one whose collectors have all finished (its task has yet to remove it): a
+            // scrape that arrives after the collection ended gets a fresh one, never the
+            // previous scrape's answer again. Nor one cut off much earlier than this scrape
+            // may wait (a 20 ms probe must not truncate a 10 s scrape): that scrape starts
+            // its own flight, which later scrapes join.
+            let now = Instant::now();
+            let cut_early = f.deadline.saturating_duration_since(now) * 2
+                < deadline.saturating_duration_since(now);
+            if Arc::ptr_eq(&f.runtime, runtime) && *f.done.borrow() < f.names.len() && !cut_early {
                 self.flights.shared.inc();
                 return f.clone();
             }
@@ -787,6 +796,28 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_after_a_finished_collection_runs_its_own() {
+        // A collector that answers at once: the next scrape can arrive before the finished
+        // flight's task has removed it from the table, and must not join it.
+        let quick = Arc::new(Slow {
+            runs: Default::default(),
+            takes: Duration::ZERO,
+        });
+        let e = Arc::new(exporter_with(quick.clone()));
+        for i in 1..=300 {
+            let page = e
+                .scrape(None, Duration::from_secs(5))
+                .await
+                .expect("scrape answers");
+            assert_eq!(
+                quick.runs.load(std::sync::atomic::Ordering::SeqCst),
+                i,
+                "sequential scrape {i} ran the collector\n{page}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiter_with_a_shorter_deadline_answers_on_time() {
         let slow = Arc::new(Slow {
             runs: Default::default(),
@@ -821,6 +852,37 @@ mod tests {
         let full = leader.await.expect("task").expect("scrape answers");
         assert!(full.contains("slow_answer 42"), "{full}");
         assert_eq!(slow.runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_collection_is_not_joined_by_a_long_scrape() {
+        let slow = Arc::new(Slow {
+            runs: Default::default(),
+            takes: Duration::from_millis(400),
+        });
+        let e = Arc::new(exporter_with(slow.clone()));
+        let short = {
+            let e = e.clone();
+            tokio::spawn(async move { e.scrape(None, Duration::from_millis(100)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Arrives while the 100 ms collection runs; joining it would cut this scrape at 100 ms.
+        let long = e
+            .scrape(None, Duration::from_secs(5))
+            .await
+            .expect("scrape answers");
+        assert!(long.contains("slow_answer 42"), "{long}");
+        let short = short.await.expect("task").expect("scrape answers");
+        assert!(!short.contains("slow_answer"), "{short}");
+        assert_eq!(slow.runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A scrape with a similar budget arriving during the long collection shares it.
+        let (a, b) = tokio::join!(e.scrape(None, Duration::from_secs(5)), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            e.scrape(None, Duration::from_secs(5)).await
+        });
+        assert!(a.expect("scrape").contains("slow_answer 42"));
+        assert!(b.expect("scrape").contains("slow_answer 42"));
+        assert_eq!(slow.runs.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
