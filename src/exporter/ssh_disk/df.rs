@@ -232,6 +232,10 @@ fn tables(stdout: &str) -> (Vec<Table>, Option<Vec<Mount>>, usize) {
     let mut open: Option<usize> = None;
     let mut lines = stdout.lines().peekable();
     while let Some(line) = lines.next() {
+        // `lines` drops one `\r` before the newline; a terminal or a wrapper may leave more.
+        // df itself never prints a control character in a mount point (GNU df shows it as
+        // `?`), so trailing ones are line noise, not part of the name.
+        let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
         }
@@ -498,6 +502,22 @@ mod tests {
         );
         let proc = find(&out, "/proc");
         assert_eq!((proc.size_bytes, proc.files), (0, Some(0)));
+    }
+
+    #[test]
+    fn carriage_returns_at_line_ends_are_not_part_of_the_mount_point() {
+        // Found by the df fuzz target: `lines` strips one CR, the row kept the other.
+        let text = "Filesystem Type 1-blocks Used Available Capacity Mounted on\r\n\
+                    /dev/sdb1 ext4 65536 11 65525 1% /mnt/back\r\r\n\
+                    /dev/sdc1 ext4 65536 11 65525 1% /mnt/a\rb\r\n";
+        let out = parse(text).expect("parses");
+        assert_eq!(out.unparsed_lines, 0);
+        let names: Vec<&str> = out
+            .filesystems
+            .iter()
+            .map(|f| f.mountpoint.as_str())
+            .collect();
+        assert_eq!(names, ["/mnt/back", "/mnt/a\rb"]);
     }
 
     #[test]
