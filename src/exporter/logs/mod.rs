@@ -262,10 +262,47 @@ pub fn decode_checkpoint(text: &str) -> Result<Saved, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Counters above this were not written by vitals (it would take centuries of lines) and lose
+/// precision as a Prometheus float: a state file holding one is damaged.
+const MAX_RESTORED_COUNT: u64 = 1 << 53;
+
+impl Counters {
+    /// The largest count held, to refuse damaged state files before adding to them.
+    fn max_count(&self) -> u64 {
+        let maps = [
+            &self.dropped,
+            &self.rotations,
+            &self.ssh_failures,
+            &self.ssh_logins,
+            &self.fail2ban,
+            &self.firewall,
+            &self.postgres_errors,
+            &self.certbot,
+        ];
+        self.lines
+            .iter()
+            .chain([&self.bytes, &self.parse_failures, &self.read_errors])
+            .chain(maps.into_iter().flat_map(|m| m.values()))
+            .chain(self.patterns.values())
+            .chain(self.ssh_by_ip.values())
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 fn load_checkpoint(path: &Path) -> Option<Checkpoint> {
     let text = std::fs::read_to_string(path).ok()?;
-    match serde_json::from_str(&text) {
-        Ok(c) => Some(c),
+    match serde_json::from_str::<Checkpoint>(&text) {
+        Ok(mut c) => {
+            if c.counters.max_count() > MAX_RESTORED_COUNT {
+                // The read position is still good; the counters restart from zero (a counter
+                // reset to Prometheus) instead of overflowing later.
+                tracing::error!(file = %path.display(), "log state file holds impossible counts; counters restart from zero");
+                c.counters = Counters::default();
+            }
+            Some(c)
+        }
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "log state file unreadable; starting without it");
             None
@@ -873,6 +910,33 @@ pub const SPEC: super::CollectorSpec = super::CollectorSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_file_with_impossible_counts_keeps_its_position_and_restarts_the_counters() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("src.json");
+        let mut cp = Checkpoint {
+            version: 1,
+            journal_cursor: Some("s=abc".into()),
+            ..Checkpoint::default()
+        };
+        cp.counters.lines[1] = 41;
+        cp.counters.ssh_by_ip.insert("1.2.3.4".into(), 7);
+        save_checkpoint(&p, &cp).expect("save");
+        let back = load_checkpoint(&p).expect("loads");
+        assert_eq!(back.counters.lines[1], 41, "plausible counts are restored");
+        assert_eq!(back.counters.max_count(), 41);
+
+        cp.counters.ssh_by_ip.insert("5.6.7.8".into(), u64::MAX - 1);
+        save_checkpoint(&p, &cp).expect("save");
+        let back = load_checkpoint(&p).expect("loads");
+        assert_eq!(back.counters.max_count(), 0, "counters restart from zero");
+        assert_eq!(
+            back.journal_cursor.as_deref(),
+            Some("s=abc"),
+            "position kept"
+        );
+    }
 
     #[test]
     fn analyze_counts_levels_failures_and_security() {
