@@ -416,7 +416,7 @@ fn vitals_launcher_reports_a_failed_start() {
 }
 
 #[test]
-#[should_panic(expected = "--- stderr (tail) ---")]
+#[should_panic(expected = "--- last 40 lines of vitals stderr")]
 fn vitals_start_failure_shows_its_stderr() {
     Vitals::start("{ not: [yaml");
 }

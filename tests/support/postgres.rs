@@ -14,10 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use super::{
-    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, log_block, require_binary, run_ok,
-    says_address_in_use, temp_dir, write_file,
-};
+use super::server::start_on_free_port;
+use super::{LOOPBACK, STARTUP_TIMEOUT, log_block, require_binary, run_ok, temp_dir, write_file};
 
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 const PACKAGE: &str = "postgresql-15";
@@ -194,29 +192,8 @@ impl Postgres {
             started: false,
             dir,
         };
-        for attempt in 1..=START_ATTEMPTS {
-            pg.port = super::start_port();
-            match pg.try_start() {
-                Ok(()) => {
-                    pg.started = true;
-                    return pg;
-                }
-                Err(why) => {
-                    let log = std::fs::read_to_string(&pg.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        // Truncate the log so that the next attempt's failure is its own.
-                        write_file(&pg.log_path, "");
-                        continue;
-                    }
-                    panic!(
-                        "PostgreSQL 15 did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        pg.port,
-                        log_block("postgres.log", &pg.log_path)
-                    );
-                }
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+        start_cluster("PostgreSQL 15", &mut pg);
+        pg
     }
 
     /// One `pg_ctl start -w` on the current port, then a real query over the unix socket.
@@ -404,24 +381,7 @@ impl Postgres {
             started: false,
             dir,
         };
-        for attempt in 1..=START_ATTEMPTS {
-            standby.port = super::start_port();
-            match standby.try_start() {
-                Ok(()) => break,
-                Err(why) => {
-                    let log = std::fs::read_to_string(&standby.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        write_file(&standby.log_path, "");
-                        continue;
-                    }
-                    panic!(
-                        "the standby did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        standby.port,
-                        log_block("postgres.log", &standby.log_path)
-                    );
-                }
-            }
-        }
+        start_cluster("the standby", &mut standby);
         let streaming = super::poll_until(STARTUP_TIMEOUT, || {
             (self.psql(&format!(
                 "select state from pg_stat_replication where application_name = '{name}'"
@@ -635,6 +595,16 @@ impl Drop for Postgres {
             }
         }
     }
+}
+
+/// Starts an initialised (not yet started) cluster on a free port with
+/// [`start_on_free_port`]; `what` names it in the panic when it does not come up.
+fn start_cluster(what: &str, pg: &mut Postgres) {
+    let log_path = pg.log_path.clone();
+    start_on_free_port(what, &[("postgres.log", log_path.as_path())], |port| {
+        pg.port = port;
+        pg.try_start()
+    });
 }
 
 /// The uid and gid of the `postgres` OS user (created by the postgresql-common package).
