@@ -21,7 +21,7 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use super::server::{ServerProcess, restart_failed, start_on_free_port};
+use super::server::{ServerProcess, restart_failed, start_http_server};
 use super::{
     LOOPBACK, http_client, log_block, poll_until, require_any_binary, temp_dir, write_file,
 };
@@ -211,16 +211,13 @@ impl Alertmanager {
         );
         let log_path = dir.path().join("alertmanager.log");
         let client = http_client();
-        let mut process = ServerProcess::default();
-        let logs = [("alertmanager log", log_path.as_path())];
-        let port = start_on_free_port("Alertmanager", &logs, |port| {
-            process.spawn(
-                &mut command(&binary, &config_path, dir.path(), port),
-                &log_path,
-                &log_path,
-            );
-            wait_ready(&mut process, &client, port)
-        });
+        let (process, port) = start_http_server(
+            "Alertmanager",
+            ("alertmanager log", &log_path),
+            &client,
+            ready_url,
+            |port| command(&binary, &config_path, dir.path(), port),
+        );
         Alertmanager {
             port,
             process,
@@ -259,7 +256,10 @@ impl Alertmanager {
             &self.log_path,
             &self.log_path,
         );
-        if let Err(why) = wait_ready(&mut self.process, &self.client, self.port) {
+        if let Err(why) =
+            self.process
+                .wait_http_ready(&self.client, &ready_url(self.port), "Alertmanager")
+        {
             restart_failed(
                 "Alertmanager",
                 self.port,
@@ -366,12 +366,7 @@ fn command(binary: &Path, config: &Path, dir: &Path, port: u16) -> Command {
     cmd
 }
 
-/// Waits until Alertmanager on `port` answers `GET /-/ready` with 200.
-fn wait_ready(
-    process: &mut ServerProcess,
-    client: &reqwest::blocking::Client,
-    port: u16,
-) -> Result<(), String> {
-    let url = format!("http://{LOOPBACK}:{port}/-/ready");
-    process.wait_http_ready(client, &url, "alertmanager")
+/// The readiness URL of Alertmanager on `port`.
+fn ready_url(port: u16) -> String {
+    format!("http://{LOOPBACK}:{port}/-/ready")
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::server::{ServerProcess, start_on_free_port};
+use super::server::{ServerProcess, start_http_server};
 use super::{
     LOOPBACK, http_client, log_block, poll_until, require_binary, run_ok, temp_dir, write_file,
 };
@@ -197,27 +197,27 @@ impl Prometheus {
 
         let scheme = if builder.tls { "https" } else { "http" };
         let log_path = dir.path().join("prometheus.log");
-        let mut process = ServerProcess::default();
-        let logs = [("prometheus log", log_path.as_path())];
-        let port = start_on_free_port("Prometheus", &logs, |port| {
-            process.spawn(
-                Command::new(&binary)
-                    .arg(format!("--config.file={}", config_path.display()))
+        let (process, port) = start_http_server(
+            "Prometheus",
+            ("prometheus log", &log_path),
+            &client,
+            |port| format!("{scheme}://{LOOPBACK}:{port}/-/ready"),
+            |port| {
+                let mut cmd = Command::new(&binary);
+                cmd.arg(format!("--config.file={}", config_path.display()))
                     .arg(format!("--storage.tsdb.path={}", data_dir.display()))
                     .arg(format!("--web.listen-address={LOOPBACK}:{port}"))
                     .arg("--web.enable-lifecycle")
-                    // The first firing alert may be evaluated before the notifier has discovered
-                    // the Alertmanagers and is then dropped; resend every second, not every minute.
+                    // The first firing alert may be evaluated before the notifier has
+                    // discovered the Alertmanagers and is then dropped; resend every second,
+                    // not every minute.
                     .arg("--rules.alert.resend-delay=1s")
                     .arg("--log.level=info")
                     .args(&extra_args)
-                    .current_dir(dir.path()),
-                &log_path,
-                &log_path,
-            );
-            let url = format!("{scheme}://{LOOPBACK}:{port}/-/ready");
-            process.wait_http_ready(&client, &url, "prometheus")
-        });
+                    .current_dir(dir.path());
+                cmd
+            },
+        );
         Prometheus {
             port,
             scheme,

@@ -57,6 +57,24 @@ pub fn start_on_free_port(
     unreachable!("the last attempt returns or panics")
 }
 
+/// [`start_on_free_port`] for a server that writes one log (stdout and stderr) and is ready
+/// when a GET of `ready_url(port)` answers 200: spawns `command(port)` in a new
+/// [`ServerProcess`] on every attempt. Returns the process and its port.
+pub fn start_http_server(
+    what: &str,
+    log: ServerLog<'_>,
+    client: &reqwest::blocking::Client,
+    ready_url: impl Fn(u16) -> String,
+    mut command: impl FnMut(u16) -> Command,
+) -> (ServerProcess, u16) {
+    let mut process = ServerProcess::default();
+    let port = start_on_free_port(what, &[log], |port| {
+        process.spawn(&mut command(port), log.1, log.1);
+        process.wait_http_ready(client, &ready_url(port), what)
+    });
+    (process, port)
+}
+
 /// Panics because a server that ran before did not come back after a restart on `port`,
 /// with `why` and the tail of every log.
 pub fn restart_failed(what: &str, port: u16, why: &str, logs: &[ServerLog<'_>]) -> ! {

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::prometheus::{HistorySeries, format_value};
-use super::server::{ServerProcess, start_on_free_port};
+use super::server::{ServerProcess, start_http_server};
 use super::{
     LOOPBACK, STARTUP_TIMEOUT, http_client, log_block, parse_samples, poll_until, require_binary,
     temp_dir,
@@ -58,30 +58,29 @@ impl VictoriaMetrics {
         let dir = temp_dir("victoria");
         let log_path = dir.path().join("victoria-metrics.log");
         let client = http_client();
-        let mut process = ServerProcess::default();
-        let logs = [("victoria-metrics log", log_path.as_path())];
-        let port = start_on_free_port("VictoriaMetrics", &logs, |port| {
-            process.spawn(
-                Command::new(&binary)
-                    .arg(format!(
-                        "-storageDataPath={}",
-                        dir.path().join("data").display()
-                    ))
-                    .arg(format!("-httpListenAddr={LOOPBACK}:{port}"))
-                    .arg("-retentionPeriod=100y")
-                    .args(search_flags)
-                    // Tests run side by side on 2 cores: the default 4 concurrent searches with
-                    // a 10 s queue turn a busy moment into 503s and retries.
-                    .arg("-search.maxConcurrentRequests=16")
-                    .arg("-search.maxQueueDuration=60s")
-                    .arg("-loggerLevel=INFO")
-                    .current_dir(dir.path()),
-                &log_path,
-                &log_path,
-            );
-            let url = format!("http://{LOOPBACK}:{port}/health");
-            process.wait_http_ready(&client, &url, "victoria-metrics")
-        });
+        let (process, port) = start_http_server(
+            "VictoriaMetrics",
+            ("victoria-metrics log", &log_path),
+            &client,
+            |port| format!("http://{LOOPBACK}:{port}/health"),
+            |port| {
+                let mut cmd = Command::new(&binary);
+                cmd.arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("-httpListenAddr={LOOPBACK}:{port}"))
+                .arg("-retentionPeriod=100y")
+                .args(search_flags)
+                // Tests run side by side on 2 cores: the default 4 concurrent searches with a
+                // 10 s queue turn a busy moment into 503s and retries.
+                .arg("-search.maxConcurrentRequests=16")
+                .arg("-search.maxQueueDuration=60s")
+                .arg("-loggerLevel=INFO")
+                .current_dir(dir.path());
+                cmd
+            },
+        );
         VictoriaMetrics {
             port,
             process,
