@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::server::{ServerProcess, restart_failed, start_http_server};
 use super::{
-    LOOPBACK, http_client, log_block, poll_until, require_any_binary, temp_dir, write_file,
+    LOOPBACK, http_client, log_block, poll_until, require_any_binary, send, temp_dir, write_file,
 };
 
 /// Debian installs the binary as `prometheus-alertmanager`; upstream calls it `alertmanager`.
@@ -324,27 +324,14 @@ impl Alertmanager {
     /// `/api/v2/alerts`; panics unless Alertmanager answers 200.
     pub fn post_alerts(&self, alerts: &Value) {
         let url = format!("{}/api/v2/alerts", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .json(alerts)
-            .send()
-            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.post(&url).json(alerts), &format!("POST {url}"));
         assert_eq!(status, reqwest::StatusCode::OK, "POST {url}: {body}");
     }
 
     /// The alerts Alertmanager currently holds (`GET /api/v2/alerts`).
     pub fn alerts(&self) -> Vec<Value> {
         let url = format!("{}/api/v2/alerts", self.url());
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.get(&url), &format!("GET {url}"));
         assert_eq!(status, reqwest::StatusCode::OK, "GET {url}: {body}");
         match serde_json::from_str(&body) {
             Ok(Value::Array(alerts)) => alerts,

@@ -225,6 +225,20 @@ pub fn http_client() -> reqwest::blocking::Client {
         .unwrap_or_else(|e| panic!("building the HTTP client failed: {e}"))
 }
 
+/// Sends `request` and returns its status and body (empty when the body cannot be read);
+/// panics naming the request, e.g. `POST http://127.0.0.1:9090/-/reload`, when it cannot be
+/// sent.
+pub fn send(
+    request: reqwest::blocking::RequestBuilder,
+    what: &str,
+) -> (reqwest::StatusCode, String) {
+    let response = request
+        .send()
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"));
+    let status = response.status();
+    (status, response.text().unwrap_or_default())
+}
+
 /// Returns true if a GET of `url` answers with HTTP 200 within one second.
 ///
 /// The short per-request timeout keeps readiness polls responsive: a port that accepts but

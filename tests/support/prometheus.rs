@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use super::server::{ServerProcess, start_http_server};
 use super::{
-    LOOPBACK, http_client, log_block, poll_until, require_binary, run_ok, temp_dir, write_file,
+    LOOPBACK, http_client, log_block, poll_until, require_binary, run_ok, send, temp_dir,
+    write_file,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -266,13 +267,7 @@ impl Prometheus {
     /// Panics if Prometheus rejects it, e.g. because the config is invalid.
     pub fn reload(&self) {
         let url = format!("{}/-/reload", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.post(&url), &format!("POST {url}"));
         assert!(
             status.is_success(),
             "POST {url} answered {status}: {body}\n{}",
@@ -284,14 +279,7 @@ impl Prometheus {
     /// successful answer; panics with the body when the status is not `success`.
     pub fn api_get(&self, path_and_query: &str, params: &[(&str, &str)]) -> Value {
         let url = format!("{}{path_and_query}", self.url());
-        let response = self
-            .client
-            .get(&url)
-            .query(params)
-            .send()
-            .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.get(&url).query(params), &format!("GET {url}"));
         let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| {
             panic!("GET {url} {params:?} answered {status} non-JSON ({e}): {body}")
         });

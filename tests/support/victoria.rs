@@ -23,7 +23,7 @@ use super::prometheus::{HistorySeries, format_value};
 use super::server::{ServerProcess, start_http_server};
 use super::{
     LOOPBACK, STARTUP_TIMEOUT, http_client, log_block, parse_samples, poll_until, require_binary,
-    temp_dir,
+    send, temp_dir,
 };
 
 const BINARY: &str = "/usr/bin/victoria-metrics";
@@ -121,15 +121,12 @@ impl VictoriaMetrics {
     pub fn import_prometheus(&self, text: &str) {
         let expected = newest_per_series(text);
         let url = format!("{}/api/v1/import/prometheus", self.url());
-        let response = self
+        let request = self
             .client
             .post(&url)
             .timeout(Duration::from_secs(120))
-            .body(text.to_string())
-            .send()
-            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+            .body(text.to_string());
+        let (status, body) = send(request, &format!("POST {url}"));
         assert!(
             status.is_success(),
             "POST {url} answered {status}: {body}\n{}",
