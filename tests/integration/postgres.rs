@@ -906,6 +906,15 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
     );
     let m = parse(&v.metrics());
     let l = |db: &'static str| [("target", "main"), ("datname", db), ("relname", "items")];
+    // The per-database data is never older than `max_age`.
+    let assert_fresh = |m: &[Series]| {
+        let age = value(
+            m,
+            "vitals_postgres_fanout_age_seconds",
+            &[("target", "main")],
+        );
+        assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    };
     for db in ["fan0", "fan5"] {
         assert!(
             value(&m, "pg_stat_user_tables_n_live_tup", &l(db)).is_some(),
@@ -937,12 +946,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
         ),
         Some(7.0)
     );
-    let age = value(
-        &m,
-        "vitals_postgres_fanout_age_seconds",
-        &[("target", "main")],
-    );
-    assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    assert_fresh(&m);
     assert!(
         value(
             &m,
@@ -967,12 +971,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
     let revoked = Instant::now();
     let dropped = poll_until(Duration::from_secs(15), || {
         let m = parse(&v.metrics());
-        let age = value(
-            &m,
-            "vitals_postgres_fanout_age_seconds",
-            &[("target", "main")],
-        );
-        assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+        assert_fresh(&m);
         let gone = value(&m, "pg_stat_user_tables_n_live_tup", &l("fan0")).is_none();
         std::thread::sleep(Duration::from_millis(100));
         gone.then_some(m)
@@ -1025,12 +1024,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
     // 4. After the pause the snapshot is stale: the next scrape waits for a refresh and
     // serves fresh data, not the old.
     let m = parse(&v.metrics());
-    let age = value(
-        &m,
-        "vitals_postgres_fanout_age_seconds",
-        &[("target", "main")],
-    );
-    assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    assert_fresh(&m);
     assert!(value(&m, "pg_stat_user_tables_n_live_tup", &l("fan1")).is_some());
     assert!(
         poll_until(Duration::from_secs(5), || (sessions_opened(&pg, "fan3")
