@@ -58,8 +58,9 @@ pub fn start_on_free_port(
 }
 
 /// [`start_on_free_port`] for a server that writes one log (stdout and stderr) and is ready
-/// when a GET of `ready_url(port)` answers 200: spawns `command(port)` in a new
-/// [`ServerProcess`] on every attempt. Returns the process and its port.
+/// when a GET of `ready_url(port)` answers 200: every attempt spawns `command(port)` into
+/// one [`ServerProcess`], with stdout and stderr in `log`. Returns the running process and
+/// its port.
 pub fn start_http_server(
     what: &str,
     log: ServerLog<'_>,
