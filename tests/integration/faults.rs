@@ -37,7 +37,7 @@ use crate::support::alertmanager::Alertmanager;
 use crate::support::postgres::{Postgres, SUPERUSER_PASSWORD};
 use crate::support::prometheus::Prometheus;
 use crate::support::sshd::Sshd;
-use crate::support::vitals::Vitals;
+use crate::support::vitals::{Vitals, VitalsBuilder};
 use crate::support::{
     Sample, free_port, http_client, parse_samples, poll_until, require_binary, run_ok,
     sample_value, temp_dir, with_first_port,
@@ -153,10 +153,8 @@ fn pg_target(name: &str, pg: &Postgres, extra: &str) -> String {
 }
 
 fn start_pg_vitals(targets: &str) -> Vitals {
-    Vitals::builder()
-        .config(&format!("exporter:\n  postgres:\n    targets:\n{targets}"))
+    without_processes(&format!("exporter:\n  postgres:\n    targets:\n{targets}"))
         .env("VITALS_IT_PG_PW", SUPERUSER_PASSWORD)
-        .arg("--no-collector.process")
         .start()
 }
 
@@ -372,10 +370,7 @@ fn sshd_stopped_restarted_and_with_a_changed_host_key() {
         sshd.client_key_path().display(),
         known_hosts.display()
     );
-    let v = Vitals::builder()
-        .config(&config)
-        .arg("--no-collector.process")
-        .start();
+    let v = without_processes(&config).start();
     let up = |s: &[Sample]| sample_value(s, "ssh_target_up", &[("target", "host")]);
     let failures = |s: &[Sample], reason: &str| {
         value(
@@ -510,11 +505,16 @@ fn without_dac_override() -> Vec<String> {
 }
 
 fn start_unprivileged(state: &Path, log: &Path) -> Vitals {
-    Vitals::builder()
-        .config(&logs_config(state, log, ""))
-        .arg("--no-collector.process")
+    without_processes(&logs_config(state, log, ""))
         .wrapper(without_dac_override())
         .start()
+}
+
+/// `vitals exporter` with `config` and the process collector off (nothing here is about it).
+fn without_processes(config: &str) -> VitalsBuilder {
+    Vitals::builder()
+        .config(config)
+        .arg("--no-collector.process")
 }
 
 #[test]
@@ -757,12 +757,7 @@ fn log_state_dir_read_only_then_full_then_writable() {
     let dir = temp_dir("faults-state");
     let log = dir.path().join("app.log");
     let config = logs_config(&state, &log, "");
-    let start = || {
-        Vitals::builder()
-            .config(&config)
-            .arg("--no-collector.process")
-            .start()
-    };
+    let start = || without_processes(&config).start();
     let mut v = start();
     let cp_errors = |s: &[Sample]| value(s, "log_checkpoint_errors_total", &[("source", "app")]);
     let wait_checkpoint = |n: u64, what: &str| -> Duration {
@@ -1025,12 +1020,7 @@ fn sigkill_at_random_points_loses_no_log_line() {
     let log = dir.path().join("app.log");
     let state = dir.path().join("state");
     let config = logs_config(&state, &log, "");
-    let start = || {
-        Vitals::builder()
-            .config(&config)
-            .arg("--no-collector.process")
-            .start()
-    };
+    let start = || without_processes(&config).start();
     let mut rng = Rng::new();
 
     // A writer appends continuously and rotates (rename) every 3000 lines.

@@ -11,6 +11,7 @@ use crate::support::alertmanager::Alertmanager;
 use crate::support::postgres::Postgres;
 use crate::support::prometheus::{Prometheus, sample_values, scrape_job};
 use crate::support::sshd::{HOST_KEY_TYPES, Sshd, known_hosts_line, public_key, ssh_keygen};
+use crate::support::victoria::VictoriaMetrics;
 use crate::support::vitals::Vitals;
 use crate::support::{
     free_port, poll_until, require_binary, tail, temp_dir, with_first_port, write_file,
@@ -78,6 +79,14 @@ fn helpers_retry_when_their_port_is_taken() {
     let am = with_first_port(port, Alertmanager::start);
     assert_ne!(am.port(), port);
     assert!(am.alerts().is_empty());
+
+    let vm = with_first_port(port, VictoriaMetrics::start);
+    assert_ne!(vm.port(), port);
+    vm.import_prometheus("harness_retry 7 1700000000000\n");
+
+    let standby = with_first_port(port, || pg.start_standby("retry"));
+    assert_ne!(standby.port(), port);
+    assert_eq!(standby.psql("select pg_is_in_recovery()"), "t");
 }
 
 #[test]
@@ -416,7 +425,7 @@ fn vitals_launcher_reports_a_failed_start() {
 }
 
 #[test]
-#[should_panic(expected = "--- stderr (tail) ---")]
+#[should_panic(expected = "--- last 40 lines of vitals stderr")]
 fn vitals_start_failure_shows_its_stderr() {
     Vitals::start("{ not: [yaml");
 }

@@ -429,31 +429,7 @@ fn a_thousand_overlapping_and_cancelled_scrapes_keep_connections_bounded() {
     )));
 
     // Watch pg_stat_activity the whole time.
-    let done = Arc::new(AtomicBool::new(false));
-    let max_seen = Arc::new(AtomicUsize::new(0));
-    let samples = Arc::new(AtomicUsize::new(0));
-    let watcher =
-        {
-            let (done, max_seen, samples) = (done.clone(), max_seen.clone(), samples.clone());
-            let sock = pg.socket_dir().to_path_buf();
-            let port = pg.port();
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
-                    .args(["-X", "-A", "-t", "-h"])
-                    .arg(&sock)
-                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
-                    .arg("select count(*) from pg_stat_activity where application_name = 'vitals'")
-                    .output()
-                    .expect("psql");
-                    if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse::<usize>() {
-                        max_seen.fetch_max(n, Ordering::Relaxed);
-                        samples.fetch_add(1, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
+    let watcher = ActivityWatcher::start(&pg, Duration::from_millis(20));
 
     // 1000 scrapes from 4 threads: every third one with a 20 ms timeout (cut mid-query).
     let started = Instant::now();
@@ -527,8 +503,7 @@ fn a_thousand_overlapping_and_cancelled_scrapes_keep_connections_bounded() {
         ));
         (active == 0.0).then_some(())
     });
-    done.store(true, Ordering::Relaxed);
-    watcher.join().expect("watcher");
+    let (max_seen, samples) = watcher.stop();
     let m = parse(&v.metrics());
     assert_eq!(value(&m, "pg_up", &[("target", "main")]), Some(1.0));
     let timeouts = value(
@@ -537,11 +512,7 @@ fn a_thousand_overlapping_and_cancelled_scrapes_keep_connections_bounded() {
         &[("target", "main"), ("reason", "timeout")],
     );
 
-    let max_seen = max_seen.load(Ordering::Relaxed);
-    assert!(
-        samples.load(Ordering::Relaxed) > 20,
-        "too few activity samples"
-    );
+    assert!(samples > 20, "too few activity samples");
     assert!(
         max_seen <= LIMIT,
         "pg_stat_activity showed {max_seen} vitals connections, limit {LIMIT}"
@@ -904,29 +875,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
     let interval = 1.0;
     let max_age = 3.0 * interval;
 
-    let done = Arc::new(AtomicBool::new(false));
-    let max_seen = Arc::new(AtomicUsize::new(0));
-    let watcher =
-        {
-            let (done, max_seen) = (done.clone(), max_seen.clone());
-            let sock = pg.socket_dir().to_path_buf();
-            let port = pg.port();
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
-                    .args(["-X", "-A", "-t", "-h"])
-                    .arg(&sock)
-                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c"])
-                    .arg("select count(*) from pg_stat_activity where application_name = 'vitals'")
-                    .output()
-                    .expect("psql");
-                    if let Ok(n) = String::from_utf8_lossy(&out.stdout).trim().parse::<usize>() {
-                        max_seen.fetch_max(n, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            })
-        };
+    let watcher = ActivityWatcher::start(&pg, Duration::from_millis(10));
 
     // 1. Overlapping scrapes while the refresher runs every second.
     let before = sessions_opened(&pg, "fan3");
@@ -957,6 +906,15 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
     );
     let m = parse(&v.metrics());
     let l = |db: &'static str| [("target", "main"), ("datname", db), ("relname", "items")];
+    // The per-database data is never older than `max_age`.
+    let assert_fresh = |m: &[Series]| {
+        let age = value(
+            m,
+            "vitals_postgres_fanout_age_seconds",
+            &[("target", "main")],
+        );
+        assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    };
     for db in ["fan0", "fan5"] {
         assert!(
             value(&m, "pg_stat_user_tables_n_live_tup", &l(db)).is_some(),
@@ -988,12 +946,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
         ),
         Some(7.0)
     );
-    let age = value(
-        &m,
-        "vitals_postgres_fanout_age_seconds",
-        &[("target", "main")],
-    );
-    assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    assert_fresh(&m);
     assert!(
         value(
             &m,
@@ -1018,12 +971,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
     let revoked = Instant::now();
     let dropped = poll_until(Duration::from_secs(15), || {
         let m = parse(&v.metrics());
-        let age = value(
-            &m,
-            "vitals_postgres_fanout_age_seconds",
-            &[("target", "main")],
-        );
-        assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+        assert_fresh(&m);
         let gone = value(&m, "pg_stat_user_tables_n_live_tup", &l("fan0")).is_none();
         std::thread::sleep(Duration::from_millis(100));
         gone.then_some(m)
@@ -1076,12 +1024,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
     // 4. After the pause the snapshot is stale: the next scrape waits for a refresh and
     // serves fresh data, not the old.
     let m = parse(&v.metrics());
-    let age = value(
-        &m,
-        "vitals_postgres_fanout_age_seconds",
-        &[("target", "main")],
-    );
-    assert!(age.is_some_and(|a| a <= max_age), "age {age:?}");
+    assert_fresh(&m);
     assert!(value(&m, "pg_stat_user_tables_n_live_tup", &l("fan1")).is_some());
     assert!(
         poll_until(Duration::from_secs(5), || (sessions_opened(&pg, "fan3")
@@ -1091,9 +1034,7 @@ fn background_fan_out_stays_within_limits_and_drops_stale_data() {
         "scraping again did not restart the refresher"
     );
 
-    done.store(true, Ordering::Relaxed);
-    watcher.join().expect("watcher");
-    let max_seen = max_seen.load(Ordering::Relaxed);
+    let (max_seen, _) = watcher.stop();
     assert!(
         max_seen <= LIMIT,
         "pg_stat_activity showed {max_seen} vitals connections, limit {LIMIT}"
@@ -1144,8 +1085,8 @@ fn compat_rules_pass_promtool() {
     assert!(compat_rule_sources().len() > 40);
 }
 
-/// Counts vitals' sessions in pg_stat_activity every 10 ms until stopped; returns the
-/// highest count and the number of samples.
+/// Counts vitals' sessions in pg_stat_activity (with psql over the unix socket) at a fixed
+/// interval until stopped; returns the highest count and the number of samples.
 struct ActivityWatcher {
     done: Arc<AtomicBool>,
     max_seen: Arc<AtomicUsize>,
@@ -1154,7 +1095,8 @@ struct ActivityWatcher {
 }
 
 impl ActivityWatcher {
-    fn start(pg: &Postgres) -> ActivityWatcher {
+    /// Starts counting on its own thread, one count every `interval`.
+    fn start(pg: &Postgres, interval: Duration) -> ActivityWatcher {
         let done = Arc::new(AtomicBool::new(false));
         let max_seen = Arc::new(AtomicUsize::new(0));
         let samples = Arc::new(AtomicUsize::new(0));
@@ -1175,7 +1117,7 @@ impl ActivityWatcher {
                         m.fetch_max(v, Ordering::Relaxed);
                         n.fetch_add(1, Ordering::Relaxed);
                     }
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(interval);
                 }
             });
         ActivityWatcher {
@@ -1230,7 +1172,7 @@ fn a_global_connection_limit_holds_across_targets_and_starves_none() {
             ))
             .start(),
     );
-    let watcher = ActivityWatcher::start(&pg);
+    let watcher = ActivityWatcher::start(&pg, Duration::from_millis(10));
 
     // 1. One target at a time through /probe: the idle connections the previous targets
     // keep fill the global limit, and the next target must not wait for them.

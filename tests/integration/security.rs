@@ -24,11 +24,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::postgres::Postgres;
 use crate::support::prometheus::Prometheus;
+use crate::support::server::{ServerProcess, start_on_free_port};
 use crate::support::sshd::{Sshd, TEST_PASSWORD};
 use crate::support::vitals::BINARY;
 use crate::support::{
@@ -73,50 +74,59 @@ fn secrets() -> Vec<&'static str> {
 }
 
 /// A vitals process behind `--web.config.file` basic auth (which the shared harness'
-/// readiness poll cannot pass), logging at debug level to files in its directory.
+/// readiness poll cannot pass), logging at debug level to files in its directory; started
+/// and waited for with the harness' start loop, killed on drop.
 struct Guarded {
-    child: Child,
+    /// Only held: the process is killed when the guard is dropped.
+    _process: ServerProcess,
     port: u16,
     dir: PathBuf,
     client: reqwest::blocking::Client,
 }
 
 impl Guarded {
+    /// Writes `config_yaml` to `<dir>/vitals.yml` and runs `vitals <subcommand>` on it in
+    /// `dir`, behind the basic auth of `web`; returns once `/-/ready` answers 200 through it.
     fn start(
         subcommand: &str,
         dir: &Path,
-        config: &Path,
+        config_yaml: &str,
         web: &Path,
         env: &[(&str, &str)],
     ) -> Guarded {
-        let port = free_port();
-        let child = Command::new(BINARY)
-            .arg(subcommand)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--web.config.file={}", web.display()))
-            .arg("--log.level=debug")
-            .envs(env.iter().copied())
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("stdout.log")).expect("stdout file"))
-            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {BINARY}: {e}"));
-        let mut g = Guarded {
-            child,
+        let config = dir.join("vitals.yml");
+        write_file(&config, config_yaml);
+        let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
+        let client = http_client();
+        let mut process = ServerProcess::default();
+        let logs = [
+            ("vitals stderr", stderr.as_path()),
+            ("vitals stdout", stdout.as_path()),
+        ];
+        let port = start_on_free_port(&format!("vitals {subcommand}"), &logs, |port| {
+            process.spawn(
+                Command::new(BINARY)
+                    .arg(subcommand)
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .arg(format!("--config.file={}", config.display()))
+                    .arg(format!("--web.config.file={}", web.display()))
+                    .arg("--log.level=debug")
+                    .envs(env.iter().copied())
+                    .current_dir(dir),
+                &stdout,
+                &stderr,
+            );
+            let ready = format!("http://127.0.0.1:{port}/-/ready");
+            process.wait_ready("vitals", &format!("{ready} did not answer 200"), || {
+                get_as(&client, &ready, Some(("prom", WEB_PW)), None).0 == 200
+            })
+        });
+        Guarded {
+            _process: process,
             port,
             dir: dir.to_path_buf(),
-            client: http_client(),
-        };
-        let ready = poll_until(Duration::from_secs(30), || {
-            (g.get("/-/ready").0 == 200).then_some(())
-        });
-        if ready.is_none() {
-            kill_and_reap(&mut g.child);
-            panic!("vitals {subcommand} did not become ready\n{}", g.logs());
+            client,
         }
-        g
     }
 
     fn url(&self, path: &str) -> String {
@@ -128,33 +138,14 @@ impl Guarded {
         self.get_as(path, Some(("prom", WEB_PW)), None)
     }
 
+    /// GET `path` with these credentials and `Accept` header (see [`get_as`]).
     fn get_as(
         &self,
         path: &str,
         auth: Option<(&str, &str)>,
         accept: Option<&str>,
     ) -> (u16, String) {
-        let mut req = self
-            .client
-            .get(self.url(path))
-            .header("X-Prometheus-Scrape-Timeout-Seconds", "10");
-        if let Some((u, p)) = auth {
-            req = req.basic_auth(u, Some(p));
-        }
-        if let Some(a) = accept {
-            req = req.header("Accept", a);
-        }
-        match req.send() {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let headers = format!("{:?}", r.headers());
-                (
-                    status,
-                    format!("{headers}\n{}", r.text().unwrap_or_default()),
-                )
-            }
-            Err(e) => (0, e.to_string()),
-        }
+        get_as(&self.client, &self.url(path), auth, accept)
     }
 
     fn samples(&self) -> (String, Vec<Sample>) {
@@ -174,9 +165,33 @@ impl Guarded {
     }
 }
 
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
+/// GET `url` with an optional basic auth and `Accept` header, as a scrape (with a scrape
+/// timeout header); (status, response headers and body), or (0, error) when it failed.
+fn get_as(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    auth: Option<(&str, &str)>,
+    accept: Option<&str>,
+) -> (u16, String) {
+    let mut req = client
+        .get(url)
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "10");
+    if let Some((u, p)) = auth {
+        req = req.basic_auth(u, Some(p));
+    }
+    if let Some(a) = accept {
+        req = req.header("Accept", a);
+    }
+    match req.send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let headers = format!("{:?}", r.headers());
+            (
+                status,
+                format!("{headers}\n{}", r.text().unwrap_or_default()),
+            )
+        }
+        Err(e) => (0, e.to_string()),
     }
 }
 
@@ -342,12 +357,10 @@ fn no_secret_appears_anywhere_vitals_writes() {
     );
     let exporter_dir = d.join("exporter");
     std::fs::create_dir_all(&exporter_dir).expect("mkdir");
-    let exporter_cfg = exporter_dir.join("vitals.yml");
-    write_file(&exporter_cfg, &exporter_yaml);
     let exporter = Guarded::start(
         "exporter",
         &exporter_dir,
-        &exporter_cfg,
+        &exporter_yaml,
         &web,
         &[("VITALS_SEC_PG", PG_ENV)],
     );
@@ -474,9 +487,7 @@ fn no_secret_appears_anywhere_vitals_writes() {
         secret_file(&sidecar_dir, "am_pw", AM_PW),
         queue.display(),
     );
-    let sidecar_cfg = sidecar_dir.join("vitals.yml");
-    write_file(&sidecar_cfg, &sidecar_yaml);
-    let sidecar = Guarded::start("sidecar", &sidecar_dir, &sidecar_cfg, &web, &[]);
+    let sidecar = Guarded::start("sidecar", &sidecar_dir, &sidecar_yaml, &web, &[]);
     let failed_both = poll_until(Duration::from_secs(60), || {
         let (text, _) = sidecar.samples();
         let failing = text
@@ -497,19 +508,15 @@ fn no_secret_appears_anywhere_vitals_writes() {
     // A second sidecar whose bearer token (from the environment) Prometheus refuses.
     let refused_dir = d.join("sidecar-refused");
     std::fs::create_dir_all(&refused_dir).expect("mkdir");
-    let refused_cfg = refused_dir.join("vitals.yml");
-    write_file(
-        &refused_cfg,
-        format!(
-            "sidecar:\n  prometheus:\n    url: \"{}\"\n    retries: 0\n    authorization:\n      credentials: ${{VITALS_SEC_TOKEN}}\n  interval: 1s\n  alert_queue: {{path: \"{}\"}}\n",
-            prom.url(),
-            refused_dir.join("queue.json").display()
-        ),
+    let refused_yaml = format!(
+        "sidecar:\n  prometheus:\n    url: \"{}\"\n    retries: 0\n    authorization:\n      credentials: ${{VITALS_SEC_TOKEN}}\n  interval: 1s\n  alert_queue: {{path: \"{}\"}}\n",
+        prom.url(),
+        refused_dir.join("queue.json").display()
     );
     let refused = Guarded::start(
         "sidecar",
         &refused_dir,
-        &refused_cfg,
+        &refused_yaml,
         &web,
         &[("VITALS_SEC_TOKEN", PROM_TOKEN)],
     );

@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -21,9 +21,9 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use super::server::{ServerProcess, restart_failed, start_http_server};
 use super::{
-    LOOPBACK, START_ATTEMPTS, http_client, kill_and_reap, log_block, poll_until,
-    require_any_binary, says_address_in_use, temp_dir, write_file,
+    LOOPBACK, http_client, log_block, poll_until, require_any_binary, send, temp_dir, write_file,
 };
 
 /// Debian installs the binary as `prometheus-alertmanager`; upstream calls it `alertmanager`.
@@ -183,7 +183,7 @@ async fn record(
 /// A running Alertmanager plus the webhook receiver it notifies; both stop on drop.
 pub struct Alertmanager {
     port: u16,
-    child: Option<Child>,
+    process: ServerProcess,
     config_path: PathBuf,
     log_path: PathBuf,
     client: reqwest::blocking::Client,
@@ -209,66 +209,24 @@ impl Alertmanager {
             &config_path,
             config_yaml.replace(WEBHOOK_URL_PLACEHOLDER, &webhook.url()),
         );
-        let mut am = Alertmanager {
-            port: 0,
-            child: None,
+        let log_path = dir.path().join("alertmanager.log");
+        let client = http_client();
+        let (process, port) = start_http_server(
+            "Alertmanager",
+            ("alertmanager log", &log_path),
+            &client,
+            ready_url,
+            |port| command(&binary, &config_path, dir.path(), port),
+        );
+        Alertmanager {
+            port,
+            process,
             config_path,
-            log_path: dir.path().join("alertmanager.log"),
-            client: http_client(),
+            log_path,
+            client,
             webhook,
             dir,
-        };
-        for attempt in 1..=START_ATTEMPTS {
-            am.port = super::start_port();
-            am.spawn(&binary);
-            match am.wait_ready() {
-                Ok(()) => return am,
-                Err(why) => {
-                    if let Some(child) = am.child.as_mut() {
-                        kill_and_reap(child);
-                    }
-                    am.child = None;
-                    let log = std::fs::read_to_string(&am.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        continue;
-                    }
-                    panic!(
-                        "Alertmanager did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        am.port,
-                        log_block("alertmanager log", &am.log_path)
-                    );
-                }
-            }
         }
-        unreachable!("the last attempt returns or panics")
-    }
-
-    fn spawn(&mut self, binary: &Path) {
-        // Appends, so that the log of a restarted Alertmanager keeps the earlier run's lines.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap_or_else(|e| panic!("opening {} failed: {e}", self.log_path.display()));
-        let log_err = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cloning the log handle failed: {e}"));
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", self.config_path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={LOOPBACK}:{}", self.port))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=debug")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {} failed: {e}", binary.display()));
-        self.child = Some(child);
     }
 
     /// Stops Alertmanager gracefully (SIGTERM, so it writes its notification log and
@@ -276,20 +234,15 @@ impl Alertmanager {
     /// running. Alertmanager does not persist alerts: after [`Alertmanager::restart`] it
     /// holds only what clients send again.
     pub fn stop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        if super::exited(child).is_none() {
-            let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-            // SAFETY: kill(2) on our own child, not yet reaped (checked just above and only
-            // reaped through this handle), so the pid cannot have been reused.
-            let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-            assert_eq!(rc, 0, "kill({pid}, SIGTERM) failed");
-            if poll_until(Duration::from_secs(20), || super::exited(child)).is_none() {
-                kill_and_reap(child);
-            }
+        if self.process.id().is_some() && self.process.signal(libc::SIGTERM).is_ok() {
+            let child = self
+                .process
+                .child_mut()
+                .expect("the process was just signalled");
+            // Killed below if it has not exited by then.
+            let _ = poll_until(Duration::from_secs(20), || super::exited(child));
         }
-        self.child = None;
+        self.process.stop();
     }
 
     /// Starts Alertmanager again on the same port, with the same config and data dir, and
@@ -298,20 +251,22 @@ impl Alertmanager {
     pub fn restart(&mut self) {
         self.stop();
         let binary = require_any_binary(&BINARIES, PACKAGE);
-        self.spawn(&binary);
-        if let Err(why) = self.wait_ready() {
-            panic!(
-                "Alertmanager did not restart on {LOOPBACK}:{}: {why}\n{}",
+        self.process.spawn(
+            &mut command(&binary, &self.config_path, self.dir.path(), self.port),
+            &self.log_path,
+            &self.log_path,
+        );
+        if let Err(why) =
+            self.process
+                .wait_http_ready(&self.client, &ready_url(self.port), "Alertmanager")
+        {
+            restart_failed(
+                "Alertmanager",
                 self.port,
-                log_block("alertmanager log", &self.log_path)
+                &why,
+                &[("alertmanager log", self.log_path.as_path())],
             );
         }
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let url = format!("{}/-/ready", self.url());
-        let child = self.child.as_mut().expect("child is set before waiting");
-        super::wait_http_ready(child, &self.client, &url, "alertmanager")
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -369,27 +324,14 @@ impl Alertmanager {
     /// `/api/v2/alerts`; panics unless Alertmanager answers 200.
     pub fn post_alerts(&self, alerts: &Value) {
         let url = format!("{}/api/v2/alerts", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .json(alerts)
-            .send()
-            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.post(&url).json(alerts), &format!("POST {url}"));
         assert_eq!(status, reqwest::StatusCode::OK, "POST {url}: {body}");
     }
 
     /// The alerts Alertmanager currently holds (`GET /api/v2/alerts`).
     pub fn alerts(&self) -> Vec<Value> {
         let url = format!("{}/api/v2/alerts", self.url());
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.get(&url), &format!("GET {url}"));
         assert_eq!(status, reqwest::StatusCode::OK, "GET {url}: {body}");
         match serde_json::from_str(&body) {
             Ok(Value::Array(alerts)) => alerts,
@@ -398,10 +340,20 @@ impl Alertmanager {
     }
 }
 
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
-        }
-    }
+/// The Alertmanager command line for `port`: `config` as its config, storage under `dir`,
+/// clustering off, debug logs.
+fn command(binary: &Path, config: &Path, dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={LOOPBACK}:{port}"))
+        .arg("--cluster.listen-address=")
+        .arg("--log.level=debug")
+        .current_dir(dir);
+    cmd
+}
+
+/// The readiness URL of Alertmanager on `port`.
+fn ready_url(port: u16) -> String {
+    format!("http://{LOOPBACK}:{port}/-/ready")
 }

@@ -22,12 +22,15 @@
 //! A missing binary panics with the Debian package that provides it and the hint
 //! `run scripts/setup-test-deps.sh` — a test never skips silently. A server that fails to
 //! start panics with the tail of its log. A start that fails because another process took the
-//! port between [`free_port`] and the server's bind is retried on a new port.
+//! port between [`free_port`] and the server's bind is retried on a new port. That start loop
+//! is written once, in [`server`]: every helper uses [`server::start_on_free_port`], and all
+//! but PostgreSQL (run by pg_ctl) hold their process in a [`server::ServerProcess`].
 #![allow(dead_code)]
 
 pub mod alertmanager;
 pub mod postgres;
 pub mod prometheus;
+pub mod server;
 pub mod sshd;
 pub mod victoria;
 pub mod vitals;
@@ -222,6 +225,20 @@ pub fn http_client() -> reqwest::blocking::Client {
         .unwrap_or_else(|e| panic!("building the HTTP client failed: {e}"))
 }
 
+/// Sends `request` and returns its status and body (empty when the body cannot be read);
+/// panics naming the request, e.g. `POST http://127.0.0.1:9090/-/reload`, when it cannot be
+/// sent.
+pub fn send(
+    request: reqwest::blocking::RequestBuilder,
+    what: &str,
+) -> (reqwest::StatusCode, String) {
+    let response = request
+        .send()
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"));
+    let status = response.status();
+    (status, response.text().unwrap_or_default())
+}
+
 /// Returns true if a GET of `url` answers with HTTP 200 within one second.
 ///
 /// The short per-request timeout keeps readiness polls responsive: a port that accepts but
@@ -263,32 +280,6 @@ pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> std::process::Outp
         );
     }
     output
-}
-
-/// Polls `url` until it answers 200 or `child` exits, for at most [`STARTUP_TIMEOUT`];
-/// `what` names the server in the error.
-pub fn wait_http_ready(
-    child: &mut std::process::Child,
-    client: &reqwest::blocking::Client,
-    url: &str,
-    what: &str,
-) -> Result<(), String> {
-    let mut exit = None;
-    let ready = poll_until(STARTUP_TIMEOUT, || {
-        if let Some(status) = exited(child) {
-            exit = Some(status);
-            return Some(false);
-        }
-        http_ok(client, url).then_some(true)
-    });
-    match (ready, exit) {
-        (Some(true), _) => Ok(()),
-        (_, Some(status)) => Err(format!("{what} exited before it was ready, with {status}")),
-        _ => Err(format!(
-            "{url} did not answer 200 within {}s",
-            STARTUP_TIMEOUT.as_secs()
-        )),
-    }
 }
 
 /// One sample of a text exposition: metric name, labels, value.

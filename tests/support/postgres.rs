@@ -14,10 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use super::{
-    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, log_block, require_binary, run_ok,
-    says_address_in_use, temp_dir, write_file,
-};
+use super::server::start_on_free_port;
+use super::{LOOPBACK, STARTUP_TIMEOUT, log_block, require_binary, run_ok, temp_dir, write_file};
 
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 const PACKAGE: &str = "postgresql-15";
@@ -133,26 +131,16 @@ impl Postgres {
         bin("postgres");
         bin("psql");
 
-        let dir = temp_dir("pg");
-        let data_dir = dir.path().join("data");
-        let socket_dir = dir.path().join("sock");
-        let log_path = dir.path().join("postgres.log");
-        let pwfile = dir.path().join("pwfile");
-        std::fs::create_dir(&socket_dir)
-            .unwrap_or_else(|e| panic!("creating {} failed: {e}", socket_dir.display()));
+        let mut pg = Postgres::unstarted("pg");
+        let pwfile = pg.dir.path().join("pwfile");
         write_file(&pwfile, format!("{SUPERUSER_PASSWORD}\n"));
-        write_file(&log_path, "");
-        let (uid, gid) = postgres_ids();
-        for path in [dir.path(), &socket_dir, &pwfile, &log_path] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
-        }
+        chown_to_postgres(&[&pwfile]);
 
         run_ok(
             as_postgres(&initdb)
-                .current_dir(dir.path())
+                .current_dir(pg.dir.path())
                 .arg("--pgdata")
-                .arg(&data_dir)
+                .arg(&pg.data_dir)
                 .args([
                     "--username",
                     SUPERUSER,
@@ -166,8 +154,8 @@ impl Postgres {
                 .arg(format!("--pwfile={}", pwfile.display())),
             "initdb (as the postgres OS user)",
         );
-        let conf = format!(
-            "\n# vitals test harness\n\
+        pg.append_conf(&format!(
+            "# vitals test harness\n\
              listen_addresses = '{LOOPBACK}'\n\
              unix_socket_directories = '{}'\n\
              fsync = off\n\
@@ -178,45 +166,54 @@ impl Postgres {
              password_encryption = 'scram-sha-256'\n\
              log_connections = on\n\
              track_io_timing = on\n",
-            socket_dir.display()
-        );
-        let conf_path = data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path)
-            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
-        text.push_str(&conf);
-        write_file(&conf_path, text);
+            pg.socket_dir.display()
+        ));
+        pg.start_on_free_port("PostgreSQL 15");
+        pg
+    }
 
-        let mut pg = Postgres {
+    /// A cluster that is not set up yet: a temp dir `vitals-<prefix>-*` owned by the postgres
+    /// OS user, with an empty socket directory and server log (also theirs); no data
+    /// directory, no port.
+    fn unstarted(prefix: &str) -> Postgres {
+        let dir = temp_dir(prefix);
+        let socket_dir = dir.path().join("sock");
+        let log_path = dir.path().join("postgres.log");
+        std::fs::create_dir(&socket_dir)
+            .unwrap_or_else(|e| panic!("creating {} failed: {e}", socket_dir.display()));
+        write_file(&log_path, "");
+        chown_to_postgres(&[dir.path(), &socket_dir, &log_path]);
+        Postgres {
             port: 0,
-            data_dir,
+            data_dir: dir.path().join("data"),
             socket_dir,
             log_path,
             started: false,
             dir,
-        };
-        for attempt in 1..=START_ATTEMPTS {
-            pg.port = super::start_port();
-            match pg.try_start() {
-                Ok(()) => {
-                    pg.started = true;
-                    return pg;
-                }
-                Err(why) => {
-                    let log = std::fs::read_to_string(&pg.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        // Truncate the log so that the next attempt's failure is its own.
-                        write_file(&pg.log_path, "");
-                        continue;
-                    }
-                    panic!(
-                        "PostgreSQL 15 did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        pg.port,
-                        log_block("postgres.log", &pg.log_path)
-                    );
-                }
-            }
         }
-        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Starts the set-up cluster on a free port with [`start_on_free_port`]; `what` names it
+    /// in the panic when it does not come up.
+    fn start_on_free_port(&mut self, what: &str) {
+        let log_path = self.log_path.clone();
+        start_on_free_port(what, &[("postgres.log", log_path.as_path())], |port| {
+            self.port = port;
+            self.try_start()
+        });
+    }
+
+    /// Appends `lines` to postgresql.conf, after a blank line.
+    fn append_conf(&self, lines: &str) {
+        let conf_path = self.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
+        text.push('\n');
+        text.push_str(lines);
+        if !lines.ends_with('\n') {
+            text.push('\n');
+        }
+        write_file(&conf_path, text);
     }
 
     /// One `pg_ctl start -w` on the current port, then a real query over the unix socket.
@@ -254,13 +251,7 @@ impl Postgres {
     /// (`pg_ctl restart -m fast`), for settings that need a restart such as
     /// `shared_preload_libraries`. Panics with the log's tail if it does not come back.
     pub fn restart_with(&self, lines: &str) {
-        let conf_path = self.data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path)
-            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
-        text.push('\n');
-        text.push_str(lines);
-        text.push('\n');
-        write_file(&conf_path, text);
+        self.append_conf(lines);
         run_ok(
             as_postgres(&bin("pg_ctl"))
                 .current_dir(self.dir.path())
@@ -291,25 +282,17 @@ impl Postgres {
     /// postgres user), through a reload; calling it again switches the certificate. Panics
     /// with the log's tail if the server does not take it.
     pub fn enable_tls(&self, cert: &ServerCert) {
-        let (uid, gid) = postgres_ids();
         let crt = self.data_dir.join("server.crt");
         let key = self.data_dir.join("server.key");
         write_file(&crt, &cert.cert_pem);
         write_file(&key, &cert.key_pem);
-        for path in [&crt, &key] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
-        }
+        chown_to_postgres(&[&crt, &key]);
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap_or_else(|e| panic!("chmod 600 {} failed: {e}", key.display()));
         if self.psql("show ssl") != "on" {
-            let conf_path = self.data_dir.join("postgresql.conf");
-            let mut text = std::fs::read_to_string(&conf_path)
-                .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
-            text.push_str(
-                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            self.append_conf(
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
             );
-            write_file(&conf_path, text);
         }
         self.reload();
         if self.psql("show ssl") != "on" {
@@ -332,9 +315,7 @@ impl Postgres {
     pub fn set_hba(&self, text: &str) {
         let hba = self.data_dir.join("pg_hba.conf");
         write_file(&hba, text);
-        let (uid, gid) = postgres_ids();
-        std::os::unix::fs::chown(&hba, Some(uid), Some(gid))
-            .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", hba.display()));
+        chown_to_postgres(&[&hba]);
         self.reload();
     }
 
@@ -360,24 +341,13 @@ impl Postgres {
     /// `pg_stat_replication` with `application_name = '<name>'`. Waits until it streams.
     pub fn start_standby(&self, name: &str) -> Postgres {
         let basebackup = bin("pg_basebackup");
-        let dir = temp_dir("pg-standby");
-        let data_dir = dir.path().join("data");
-        let socket_dir = dir.path().join("sock");
-        let log_path = dir.path().join("postgres.log");
-        std::fs::create_dir(&socket_dir)
-            .unwrap_or_else(|e| panic!("creating {} failed: {e}", socket_dir.display()));
-        write_file(&log_path, "");
-        let (uid, gid) = postgres_ids();
-        for path in [dir.path(), &socket_dir, &log_path] {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
-        }
+        let mut standby = Postgres::unstarted("pg-standby");
         run_ok(
             as_postgres(&basebackup)
-                .current_dir(dir.path())
+                .current_dir(standby.dir.path())
                 .env("PGPASSFILE", "/dev/null")
                 .arg("--pgdata")
-                .arg(&data_dir)
+                .arg(&standby.data_dir)
                 .arg("--host")
                 .arg(&self.socket_dir)
                 .arg("--port")
@@ -388,40 +358,11 @@ impl Postgres {
                 .arg(format!("--slot={name}_slot")),
             "pg_basebackup (as the postgres OS user)",
         );
-        let conf_path = data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path)
-            .unwrap_or_else(|e| panic!("reading {} failed: {e}", conf_path.display()));
-        text.push_str(&format!(
-            "\n# standby\nunix_socket_directories = '{}'\ncluster_name = '{name}'\nhot_standby = on\nwal_receiver_status_interval = 1s\n",
-            socket_dir.display()
+        standby.append_conf(&format!(
+            "# standby\nunix_socket_directories = '{}'\ncluster_name = '{name}'\nhot_standby = on\nwal_receiver_status_interval = 1s\n",
+            standby.socket_dir.display()
         ));
-        write_file(&conf_path, text);
-        let mut standby = Postgres {
-            port: 0,
-            data_dir,
-            socket_dir,
-            log_path,
-            started: false,
-            dir,
-        };
-        for attempt in 1..=START_ATTEMPTS {
-            standby.port = super::start_port();
-            match standby.try_start() {
-                Ok(()) => break,
-                Err(why) => {
-                    let log = std::fs::read_to_string(&standby.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        write_file(&standby.log_path, "");
-                        continue;
-                    }
-                    panic!(
-                        "the standby did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        standby.port,
-                        log_block("postgres.log", &standby.log_path)
-                    );
-                }
-            }
-        }
+        standby.start_on_free_port("the standby");
         let streaming = super::poll_until(STARTUP_TIMEOUT, || {
             (self.psql(&format!(
                 "select state from pg_stat_replication where application_name = '{name}'"
@@ -634,6 +575,15 @@ impl Drop for Postgres {
                 }
             }
         }
+    }
+}
+
+/// Hands files and directories to the postgres OS user, which the server runs as.
+fn chown_to_postgres(paths: &[&Path]) {
+    let (uid, gid) = postgres_ids();
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown postgres {} failed: {e}", path.display()));
     }
 }
 

@@ -17,14 +17,15 @@
 //! [`Prometheus::query`] and friends keep working.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::server::{ServerProcess, start_http_server};
 use super::{
-    LOOPBACK, START_ATTEMPTS, http_client, kill_and_reap, log_block, poll_until, require_binary,
-    run_ok, says_address_in_use, temp_dir, write_file,
+    LOOPBACK, http_client, log_block, poll_until, require_binary, run_ok, send, temp_dir,
+    write_file,
 };
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -150,7 +151,7 @@ pub struct Prometheus {
     port: u16,
     scheme: &'static str,
     tls_cert_path: Option<PathBuf>,
-    child: Option<Child>,
+    process: ServerProcess,
     config_path: PathBuf,
     log_path: PathBuf,
     client: reqwest::blocking::Client,
@@ -195,66 +196,39 @@ impl Prometheus {
         }
         let client = harness_client(builder.basic_auth.as_ref(), tls_cert_path.is_some());
 
-        let mut prom = Prometheus {
-            port: 0,
-            scheme: if builder.tls { "https" } else { "http" },
+        let scheme = if builder.tls { "https" } else { "http" };
+        let log_path = dir.path().join("prometheus.log");
+        let (process, port) = start_http_server(
+            "Prometheus",
+            ("prometheus log", &log_path),
+            &client,
+            |port| format!("{scheme}://{LOOPBACK}:{port}/-/ready"),
+            |port| {
+                let mut cmd = Command::new(&binary);
+                cmd.arg(format!("--config.file={}", config_path.display()))
+                    .arg(format!("--storage.tsdb.path={}", data_dir.display()))
+                    .arg(format!("--web.listen-address={LOOPBACK}:{port}"))
+                    .arg("--web.enable-lifecycle")
+                    // The first firing alert may be evaluated before the notifier has
+                    // discovered the Alertmanagers and is then dropped; resend every second,
+                    // not every minute.
+                    .arg("--rules.alert.resend-delay=1s")
+                    .arg("--log.level=info")
+                    .args(&extra_args)
+                    .current_dir(dir.path());
+                cmd
+            },
+        );
+        Prometheus {
+            port,
+            scheme,
             tls_cert_path,
-            child: None,
+            process,
             config_path,
-            log_path: dir.path().join("prometheus.log"),
+            log_path,
             client,
             dir,
-        };
-        for attempt in 1..=START_ATTEMPTS {
-            prom.port = super::start_port();
-            let log = std::fs::File::create(&prom.log_path)
-                .unwrap_or_else(|e| panic!("creating {} failed: {e}", prom.log_path.display()));
-            let log_err = log
-                .try_clone()
-                .unwrap_or_else(|e| panic!("cloning the log handle failed: {e}"));
-            let child = Command::new(&binary)
-                .arg(format!("--config.file={}", prom.config_path.display()))
-                .arg(format!("--storage.tsdb.path={}", data_dir.display()))
-                .arg(format!("--web.listen-address={LOOPBACK}:{}", prom.port))
-                .arg("--web.enable-lifecycle")
-                // The first firing alert may be evaluated before the notifier has discovered
-                // the Alertmanagers and is then dropped; resend every second, not every minute.
-                .arg("--rules.alert.resend-delay=1s")
-                .arg("--log.level=info")
-                .args(&extra_args)
-                .current_dir(prom.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning {PROMETHEUS} failed: {e}"));
-            prom.child = Some(child);
-            match prom.wait_ready() {
-                Ok(()) => return prom,
-                Err(why) => {
-                    if let Some(child) = prom.child.as_mut() {
-                        kill_and_reap(child);
-                    }
-                    prom.child = None;
-                    let log = std::fs::read_to_string(&prom.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        continue;
-                    }
-                    panic!(
-                        "Prometheus did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        prom.port,
-                        log_block("prometheus log", &prom.log_path)
-                    );
-                }
-            }
         }
-        unreachable!("the last attempt returns or panics")
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let url = format!("{}/-/ready", self.url());
-        let child = self.child.as_mut().expect("child is set before waiting");
-        super::wait_http_ready(child, &self.client, &url, "prometheus")
     }
 
     /// `http://127.0.0.1:PORT` (`https://` with [`PrometheusBuilder::web_tls`]), without a
@@ -293,13 +267,7 @@ impl Prometheus {
     /// Panics if Prometheus rejects it, e.g. because the config is invalid.
     pub fn reload(&self) {
         let url = format!("{}/-/reload", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .send()
-            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.post(&url), &format!("POST {url}"));
         assert!(
             status.is_success(),
             "POST {url} answered {status}: {body}\n{}",
@@ -311,14 +279,7 @@ impl Prometheus {
     /// successful answer; panics with the body when the status is not `success`.
     pub fn api_get(&self, path_and_query: &str, params: &[(&str, &str)]) -> Value {
         let url = format!("{}{path_and_query}", self.url());
-        let response = self
-            .client
-            .get(&url)
-            .query(params)
-            .send()
-            .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+        let (status, body) = send(self.client.get(&url).query(params), &format!("GET {url}"));
         let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| {
             panic!("GET {url} {params:?} answered {status} non-JSON ({e}): {body}")
         });
@@ -385,14 +346,6 @@ impl Prometheus {
             "<no active targets>".to_string()
         } else {
             lines.join("\n")
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
         }
     }
 }

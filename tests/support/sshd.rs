@@ -12,13 +12,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use super::{
-    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, chmod, exited, kill_and_reap, log_block, poll_until,
-    require_binary, run_ok, says_address_in_use, temp_dir, write_file,
-};
+use super::server::{ServerProcess, restart_failed, start_on_free_port};
+use super::{LOOPBACK, chmod, require_binary, run_ok, temp_dir, write_file};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const SSH: &str = "/usr/bin/ssh";
@@ -37,7 +35,7 @@ pub const HOST_KEY_TYPES: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
 /// A running sshd, killed on drop (its temp dir with keys and config is removed).
 pub struct Sshd {
     port: u16,
-    child: Option<Child>,
+    process: ServerProcess,
     config_path: PathBuf,
     log_path: PathBuf,
     client_key: PathBuf,
@@ -105,7 +103,7 @@ impl Sshd {
 
         let mut server = Sshd {
             port: 0,
-            child: None,
+            process: ServerProcess::default(),
             config_path: dir.path().join("sshd_config"),
             log_path: dir.path().join("sshd.log"),
             client_key,
@@ -113,84 +111,31 @@ impl Sshd {
             authorized_keys,
             dir,
         };
-        for attempt in 1..=START_ATTEMPTS {
-            server.port = super::start_port();
+        let log_path = server.log_path.clone();
+        start_on_free_port("sshd", &[("sshd stderr", log_path.as_path())], |port| {
+            server.port = port;
             server.write_config();
-            let log = std::fs::File::create(&server.log_path)
-                .unwrap_or_else(|e| panic!("creating {} failed: {e}", server.log_path.display()));
-            let log_err = log
-                .try_clone()
-                .unwrap_or_else(|e| panic!("cloning the sshd log handle failed: {e}"));
-            let child = Command::new(&sshd)
-                .args(["-D", "-e", "-f"])
-                .arg(&server.config_path)
-                .current_dir(server.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning {SSHD} failed: {e}"));
-            server.child = Some(child);
-            match server.wait_ready() {
-                Ok(()) => {
-                    server.write_known_hosts();
-                    return server;
-                }
-                Err(why) => {
-                    if let Some(child) = server.child.as_mut() {
-                        kill_and_reap(child);
-                    }
-                    server.child = None;
-                    let log = std::fs::read_to_string(&server.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        continue;
-                    }
-                    panic!(
-                        "sshd did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        server.port,
-                        log_block("sshd stderr", &server.log_path)
-                    );
-                }
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+            server.spawn_and_wait(&sshd)
+        });
+        server.write_known_hosts();
+        server
     }
 
     /// Stops sshd (SIGKILL); [`Sshd::restart`] starts it again on the same port.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
-        }
-        self.child = None;
+        self.process.stop();
     }
 
     /// Starts sshd again on the same port with the same config and keys (as they are now on
     /// disk) and waits for its banner; panics with its log if it does not come up.
     pub fn restart(&mut self) {
         self.stop();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap_or_else(|e| panic!("opening {} failed: {e}", self.log_path.display()));
-        let log_err = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cloning the sshd log handle failed: {e}"));
-        let child = Command::new(require_binary(SSHD, "openssh-server"))
-            .args(["-D", "-e", "-f"])
-            .arg(&self.config_path)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {SSHD} failed: {e}"));
-        self.child = Some(child);
-        if let Err(why) = self.wait_ready() {
-            panic!(
-                "sshd did not restart on {LOOPBACK}:{}: {why}\n{}",
+        if let Err(why) = self.spawn_and_wait(&require_binary(SSHD, "openssh-server")) {
+            restart_failed(
+                "sshd",
                 self.port,
-                log_block("sshd stderr", &self.log_path)
+                &why,
+                &[("sshd stderr", self.log_path.as_path())],
             );
         }
     }
@@ -247,29 +192,20 @@ impl Sshd {
         write_file(&self.config_path, config);
     }
 
-    /// Ready means: a TCP connection receives the `SSH-2.0-` banner.
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Runs sshd in the foreground with the generated config, its stderr (`-e`) in the log,
+    /// and waits until it is ready: a TCP connection receives the `SSH-2.0-` banner.
+    fn spawn_and_wait(&mut self, sshd: &Path) -> Result<(), String> {
+        self.process.spawn(
+            Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(&self.config_path)
+                .current_dir(self.dir.path()),
+            &self.log_path,
+            &self.log_path,
+        );
         let port = self.port;
-        let child = self
-            .child
-            .as_mut()
-            .expect("sshd child is set before waiting");
-        let mut exit = None;
-        let ready = poll_until(STARTUP_TIMEOUT, || {
-            if let Some(status) = exited(child) {
-                exit = Some(status);
-                return Some(false);
-            }
-            banner(port).then_some(true)
-        });
-        match (ready, exit) {
-            (Some(true), _) => Ok(()),
-            (_, Some(status)) => Err(format!("sshd exited early with {status}")),
-            _ => Err(format!(
-                "no SSH banner within {}s",
-                STARTUP_TIMEOUT.as_secs()
-            )),
-        }
+        self.process
+            .wait_ready("sshd", "no SSH banner", || banner(port))
     }
 
     fn write_known_hosts(&self) {
@@ -422,14 +358,6 @@ impl Sshd {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("running sshpass + {SSH} failed: {e}"))
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
-        }
     }
 }
 

@@ -16,13 +16,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::prometheus::{HistorySeries, format_value};
+use super::server::{ServerProcess, start_http_server};
 use super::{
-    LOOPBACK, START_ATTEMPTS, STARTUP_TIMEOUT, http_client, kill_and_reap, log_block,
-    parse_samples, poll_until, require_binary, says_address_in_use, temp_dir,
+    LOOPBACK, STARTUP_TIMEOUT, http_client, log_block, parse_samples, poll_until, require_binary,
+    send, temp_dir,
 };
 
 const BINARY: &str = "/usr/bin/victoria-metrics";
@@ -31,7 +32,7 @@ const PACKAGE: &str = "victoria-metrics";
 /// A running VictoriaMetrics, killed on drop (its storage is removed).
 pub struct VictoriaMetrics {
     port: u16,
-    child: Option<Child>,
+    process: ServerProcess,
     log_path: std::path::PathBuf,
     client: reqwest::blocking::Client,
     dir: tempfile::TempDir,
@@ -55,26 +56,20 @@ impl VictoriaMetrics {
     fn start_with(search_flags: &[&str]) -> VictoriaMetrics {
         let binary = require_binary(BINARY, PACKAGE);
         let dir = temp_dir("victoria");
-        let mut vm = VictoriaMetrics {
-            port: 0,
-            child: None,
-            log_path: dir.path().join("victoria-metrics.log"),
-            client: http_client(),
-            dir,
-        };
-        for attempt in 1..=START_ATTEMPTS {
-            vm.port = super::start_port();
-            let log = std::fs::File::create(&vm.log_path)
-                .unwrap_or_else(|e| panic!("creating {} failed: {e}", vm.log_path.display()));
-            let log_err = log
-                .try_clone()
-                .unwrap_or_else(|e| panic!("cloning the log handle failed: {e}"));
-            let child = Command::new(&binary)
-                .arg(format!(
+        let log_path = dir.path().join("victoria-metrics.log");
+        let client = http_client();
+        let (process, port) = start_http_server(
+            "VictoriaMetrics",
+            ("victoria-metrics log", &log_path),
+            &client,
+            |port| format!("http://{LOOPBACK}:{port}/health"),
+            |port| {
+                let mut cmd = Command::new(&binary);
+                cmd.arg(format!(
                     "-storageDataPath={}",
-                    vm.dir.path().join("data").display()
+                    dir.path().join("data").display()
                 ))
-                .arg(format!("-httpListenAddr={LOOPBACK}:{}", vm.port))
+                .arg(format!("-httpListenAddr={LOOPBACK}:{port}"))
                 .arg("-retentionPeriod=100y")
                 .args(search_flags)
                 // Tests run side by side on 2 cores: the default 4 concurrent searches with a
@@ -82,35 +77,17 @@ impl VictoriaMetrics {
                 .arg("-search.maxConcurrentRequests=16")
                 .arg("-search.maxQueueDuration=60s")
                 .arg("-loggerLevel=INFO")
-                .current_dir(vm.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning {BINARY} failed: {e}"));
-            vm.child = Some(child);
-            let url = format!("{}/health", vm.url());
-            let child = vm.child.as_mut().expect("child was just set");
-            match super::wait_http_ready(child, &vm.client, &url, "victoria-metrics") {
-                Ok(()) => return vm,
-                Err(why) => {
-                    if let Some(child) = vm.child.as_mut() {
-                        kill_and_reap(child);
-                    }
-                    vm.child = None;
-                    let log = std::fs::read_to_string(&vm.log_path).unwrap_or_default();
-                    if attempt < START_ATTEMPTS && says_address_in_use(&log) {
-                        continue;
-                    }
-                    panic!(
-                        "VictoriaMetrics did not start on {LOOPBACK}:{} (attempt {attempt}): {why}\n{}",
-                        vm.port,
-                        log_block("victoria-metrics log", &vm.log_path)
-                    );
-                }
-            }
+                .current_dir(dir.path());
+                cmd
+            },
+        );
+        VictoriaMetrics {
+            port,
+            process,
+            log_path,
+            client,
+            dir,
         }
-        unreachable!("the last attempt returns or panics")
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash (the Prometheus API is at
@@ -144,15 +121,12 @@ impl VictoriaMetrics {
     pub fn import_prometheus(&self, text: &str) {
         let expected = newest_per_series(text);
         let url = format!("{}/api/v1/import/prometheus", self.url());
-        let response = self
+        let request = self
             .client
             .post(&url)
             .timeout(Duration::from_secs(120))
-            .body(text.to_string())
-            .send()
-            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
-        let status = response.status();
-        let body = response.text().unwrap_or_default();
+            .body(text.to_string());
+        let (status, body) = send(request, &format!("POST {url}"));
         assert!(
             status.is_success(),
             "POST {url} answered {status}: {body}\n{}",
@@ -296,14 +270,6 @@ fn newest_per_series(text: &str) -> HashMap<BTreeMap<String, String>, (i64, i64)
             (labels, span)
         })
         .collect()
-}
-
-impl Drop for VictoriaMetrics {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
-        }
-    }
 }
 
 /// Prometheus text with ms timestamps for [`VictoriaMetrics::import_prometheus`], from the

@@ -5,13 +5,11 @@
 //! `GET /-/ready` answers 200. If the process exits first, the start panics with its logs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use super::{
-    LOOPBACK, START_ATTEMPTS, exited, http_client, kill_and_reap, poll_until, says_address_in_use,
-    tail, temp_dir, write_file,
-};
+use super::server::{ServerProcess, start_on_free_port};
+use super::{LOOPBACK, exited, http_client, poll_until, temp_dir, write_file};
 
 /// Path of the `vitals` binary cargo built for these integration tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_vitals");
@@ -98,7 +96,7 @@ impl VitalsBuilder {
 /// A running `vitals` process, killed on drop (its temp dir with config and logs removed).
 pub struct Vitals {
     port: u16,
-    child: Option<Child>,
+    process: ServerProcess,
     config_path: PathBuf,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
@@ -129,7 +127,7 @@ impl Vitals {
         write_file(&config_path, &builder.config);
         Vitals {
             port: 0,
-            child: None,
+            process: ServerProcess::default(),
             config_path,
             stdout_path: dir.path().join("stdout.log"),
             stderr_path: dir.path().join("stderr.log"),
@@ -138,11 +136,8 @@ impl Vitals {
         }
     }
 
+    /// Spawns vitals on `self.port`, stdout and stderr into their logs.
     fn spawn(&mut self, builder: &VitalsBuilder) {
-        let open = |path: &Path| {
-            std::fs::File::create(path)
-                .unwrap_or_else(|e| panic!("creating {} failed: {e}", path.display()))
-        };
         let mut command = match builder.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -151,59 +146,42 @@ impl Vitals {
             }
             None => Command::new(BINARY),
         };
-        let child = command
+        command
             .arg(&builder.subcommand)
             .arg(format!("--web.listen-address={LOOPBACK}:{}", self.port))
             .arg(format!("--config.file={}", self.config_path.display()))
             .args(&builder.args)
             .env("RUST_BACKTRACE", "1")
             .envs(builder.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(open(&self.stdout_path))
-            .stderr(open(&self.stderr_path))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {BINARY} failed: {e}"));
-        self.child = Some(child);
+            .current_dir(self.dir.path());
+        self.process
+            .spawn(&mut command, &self.stdout_path, &self.stderr_path);
     }
 
     fn launch(builder: VitalsBuilder) -> Vitals {
         let mut vitals = Self::prepare(&builder);
-        for attempt in 1..=START_ATTEMPTS {
-            vitals.port = super::start_port();
+        let (stderr, stdout) = (vitals.stderr_path.clone(), vitals.stdout_path.clone());
+        let logs = [
+            ("vitals stderr", stderr.as_path()),
+            ("vitals stdout", stdout.as_path()),
+        ];
+        start_on_free_port("vitals", &logs, |port| {
+            vitals.port = port;
             vitals.spawn(&builder);
-            match vitals.wait_ready() {
-                Ok(()) => return vitals,
-                Err(why) => {
-                    if let Some(child) = vitals.child.as_mut() {
-                        kill_and_reap(child);
-                    }
-                    vitals.child = None;
-                    if attempt < START_ATTEMPTS && says_address_in_use(&vitals.logs()) {
-                        continue;
-                    }
-                    panic!(
-                        "vitals did not become ready on {LOOPBACK}:{} (attempt {attempt}): {why}\n\
-                         command: {BINARY} {} --web.listen-address={LOOPBACK}:{} --config.file={} {}\n\
-                         --- stderr (tail) ---\n{}\n--- stdout (tail) ---\n{}\n--- end ---",
-                        vitals.port,
+            let url = format!("{}/-/ready", vitals.base_url());
+            vitals
+                .process
+                .wait_http_ready(&vitals.client, &url, "vitals")
+                .map_err(|why| {
+                    format!(
+                        "{why}\ncommand: {BINARY} {} --web.listen-address={LOOPBACK}:{port} --config.file={} {}",
                         builder.subcommand,
-                        vitals.port,
                         vitals.config_path.display(),
                         builder.args.join(" "),
-                        tail(&vitals.stderr_path, super::LOG_TAIL_LINES),
-                        tail(&vitals.stdout_path, super::LOG_TAIL_LINES),
-                    );
-                }
-            }
-        }
-        unreachable!("the last attempt returns or panics")
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let url = format!("{}/-/ready", self.base_url());
-        let child = self.child.as_mut().expect("child is set before waiting");
-        super::wait_http_ready(child, &self.client, &url, "vitals")
+                    )
+                })
+        });
+        vitals
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -223,7 +201,7 @@ impl Vitals {
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.process.id()
     }
 
     /// The config file passed with `--config.file`.
@@ -242,18 +220,12 @@ impl Vitals {
     }
 
     fn signal(&mut self, signal: libc::c_int) {
-        let child = self.child.as_mut().expect("vitals was started");
-        if let Some(status) = exited(child) {
+        if let Err(status) = self.process.signal(signal) {
             panic!(
                 "cannot send signal {signal}: vitals already exited with {status}\n{}",
                 self.logs()
             );
         }
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on our own child, which has just been checked not to be reaped (we
-        // hold the Child and only reap through it), so the pid cannot have been reused.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
     }
 
     /// Sends SIGKILL (a crash: no shutdown code runs) and reaps the process.
@@ -277,7 +249,7 @@ impl Vitals {
     /// Waits up to `timeout` for the process to exit and returns its status; panics with
     /// the logs if it is still running then.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let child = self.child.as_mut().expect("vitals was started");
+        let child = self.process.child_mut().expect("vitals was started");
         match poll_until(timeout, || exited(child)) {
             Some(status) => status,
             None => panic!("vitals did not exit within {timeout:?}\n{}", self.logs()),
@@ -286,7 +258,7 @@ impl Vitals {
 
     /// Whether the process has exited (reaping it if so).
     pub fn has_exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(exited)
+        self.process.child_mut().and_then(exited)
     }
 
     /// The captured stdout followed by the captured stderr.
@@ -324,13 +296,5 @@ impl Vitals {
         let (status, body) = self.get("/metrics");
         assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
         body
-    }
-}
-
-impl Drop for Vitals {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
-        }
     }
 }
