@@ -49,8 +49,19 @@ fn spawn_sleep(bin: &Path) -> Child {
 /// A perl copy that forks 3 sleeping children and 5 children that exit at once and are never
 /// reaped (zombies), in its own process group. Optionally burns `cpu` seconds first.
 fn spawn_forker(bin: &Path, cpu: f64) -> Child {
+    spawn_forker_after(bin, cpu, None)
+}
+
+/// Like [`spawn_forker`], but the CPU burning starts only once `go` exists.
+fn spawn_forker_after(bin: &Path, cpu: f64, go: Option<&Path>) -> Child {
+    let wait = go.map_or(String::new(), |f| {
+        format!(
+            "until (-e '{}') {{ select(undef, undef, undef, 0.01) }} ",
+            f.display()
+        )
+    });
     let script = format!(
-        "while ((times)[0] < {cpu}) {{}} for (1..3) {{ if (!fork) {{ sleep 1000; exit }} }} for (1..5) {{ if (!fork) {{ exit 0 }} }} sleep 1000;"
+        "{wait}while ((times)[0] < {cpu}) {{}} for (1..3) {{ if (!fork) {{ sleep 1000; exit }} }} for (1..5) {{ if (!fork) {{ exit 0 }} }} sleep 1000;"
     );
     Command::new(bin)
         .args(["-e", &script])
@@ -233,9 +244,6 @@ fn values_agree_with_prometheus_process_exporter() {
                 .to_string()
         })
         .collect();
-    let _sleepers = Procs::sleepers(&sleep, 20);
-    let mut forker = spawn_forker(&perl, 0.5);
-
     let pe_config = dir.path().join("pe.yml");
     write_file(
         &pe_config,
@@ -253,6 +261,33 @@ fn values_agree_with_prometheus_process_exporter() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn process-exporter");
+    // process-exporter counts only the CPU a process uses after it first saw the process;
+    // vitals counts all of it. So the forker burns its CPU only once process-exporter has
+    // seen it.
+    let client = http_client();
+    let pe_url = format!("http://127.0.0.1:{port}/metrics");
+    let pe_scrape = || {
+        poll_until(Duration::from_secs(20), || {
+            client
+                .get(&pe_url)
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)?
+                .text()
+                .ok()
+        })
+        .expect("process-exporter answers")
+    };
+    let _sleepers = Procs::sleepers(&sleep, 20);
+    let go = dir.path().join("go");
+    let mut forker = spawn_forker_after(&perl, 0.5, Some(&go));
+    let seen = poll_until(Duration::from_secs(20), || {
+        let page = parse_samples(&pe_scrape());
+        (group_value(&page, "namedprocess_namegroup_num_procs", &names[1], &[]) == Some(1.0))
+            .then_some(())
+    });
+    assert!(seen.is_some(), "process-exporter never saw the forker");
+    write_file(&go, "");
     let config = format!(
         "exporter:\n  process:\n    groups:\n      - name: \"{{comm}}\"\n        comm: ['{}', '{}']\n",
         names[0], names[1]
@@ -271,18 +306,7 @@ fn values_agree_with_prometheus_process_exporter() {
             .unwrap_or(0.0)
                 >= 0.5
     });
-    let client = http_client();
-    let pe_url = format!("http://127.0.0.1:{port}/metrics");
-    let pe_text = poll_until(Duration::from_secs(20), || {
-        client
-            .get(&pe_url)
-            .send()
-            .ok()
-            .filter(|r| r.status() == 200)?
-            .text()
-            .ok()
-    })
-    .expect("process-exporter answers");
+    let pe_text = pe_scrape();
     let theirs = parse_samples(&pe_text);
     let ours = scrape(&v);
     let _ = pe_child.kill();
