@@ -119,8 +119,7 @@ impl WebConfig {
         let base = path.parent();
         let tls = match parsed.tls_server_config {
             Some(t) => Some(Arc::new(
-                build_tls(&t, base)
-                    .map_err(|(key, reason)| invalid(&key, reason))?,
+                build_tls(&t, base).map_err(|(key, reason)| invalid(&key, reason))?,
             )),
             None => None,
         };
