@@ -3,9 +3,10 @@
 # prometheus-postgres-exporter (Debian package), both scraping the same throwaway
 # PostgreSQL 15 with many databases, one exporter at a time.
 #
-# Prints, for each exporter: scrape latency p50/p95, RSS after the scrapes, series per
-# scrape, SQL statements per scrape (from pg_stat_statements, per exporter role) and
-# connections it holds; then the ratios vitals/peer.
+# Prints, for each exporter: scrape latency p50/p95, its own CPU time per scrape, RSS after
+# the scrapes (anonymous and file-backed), series per scrape, SQL statements per scrape (from
+# pg_stat_statements, per exporter role) and connections it holds; then the ratios
+# vitals/peer.
 #
 #   scripts/bench/postgres.sh                 # 100 databases, 50 scrapes each
 #   DBS=20 SCRAPES=20 scripts/bench/postgres.sh
@@ -128,10 +129,17 @@ bench() {
   for _ in 1 2 3; do curl -sf -o /dev/null -H 'X-Prometheus-Scrape-Timeout-Seconds: 30' "$url"; done   # warm-up
   psql -d postgres -c "select pg_stat_statements_reset()" >/dev/null
   : > "$WORK/$name.times"
+  # The exporter's own CPU time (user + system, clock ticks) over the measured scrapes: less
+  # dependent on the machine's load than the latency.
+  local ticks0
+  ticks0=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$pid/stat")
   for _ in $(seq "$SCRAPES"); do
     curl -sf -o "$WORK/$name.body" -w '%{time_total}\n' \
       -H 'X-Prometheus-Scrape-Timeout-Seconds: 30' "$url" >> "$WORK/$name.times"
   done
+  local cpu
+  cpu=$(awk -v t0="$ticks0" -v hz="$(getconf CLK_TCK)" -v n="$SCRAPES" \
+    '{sub(/^.*\) /, ""); printf "%.1f", ($12 + $13 - t0) * 1000 / hz / n}' "/proc/$pid/stat")
   local statements conns series rss p50 p95
   statements=$(psql -d postgres -c "select coalesce(sum(calls), 0) from pg_stat_statements s join pg_roles r on r.oid = s.userid where r.rolname = '$role'")
   conns=$(psql -d postgres -c "select count(*) from pg_stat_activity where usename = '$role'")
@@ -149,10 +157,11 @@ bench() {
     "$name" "$(awk -v x="$p50" 'BEGIN{print x*1000}')" "$(awk -v x="$p95" 'BEGIN{print x*1000}')" \
     "$(awk -v x="$rss" 'BEGIN{print x/1024}')" "$series" "$per_scrape" "$conns"
   awk -v r="$rss" -v a="$anon" 'BEGIN {printf "                   RSS: %.1f MiB anonymous, %.1f MiB file-backed\n", a/1024, (r-a)/1024}'
+  echo "                   CPU: $cpu ms per scrape (user + system)"
   # vitals says how old its per-database data is and what its last background refresh took.
   grep -E '^vitals_postgres_fanout_(age_seconds|refresh_duration_seconds)' "$WORK/$name.body" \
     | sed 's/^/                   /' || true
-  eval "R_${name//[^a-z0-9]/_}=\"$p50 $p95 $rss $per_scrape\""
+  eval "R_${name//[^a-z0-9]/_}=\"$p50 $p95 $rss $per_scrape $cpu\""
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
@@ -177,13 +186,14 @@ start_peer
 wait_up "http://127.0.0.1:$PPORT/"
 bench postgres_exporter "http://127.0.0.1:$PPORT/metrics" "$PPID_" peer_bench
 
-read -r p50 p95 prss pq <<< "$R_postgres_exporter"
+read -r p50 p95 prss pq pcpu <<< "$R_postgres_exporter"
 for v in vitals vitals_1s vitals_live vitals_nofan; do
-  eval "read -r v50 v95 vrss vq <<< \"\$R_$v\""
+  eval "read -r v50 v95 vrss vq vcpu <<< \"\$R_$v\""
   echo "== ratios $v/postgres_exporter"
   awk -v a="$v50" -v b="$p50" 'BEGIN {printf "  scrape latency p50     %.2f\n", a/b}'
   awk -v a="$v95" -v b="$p95" 'BEGIN {printf "  scrape latency p95     %.2f\n", a/b}'
   awk -v a="$vrss" -v b="$prss" 'BEGIN {printf "  RSS                    %.2f\n", a/b}'
   awk -v a="$vq" -v b="$pq" 'BEGIN {printf "  statements per scrape  %.2f\n", (b > 0 ? a/b : 0)}'
+  awk -v a="$vcpu" -v b="$pcpu" 'BEGIN {printf "  CPU per scrape         %.2f\n", (b > 0 ? a/b : 0)}'
 done
 echo "versions: $("$VITALS" --version | head -1); $("$PEER" --version 2>&1 | head -1); $(psql -d postgres -c 'show server_version')"

@@ -39,7 +39,9 @@ pub type Labels = BTreeMap<String, String>;
 pub fn defaults() -> Vec<Recommendation> {
     // The file is part of the binary and covered by unit and integration tests; an error here
     // is a bug in this build, reported rather than panicking.
-    match serde_norway::from_str(DEFAULTS_YAML) {
+    // Through the config reader, as the configured ones: one deserializer per type in the
+    // binary (each extra one is more code, and code pages are most of the resident memory).
+    match crate::config::parse_yaml(DEFAULTS_YAML, "default_recommendations.yml") {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "the embedded default recommendations do not parse; using none");

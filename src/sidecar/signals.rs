@@ -10,7 +10,9 @@ pub const DEFAULTS_YAML: &str = include_str!("default_signals.yml");
 pub fn defaults() -> Vec<Signal> {
     // The file is part of the binary and covered by a unit test; an error here is a bug in
     // this build, reported rather than panicking.
-    match serde_norway::from_str(DEFAULTS_YAML) {
+    // Through the config reader, as the configured ones: one deserializer per type in the
+    // binary (each extra one is more code, and code pages are most of the resident memory).
+    match crate::config::parse_yaml(DEFAULTS_YAML, "default_signals.yml") {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "the embedded default signals do not parse; using none");

@@ -63,7 +63,9 @@ pub enum SloError {
 pub fn defaults() -> Vec<Slo> {
     // The file is part of the binary and covered by a unit test; an error here is a bug in
     // this build, reported rather than panicking.
-    match serde_norway::from_str(DEFAULTS_YAML) {
+    // Through the config reader, as the configured ones: one deserializer per type in the
+    // binary (each extra one is more code, and code pages are most of the resident memory).
+    match crate::config::parse_yaml(DEFAULTS_YAML, "default_slos.yml") {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "the embedded default SLOs do not parse; using none");
@@ -852,7 +854,8 @@ pub fn load_file(path: &Path) -> Result<Vec<Slo>, SloError> {
 
 /// As [`load_file`], from text; `file` names the source in errors.
 pub fn parse(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Vec<Slo>, SloError> {
-    let value: serde_norway::Value = serde_norway::from_str(text).unwrap_or_default();
+    // Through the config reader like everything else it reads (one deserializer per type).
+    let value: serde_norway::Value = crate::config::parse_yaml(text, file).unwrap_or_default();
     let is_sloth = value
         .as_mapping()
         .is_some_and(|m| m.contains_key(serde_norway::Value::from("version")));

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -106,7 +106,10 @@ pub async fn serve(
     }
     drop(tx);
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    // HTTP/1.1 only: Prometheus scrapes and every API client of the exporter and the sidecar
+    // speak it, and an HTTP/2 server (h2) would add a quarter of a MiB of code pages to the
+    // resident memory (docs/BENCHMARKS.md). TLS advertises only http/1.1 over ALPN.
+    let builder = Arc::new(http1::Builder::new());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -124,7 +127,7 @@ pub async fn serve(
                             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(s)) => {
-                                    let conn = builder.serve_connection(TokioIo::new(s), service).into_owned();
+                                    let conn = builder.serve_connection(TokioIo::new(s), service);
                                     watcher.watch(conn).await
                                 }
                                 Ok(Err(e)) => {
@@ -138,7 +141,7 @@ pub async fn serve(
                             }
                         }
                         None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(conn).await
                         }
                     };

@@ -77,6 +77,7 @@ struct TlsFile {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct HttpFile {
+    // Accepted for compatibility; the server speaks HTTP/1.1 only (src/web/server.rs).
     http2: Option<bool>,
     headers: BTreeMap<String, String>,
 }
@@ -118,8 +119,7 @@ impl WebConfig {
         let base = path.parent();
         let tls = match parsed.tls_server_config {
             Some(t) => Some(Arc::new(
-                build_tls(&t, base, parsed.http_server_config.as_ref())
-                    .map_err(|(key, reason)| invalid(&key, reason))?,
+                build_tls(&t, base).map_err(|(key, reason)| invalid(&key, reason))?,
             )),
             None => None,
         };
@@ -134,6 +134,11 @@ impl WebConfig {
         }
         let mut headers = Vec::new();
         if let Some(http) = &parsed.http_server_config {
+            if http.http2 == Some(true) {
+                tracing::warn!(
+                    "web config: http_server_config.http2 is ignored; vitals serves HTTP/1.1 only"
+                );
+            }
             for (k, v) in &http.headers {
                 let name = hyper::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
                     invalid(&format!("http_server_config.headers.{k}"), e.to_string())
@@ -234,11 +239,7 @@ pub fn parse_basic(header: &[u8]) -> Option<(String, String)> {
 
 type KeyReason = (String, String);
 
-fn build_tls(
-    t: &TlsFile,
-    base: Option<&Path>,
-    http: Option<&HttpFile>,
-) -> Result<rustls::ServerConfig, KeyReason> {
+fn build_tls(t: &TlsFile, base: Option<&Path>) -> Result<rustls::ServerConfig, KeyReason> {
     let k = |key: &str| format!("tls_server_config.{key}");
     let rel = |p: &Path| crate::config::resolve_relative(base, p);
     if t.cipher_suites.is_some()
@@ -335,11 +336,8 @@ fn build_tls(
     let mut cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| (k("key_file"), e.to_string()))?;
-    cfg.alpn_protocols = if http.and_then(|h| h.http2).unwrap_or(true) {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    // The server speaks HTTP/1.1 only (src/web/server.rs), whatever `http2` says.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
 

@@ -189,6 +189,43 @@ fn tls_with_the_ca_succeeds_and_without_it_fails() {
     assert_ne!(code, 0, "plain HTTP is not served on a TLS port");
 }
 
+/// The server speaks HTTP/1.1 only (no h2 in the binary, docs/BENCHMARKS.md): a client that
+/// offers HTTP/2 over ALPN gets HTTP/1.1, also when the exporter-toolkit file asks for
+/// `http2: true` (accepted for compatibility, with a warning).
+#[test]
+fn tls_negotiates_http1_even_when_http2_is_asked_for() {
+    let dir = temp_dir("webh1");
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(&["127.0.0.1"]);
+    let ca = dir.path().join("ca.pem");
+    write_file(&ca, &pki.ca_pem);
+    write_file(&dir.path().join("server.crt"), cert);
+    write_file(&dir.path().join("server.key"), key);
+    let (mut vitals, port) = start_with_web_config(
+        dir.path(),
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nhttp_server_config:\n  http2: true\n",
+    );
+    let curl = require_binary("/usr/bin/curl", "curl");
+    let out = Command::new(curl)
+        .args(["-sS", "--max-time", "10", "--http2", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{http_version}", "--cacert"])
+        .arg(&ca)
+        .arg(format!("https://127.0.0.1:{port}/metrics"))
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 1.1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = vitals.stop_and_logs();
+    assert!(
+        logs.contains("http_server_config.http2 is ignored"),
+        "{logs}"
+    );
+}
+
 #[test]
 fn tls_client_certificates_are_required_when_configured() {
     let dir = temp_dir("webmtls");
