@@ -33,10 +33,15 @@ const DAY_MS: i64 = 86_400_000;
 /// query costs the server an index search and a pass over the series' blocks (about 0.1 s
 /// of VictoriaMetrics CPU for 1,000 series, measured), and both sides a round trip.
 const CHUNK_POINTS: i64 = 600_000;
-/// Signals refreshed at once. Each has up to two range queries in flight (one scored, the
-/// next fetched), so at most four queries at a time reach the server: VictoriaMetrics'
-/// default concurrency on a 2-core host, and a small share of Prometheus' 20.
+/// Signals refreshed at once. Each has up to three range queries in flight while it loads
+/// its history (one scored, [`AHEAD`] fetched), so at most six queries at a time reach the
+/// server: VictoriaMetrics queues those beyond its default concurrency (4 on a 2-core host)
+/// for a moment, and it is a small share of Prometheus' 20.
 const CONCURRENT_QUERIES: usize = 2;
+/// History chunks fetched ahead of the one being scored. Two keep the server busy while the
+/// sidecar scores (with one, the next query went out only once the previous answer was
+/// taken, and server and sidecar mostly took turns); each costs a chunk of memory.
+const AHEAD: usize = 2;
 /// Weeks of the same hour a seasonal baseline needs.
 const SEASONAL_MIN_WEEKS: usize = 2;
 
@@ -579,9 +584,10 @@ impl SignalState {
             },
         };
         let traffic = traffic.as_deref();
-        // Chunks (see `next_chunk`); the next chunk is fetched (and parsed, on another worker
-        // thread) while this one is scored, so a long history loads at the pace of the
-        // slower of the two rather than their sum.
+        // Chunks (see `Plan::chunk`); the next [`AHEAD`] chunks are fetched (and parsed, on
+        // other worker threads) while this one is scored, so the server always has a query
+        // to answer and a long history loads at the pace of the slower side rather than
+        // their sum.
         let expr: Arc<str> = Arc::from(self.def.expr.as_str());
         let plan = Plan {
             end,
@@ -596,17 +602,27 @@ impl SignalState {
                 tokio::spawn(async move { client.query_range(&expr, c.from, c.to, step).await });
             (c, task)
         };
-        let mut pending = plan.chunk(start, 0).map(fetch);
+        let mut pending = std::collections::VecDeque::with_capacity(AHEAD + 1);
+        let mut next_from = start;
         let mut up = true;
-        while let Some((
-            Chunk {
-                from: t0, to: t1, ..
-            },
-            task,
-        )) = pending.take()
-        {
-            // Sized by the series seen so far (the chunk in flight is not parsed yet).
-            pending = plan.chunk(t1 + res, self.series.len()).map(fetch);
+        loop {
+            // Sized by the series seen so far (the chunks in flight are not parsed yet).
+            while pending.len() <= AHEAD {
+                let Some(c) = plan.chunk(next_from, self.series.len()) else {
+                    break;
+                };
+                next_from = c.to + res;
+                pending.push_back(fetch(c));
+            }
+            let Some((
+                Chunk {
+                    from: t0, to: t1, ..
+                },
+                task,
+            )) = pending.pop_front()
+            else {
+                break;
+            };
             let result = match task.await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("query task failed: {e}")),
@@ -632,7 +648,7 @@ impl SignalState {
                     self.loaded_until = Some(t1);
                 }
                 Err(e) => {
-                    if let Some((_, next)) = pending.take() {
+                    for (_, next) in pending.drain(..) {
                         next.abort();
                     }
                     failed += 1;
@@ -982,8 +998,8 @@ mod tests {
         let (mut points, mut queries) = (Vec::new(), 0);
         let mut next = plan.chunk(start, 0);
         while let Some(c) = next {
-            // The second chunk is asked before the first answer is parsed.
-            let known = if queries == 0 { 0 } else { series };
+            // The first `AHEAD + 1` chunks are asked before the first answer is parsed.
+            let known = if queries < AHEAD { 0 } else { series };
             queries += 1;
             assert!(c.from <= c.to && c.to <= plan.end, "{c:?}");
             let n = (c.to - c.from) / c.step + 1;
@@ -1035,13 +1051,14 @@ mod tests {
         // 22 days at 1 h (the first hour starts before `start`) and 8 days at 5 min: 2,839
         // points a series instead of 8,641.
         assert_eq!(points.len(), 22 * 24 - 1 + 8 * 288 + 7 + 1);
-        // 288 points a series twice (12 days at 1 h: the second chunk is sized before the
-        // series count is known), then about 600 points a series.
-        assert_eq!(queries, 2 + 4, "{points:?}");
+        // A day's points a series three times (12 days at 1 h, the rest of the coarse part, a
+        // day at 5 minutes: asked before the series count is known), then about 600 points a
+        // series.
+        assert_eq!(queries, 2 + 1 + 4, "{points:?}");
         assert_eq!(
             load(&plan, start, 50).1,
-            2 + 1,
-            "50 series: the 8 days in one query"
+            2 + 2,
+            "50 series: the last 7 days in one query"
         );
 
         // A failed load resumes where it stopped: inside the coarse part, at the next hour.
