@@ -70,9 +70,15 @@ pub fn stats(values: &mut [f64]) -> Option<Stats> {
 
 /// Appends the points of `h` in `[from_ms, to_ms]` to `out`, each repeated by its weight.
 fn extend_weighted(out: &mut Vec<f64>, h: &History, from_ms: i64, to_ms: i64) {
-    for (_, v, w) in h.weighted_range(from_ms, to_ms) {
-        out.extend(std::iter::repeat_n(v, w as usize));
+    // The full-resolution part (all of it once the coarse part has aged out) is copied as
+    // it is: the steady cycle recomputes every series' baselines.
+    let full_from = h.full_from().unwrap_or(i64::MIN);
+    if from_ms < full_from {
+        for (_, v, w) in h.weighted_range(from_ms, to_ms.min(full_from - 1)) {
+            out.extend(std::iter::repeat_n(v, w as usize));
+        }
     }
+    out.extend(h.range(from_ms.max(full_from), to_ms).map(|(_, v)| v));
 }
 
 /// Statistics over `[end - window, end]`, if the points in it stand for at least
