@@ -9,7 +9,8 @@
 #
 # VITALS_BIN=path runs that binary instead of building this tree's release binary (e.g. to
 # compare with an older build); QUICK=1 skips the steady cycle (which waits for the next
-# 5-minute grid point).
+# 5-minute grid point); EXTRA_CONFIG='key: value' adds sidecar keys (one a line), e.g.
+# EXTRA_CONFIG='history_coarse_step: 5m' loads the whole history at full resolution.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -105,6 +106,7 @@ run_case() {
     echo "  default_recommendations: false"
     echo "  default_slos: false"
     echo "  max_series_per_signal: 100000"
+    if [ -n "${EXTRA_CONFIG:-}" ]; then sed 's/^/  /' <<<"$EXTRA_CONFIG"; fi
     echo "  signals:"
     if [ "$signals" = 1 ]; then
       echo "    - {name: all, domain: bench, expr: 'bench_value', direction: both}"

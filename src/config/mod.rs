@@ -568,6 +568,17 @@ pub struct SidecarConfig {
     /// History loaded when a signal starts and kept per series; the longest baseline window.
     /// Default `30d`.
     pub history: PromDuration,
+    /// The newest part of `history` loaded at `resolution` when a signal starts; the older
+    /// part is loaded at `history_coarse_step` (one point standing for a whole coarse step in
+    /// the baselines), which cuts the first cycle's work about threefold. New points always
+    /// come at `resolution`, so the coarse part ages out. Must cover the 7-day baseline plus
+    /// `baseline_offset` and the forecast window. Default `8d`.
+    pub history_full_resolution: PromDuration,
+    /// Step at which the history older than `history_full_resolution` is loaded: a multiple
+    /// of `resolution`, at most `1h` (so every hour of the week keeps a point from every
+    /// week). Equal to `resolution`, the whole history is loaded at full resolution.
+    /// Default `1h`.
+    pub history_coarse_step: PromDuration,
     /// Baselines end this long before the newest point, so that an ongoing anomaly does not
     /// pull its own baseline towards it. Default `1h`.
     pub baseline_offset: PromDuration,
@@ -645,6 +656,8 @@ impl Default for SidecarConfig {
             interval: d(60),
             resolution: d(300),
             history: d(30 * 86_400),
+            history_full_resolution: d(8 * 86_400),
+            history_coarse_step: d(3600),
             baseline_offset: d(3600),
             query_overlap: d(120),
             min_samples: 48,
@@ -1473,6 +1486,52 @@ fn logs_problems(l: &LogsConfig, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Checks of the coarse older history: its step must fall on the resolution grid, and the
+/// full-resolution part must hold everything that needs a regular grid (the 7-day baseline
+/// ending `baseline_offset` back, the forecast window, the re-asked overlap).
+fn coarse_history_problems(sc: &SidecarConfig, push: &mut impl FnMut(String, &str)) {
+    use std::time::Duration;
+    let (res, coarse) = (sc.resolution.0, sc.history_coarse_step.0);
+    if res.as_millis() == 0 {
+        return;
+    }
+    if coarse < res || coarse.as_millis() % res.as_millis() != 0 {
+        push(
+            "sidecar.history_coarse_step".into(),
+            "must be a multiple of sidecar.resolution (equal to it loads the whole history at full resolution)",
+        );
+        return;
+    }
+    if coarse > Duration::from_secs(3600) {
+        push(
+            "sidecar.history_coarse_step".into(),
+            "must be at most 1h, so every hour of the week keeps a point from every week",
+        );
+    }
+    if coarse == res || sc.history_full_resolution.0 >= sc.history.0 {
+        return;
+    }
+    let week = Duration::from_secs(7 * 86_400);
+    if sc.history_full_resolution.0 < week + sc.baseline_offset.0 {
+        push(
+            "sidecar.history_full_resolution".into(),
+            "must cover the 7-day baseline plus sidecar.baseline_offset",
+        );
+    }
+    if sc.history_full_resolution.0 < sc.forecast.window.0 {
+        push(
+            "sidecar.history_full_resolution".into(),
+            "must cover sidecar.forecast.window",
+        );
+    }
+    if sc.history_full_resolution.0 <= sc.query_overlap.0 {
+        push(
+            "sidecar.history_full_resolution".into(),
+            "must be longer than sidecar.query_overlap",
+        );
+    }
+}
+
 /// Checks of the sidecar's timing keys and signals.
 fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
     use std::time::Duration;
@@ -1506,6 +1565,7 @@ fn sidecar_problems(sc: &SidecarConfig, problems: &mut Vec<Problem>) {
             "must be shorter than sidecar.history",
         );
     }
+    coarse_history_problems(sc, &mut push);
     if sc.min_samples == 0 {
         push("sidecar.min_samples".into(), "must be at least 1");
     }

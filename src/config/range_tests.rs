@@ -198,6 +198,48 @@ fn cases() -> Vec<(String, &'static str, &'static str)> {
             "sidecar.baseline_offset",
             "shorter than sidecar.history",
         ),
+        // The coarse older history: on the resolution grid, at most an hour, and the
+        // full-resolution part holds the 7-day baseline, the forecast window and the overlap.
+        (
+            sc("history_coarse_step: 7m"),
+            "sidecar.history_coarse_step",
+            "multiple of sidecar.resolution",
+        ),
+        (
+            sc("resolution: 7m"),
+            "sidecar.history_coarse_step",
+            "multiple of sidecar.resolution",
+        ),
+        (
+            sc("history_coarse_step: 2m"),
+            "sidecar.history_coarse_step",
+            "multiple of sidecar.resolution",
+        ),
+        (
+            sc("history_coarse_step: 2h"),
+            "sidecar.history_coarse_step",
+            "at most 1h",
+        ),
+        (
+            sc("history_full_resolution: 7d"),
+            "sidecar.history_full_resolution",
+            "7-day baseline plus sidecar.baseline_offset",
+        ),
+        (
+            sc("history_full_resolution: 8d\n  baseline_offset: 2d"),
+            "sidecar.history_full_resolution",
+            "7-day baseline plus sidecar.baseline_offset",
+        ),
+        (
+            sc("history_full_resolution: 8d\n  forecast: {window: 9d}"),
+            "sidecar.history_full_resolution",
+            "must cover sidecar.forecast.window",
+        ),
+        (
+            sc("history_full_resolution: 8d\n  query_overlap: 8d"),
+            "sidecar.history_full_resolution",
+            "longer than sidecar.query_overlap",
+        ),
         (sc("min_samples: 0"), "sidecar.min_samples", "at least 1"),
         (
             sc("max_series_per_signal: 0"),
@@ -308,6 +350,22 @@ fn cases() -> Vec<(String, &'static str, &'static str)> {
 #[test]
 fn the_base_configs_of_the_cases_are_valid() {
     for text in [SSH, PG, SIGNAL, SLO] {
+        if let Err(e) = Config::parse(text, "vitals.yml", None) {
+            panic!("{e}\n{text}");
+        }
+    }
+}
+
+#[test]
+fn coarse_history_settings_in_range_are_accepted() {
+    for text in [
+        // The whole history at full resolution, either way.
+        "sidecar:\n  history_coarse_step: 5m\n  history_full_resolution: 1d\n",
+        "sidecar:\n  history: 7d\n  history_full_resolution: 8d\n",
+        // A resolution that does not divide an hour, with a coarse step that is a multiple.
+        "sidecar:\n  resolution: 7m\n  history_coarse_step: 56m\n",
+        "sidecar:\n  history: 40d\n  history_full_resolution: 10d\n  history_coarse_step: 30m\n",
+    ] {
         if let Err(e) = Config::parse(text, "vitals.yml", None) {
             panic!("{e}\n{text}");
         }

@@ -1,6 +1,15 @@
 //! Baselines of a series: mean, standard deviation and quantiles over rolling windows and
 //! over the same hour of the week. Definitions follow PromQL's `avg_over_time`,
 //! `stddev_over_time` (population) and `quantile_over_time`, so a user can check them there.
+//!
+//! A coarse point of the history (loaded at `sidecar.history_coarse_step`, see
+//! [`History::weight`]) counts as many times as the grid steps it stands for: the statistics
+//! are those of the full-resolution series in which every step of a coarse stretch repeats its
+//! sampled point. A coarse point is a systematic sample of the steps it stands for, so the
+//! mean is an unbiased estimate of the full-resolution mean, and stddev and quantiles are
+//! consistent estimates (exact when the series is constant over each coarse step). The
+//! full-resolution part (at least the 7-day window, see `sidecar.history_full_resolution`)
+//! gives exact figures.
 
 use super::store::History;
 
@@ -16,7 +25,7 @@ pub struct Stats {
     pub stddev: f64,
     /// Values at [`QUANTILES`].
     pub quantiles: [f64; 5],
-    /// Points in the window.
+    /// Grid points the window stands for: a coarse point counts for the steps it covers.
     pub count: usize,
 }
 
@@ -59,7 +68,21 @@ pub fn stats(values: &mut [f64]) -> Option<Stats> {
     })
 }
 
-/// Statistics over `[end - window, end]`, if at least `min_count` points fall in it.
+/// Appends the points of `h` in `[from_ms, to_ms]` to `out`, each repeated by its weight.
+fn extend_weighted(out: &mut Vec<f64>, h: &History, from_ms: i64, to_ms: i64) {
+    // The full-resolution part (all of it once the coarse part has aged out) is copied as
+    // it is: the steady cycle recomputes every series' baselines.
+    let full_from = h.full_from().unwrap_or(i64::MIN);
+    if from_ms < full_from {
+        for (_, v, w) in h.weighted_range(from_ms, to_ms.min(full_from - 1)) {
+            out.extend(std::iter::repeat_n(v, w as usize));
+        }
+    }
+    out.extend(h.range(from_ms.max(full_from), to_ms).map(|(_, v)| v));
+}
+
+/// Statistics over `[end - window, end]`, if the points in it stand for at least
+/// `min_count` grid points.
 pub fn window(
     h: &History,
     end_ms: i64,
@@ -68,7 +91,7 @@ pub fn window(
     scratch: &mut Vec<f64>,
 ) -> Option<Stats> {
     scratch.clear();
-    scratch.extend(h.range(end_ms - window_ms, end_ms).map(|(_, v)| v));
+    extend_weighted(scratch, h, end_ms - window_ms, end_ms);
     if scratch.len() < min_count.max(1) {
         return None;
     }
@@ -102,7 +125,7 @@ pub fn hour_of_week_stats(
     while start + HOUR > oldest {
         let before = scratch.len();
         let hi = (start + HOUR - 1).min(end_ms);
-        scratch.extend(h.range(start, hi).map(|(_, v)| v));
+        extend_weighted(scratch, h, start, hi);
         if scratch.len() > before {
             weeks += 1;
         }
@@ -156,6 +179,137 @@ mod tests {
         assert!((s.quantiles[4] - 1.95).abs() < 1e-12);
         let mut one = vec![3.0];
         assert_eq!(stats(&mut one).expect("stats").quantiles, [3.0; 5]);
+    }
+
+    const STEP: i64 = 300_000;
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 86_400_000;
+    /// Monday 2024-01-01 00:00 UTC.
+    const T0: i64 = 1_704_067_200_000;
+    /// End of the 30 days, and the full-resolution boundary 8 days before it.
+    const END: i64 = T0 + 30 * DAY;
+    const FULL_FROM: i64 = END - 8 * DAY;
+
+    /// Deterministic pseudo-random numbers in [0, 1).
+    fn unit(seed: i64) -> f64 {
+        let mut z = (seed as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The same 30 days of 5-minute points held in full, and held as the sidecar loads them
+    /// by default: before `FULL_FROM` only the point at the middle of each hour (weight 12).
+    fn full_and_coarse(value: impl Fn(i64) -> f64) -> (History, History) {
+        let mut full = History::new(STEP, 30 * DAY);
+        let mut coarse = History::new(STEP, 30 * DAY).with_coarse_before(FULL_FROM, 12);
+        for t in (T0..=END).step_by(STEP as usize) {
+            full.push(t, value(t));
+            if t >= FULL_FROM || t.rem_euclid(HOUR) == HOUR / 2 {
+                coarse.push(t, value(t));
+            }
+        }
+        (full, coarse)
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn coarse_points_weighted_by_their_span_give_the_full_statistics_of_hourly_levels() {
+        // Constant within each hour: a coarse point is exactly the hour it stands for.
+        let (full, coarse) = full_and_coarse(|t| (unit(t / HOUR) * 100.0).round());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (from, to) in [(END - 30 * DAY, END), (END - 20 * DAY, END - HOUR)] {
+            let want = window(&full, to, to - from, 1, &mut a).expect("full");
+            let got = window(&coarse, to, to - from, 1, &mut b).expect("coarse");
+            assert_eq!(got.count, want.count, "the same points stood for");
+            assert!(close(got.mean, want.mean), "{got:?} {want:?}");
+            assert!(close(got.stddev, want.stddev), "{got:?} {want:?}");
+            assert_eq!(got.quantiles, want.quantiles);
+        }
+        // The same hour of the week: one week at full resolution, three of coarse points.
+        for at in [END, END + 5 * HOUR] {
+            let want = hour_of_week_stats(&full, at, END - HOUR, 2, &mut a).expect("full");
+            let got = hour_of_week_stats(&coarse, at, END - HOUR, 2, &mut b).expect("coarse");
+            assert_eq!(got.count, 4 * 12);
+            assert_eq!((got.count, got.quantiles), (want.count, want.quantiles));
+            assert!(close(got.mean, want.mean) && close(got.stddev, want.stddev));
+        }
+    }
+
+    #[test]
+    fn coarse_estimates_of_a_noisy_wave_stay_within_their_sampling_error() {
+        // A daily wave plus noise (sum of four uniforms, sd 3.5).
+        let value = |t: i64| {
+            let wave = 20.0 * (std::f64::consts::TAU * (t % DAY) as f64 / DAY as f64).sin();
+            let noise: f64 = (0..4).map(|k| unit(t * 4 + k) - 0.5).sum::<f64>() * 12.0;
+            f64::from((100.0 + wave + noise) as f32)
+        };
+        let (full, coarse) = full_and_coarse(value);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // The 7-day window lies in the full-resolution part: exact.
+        let bend = END - HOUR;
+        let want = window(&full, bend, 7 * DAY, 1, &mut a).expect("full");
+        let got = window(&coarse, bend, 7 * DAY, 1, &mut b).expect("coarse");
+        assert_eq!(
+            (got.mean, got.stddev, got.quantiles),
+            (want.mean, want.stddev, want.quantiles)
+        );
+
+        // The 30-day window: each coarse point is one draw from the hour it stands for, so
+        // (stratified sampling, one unit per stratum) the estimate of the mean of any
+        // function y of the points errs with standard error f * sqrt(mean_h(var_h(y)) / n),
+        // where var_h is y's population variance within hour h, n the coarse hours and f
+        // their share of the window's weight. Checked at 4 standard errors for y = x (the
+        // mean), y = (x - mean)^2 (the variance; the stddev errs by about half its relative
+        // error) and y = [x <= q] (the share of the full series under a quantile estimate).
+        let want = window(&full, END, 30 * DAY, 1, &mut a).expect("full");
+        let got = window(&coarse, END, 30 * DAY, 1, &mut b).expect("coarse");
+        assert_eq!(got.count, want.count);
+        let hours: Vec<Vec<f64>> = (T0..FULL_FROM)
+            .step_by(HOUR as usize)
+            .map(|h| full.range(h, h + HOUR - 1).map(|p| p.1).collect())
+            .collect();
+        let n = hours.len() as f64;
+        let f = n * 12.0 / got.count as f64;
+        let se = |y: &dyn Fn(f64) -> f64| {
+            let within = hours
+                .iter()
+                .map(|xs| {
+                    let m = xs.iter().map(|&x| y(x)).sum::<f64>() / xs.len() as f64;
+                    xs.iter().map(|&x| (y(x) - m).powi(2)).sum::<f64>() / xs.len() as f64
+                })
+                .sum::<f64>()
+                / n;
+            f * (within / n).sqrt()
+        };
+        let se_mean = se(&|x| x);
+        assert!(
+            (got.mean - want.mean).abs() <= 4.0 * se_mean,
+            "{got:?} {want:?} se {se_mean}"
+        );
+        let var = want.stddev.powi(2);
+        let se_sd = se(&|x| (x - want.mean).powi(2)) / (2.0 * want.stddev);
+        assert!(
+            (got.stddev - want.stddev).abs() <= 4.0 * se_sd,
+            "{got:?} {want:?} se {se_sd}"
+        );
+        assert!(
+            se_sd < 0.02 * var.sqrt(),
+            "the bound itself is tight: {se_sd}"
+        );
+        let all: Vec<f64> = full.range(T0, END).map(|p| p.1).collect();
+        for (i, (q, est)) in QUANTILES.iter().zip(got.quantiles).enumerate() {
+            let share = all.iter().filter(|&&x| x <= est).count() as f64 / all.len() as f64;
+            let exact = want.quantiles[i];
+            let se_q = se(&|x| f64::from(u8::from(x <= exact)));
+            assert!(
+                (share - q).abs() <= 4.0 * se_q + 1.0 / all.len() as f64,
+                "q {q}: estimate {est} has {share} of the full series under it (se {se_q})"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! series), merges them into the histories by timestamp, scores them (the provisional ones
 //! again from the settled detector state), updates baselines and forecasts, and publishes an
 //! immutable [`Snapshot`] that `/metrics` encodes. A signal's history is loaded when it starts,
-//! in chunks of one day and then of about `CHUNK_POINTS` points.
+//! in chunks of a day's points and then of about `CHUNK_POINTS` points: the part older than
+//! `history_full_resolution` at `history_coarse_step` (one point an hour instead of twelve by
+//! default, so the first cycle moves about a third of the points), the rest at `resolution`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,15 +27,21 @@ use crate::config::{Direction, SidecarConfig, Signal};
 
 const DAY_MS: i64 = 86_400_000;
 /// Points (series x steps) a history chunk asks for once the signal's series count is
-/// known; the first chunks span one day. Bounds the memory of an answer (about 16 bytes a
-/// point parsed, 20-25 as JSON, two chunks at a time) while a signal with few series loads
-/// its history in a few queries instead of one a day: every query costs the server an index
-/// search and both sides a round trip.
-const CHUNK_POINTS: i64 = 300_000;
-/// Signals refreshed at once. Each has up to two range queries in flight (one scored, the
-/// next fetched), so at most four queries at a time reach the server: VictoriaMetrics'
-/// default concurrency on a 2-core host, and a small share of Prometheus' 20.
+/// known; the first chunks hold a day's points a series (a day at `resolution`, 12 days at a
+/// 1 h coarse step). Bounds the memory of an answer (about 16 bytes a point parsed, 20-25 as
+/// JSON, two chunks at a time) while a signal loads its history in a few queries: every
+/// query costs the server an index search and a pass over the series' blocks (about 0.1 s
+/// of VictoriaMetrics CPU for 1,000 series, measured), and both sides a round trip.
+const CHUNK_POINTS: i64 = 600_000;
+/// Signals refreshed at once. Each has up to three range queries in flight while it loads
+/// its history (one scored, [`AHEAD`] fetched), so at most six queries at a time reach the
+/// server: VictoriaMetrics queues those beyond its default concurrency (4 on a 2-core host)
+/// for a moment, and it is a small share of Prometheus' 20.
 const CONCURRENT_QUERIES: usize = 2;
+/// History chunks fetched ahead of the one being scored. Two keep the server busy while the
+/// sidecar scores (with one, the next query went out only once the previous answer was
+/// taken, and server and sidecar mostly took turns); each costs a chunk of memory.
+const AHEAD: usize = 2;
 /// Weeks of the same hour a seasonal baseline needs.
 const SEASONAL_MIN_WEEKS: usize = 2;
 
@@ -46,6 +54,10 @@ pub struct Settings {
     pub resolution_ms: i64,
     /// History kept and loaded.
     pub history_ms: i64,
+    /// The newest part of the history loaded at `resolution_ms`.
+    pub full_resolution_ms: i64,
+    /// Step at which the older part is loaded.
+    pub coarse_step_ms: i64,
     /// Baselines end this long before the newest point.
     pub baseline_offset_ms: i64,
     /// Each cycle queries again at least this stretch before its newest grid point.
@@ -70,6 +82,8 @@ impl Settings {
             interval: c.interval.0,
             resolution_ms: ms(c.resolution.0).max(1),
             history_ms: ms(c.history.0),
+            full_resolution_ms: ms(c.history_full_resolution.0),
+            coarse_step_ms: ms(c.history_coarse_step.0),
             baseline_offset_ms: ms(c.baseline_offset.0),
             query_overlap_ms: ms(c.query_overlap.0),
             min_samples: u64::from(c.min_samples),
@@ -80,8 +94,23 @@ impl Settings {
         }
     }
 
-    fn resolution(&self) -> Duration {
-        Duration::from_millis(u64::try_from(self.resolution_ms).unwrap_or(1))
+    /// The step of the older history, when it is loaded coarser than `resolution`: a
+    /// multiple of it (the config checks that; a setting that is not one loads everything
+    /// at full resolution).
+    fn coarse_ms(&self) -> Option<i64> {
+        let (res, coarse) = (self.resolution_ms, self.coarse_step_ms);
+        (coarse > res && coarse % res == 0 && self.full_resolution_ms < self.history_ms)
+            .then_some(coarse)
+    }
+
+    /// Where a history loaded up to `end` becomes full resolution: `full_resolution_ms`
+    /// before it, rounded down to a whole coarse step (so each coarse point stands for one
+    /// whole step: one hour of the week by default). `i64::MIN` without a coarse part.
+    fn full_from(&self, end: i64) -> i64 {
+        match self.coarse_ms() {
+            Some(c) => (end - self.full_resolution_ms).div_euclid(c) * c,
+            None => i64::MIN,
+        }
     }
 
     /// The stretch before a cycle's newest grid point that it queries again: the overlap
@@ -239,6 +268,9 @@ pub struct SignalStats {
 struct SignalState {
     def: Signal,
     loaded_until: Option<i64>,
+    /// History before this is loaded at the coarse step (`i64::MIN`: none); set by the
+    /// first load.
+    full_from: i64,
     /// Points from here on are live: set by the first load to its newest few points.
     live_from: i64,
     series: HashMap<Labels, SeriesState>,
@@ -500,6 +532,7 @@ impl SignalState {
             },
             def,
             loaded_until: None,
+            full_from: i64::MIN,
             live_from: i64::MIN,
             series: HashMap::new(),
         }
@@ -523,6 +556,7 @@ impl SignalState {
                 // restart during an anomaly raises it again after the usual debounce, and
                 // old history raises nothing.
                 self.live_from = end - res * i64::from(RAISE_POINTS - 1);
+                self.full_from = s.full_from(end);
                 end - s.history_ms
             }
             Some(t) => (t + res).min(end - overlap),
@@ -550,28 +584,45 @@ impl SignalState {
             },
         };
         let traffic = traffic.as_deref();
-        // One-day chunks; the next chunk is fetched (and parsed, on another worker thread)
-        // while this one is scored, so a long history loads at the pace of the slower of
-        // the two rather than their sum.
+        // Chunks (see `Plan::chunk`); the next [`AHEAD`] chunks are fetched (and parsed, on
+        // other worker threads) while this one is scored, so the server always has a query
+        // to answer and a long history loads at the pace of the slower side rather than
+        // their sum.
         let expr: Arc<str> = Arc::from(self.def.expr.as_str());
-        let fetch = |t0: i64, span: i64| {
-            let t1 = (t0 + span - res).min(end);
-            let (client, expr, step) = (client.clone(), expr.clone(), s.resolution());
-            let task = tokio::spawn(async move { client.query_range(&expr, t0, t1, step).await });
-            (t0, t1, task)
+        let plan = Plan {
+            end,
+            full_from: self.full_from,
+            coarse: s.coarse_ms().unwrap_or(res),
+            res,
         };
-        let max_span = res.saturating_mul(super::promql::MAX_POINTS_PER_QUERY);
-        let mut pending = Some(fetch(start, DAY_MS.min(max_span)));
+        let fetch = |c: Chunk| {
+            let (client, expr) = (client.clone(), expr.clone());
+            let step = Duration::from_millis(u64::try_from(c.step).unwrap_or(1));
+            let task =
+                tokio::spawn(async move { client.query_range(&expr, c.from, c.to, step).await });
+            (c, task)
+        };
+        let mut pending = std::collections::VecDeque::with_capacity(AHEAD + 1);
+        let mut next_from = start;
         let mut up = true;
-        while let Some((t0, t1, task)) = pending.take() {
-            if t1 + res <= end {
-                // Sized by the series seen so far (the chunk in flight is not parsed yet).
-                let span = match self.series.len() as i64 {
-                    0 => DAY_MS,
-                    n => (CHUNK_POINTS / n).max(1).saturating_mul(res).max(DAY_MS),
+        loop {
+            // Sized by the series seen so far (the chunks in flight are not parsed yet).
+            while pending.len() <= AHEAD {
+                let Some(c) = plan.chunk(next_from, self.series.len()) else {
+                    break;
                 };
-                pending = Some(fetch(t1 + res, span.min(max_span)));
+                next_from = c.to + res;
+                pending.push_back(fetch(c));
             }
+            let Some((
+                Chunk {
+                    from: t0, to: t1, ..
+                },
+                task,
+            )) = pending.pop_front()
+            else {
+                break;
+            };
             let result = match task.await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("query task failed: {e}")),
@@ -597,7 +648,7 @@ impl SignalState {
                     self.loaded_until = Some(t1);
                 }
                 Err(e) => {
-                    if let Some((_, _, next)) = pending.take() {
+                    for (_, next) in pending.drain(..) {
                         next.abort();
                     }
                     failed += 1;
@@ -638,9 +689,11 @@ impl SignalState {
                     self.stats.dropped_total += 1;
                     continue;
                 }
+                let weight = s.coarse_ms().map_or(1, |c| c / s.resolution_ms);
                 let state = SeriesState {
                     settled: Eval::new(self.def.direction),
-                    history: History::new(s.resolution_ms, s.history_ms),
+                    history: History::new(s.resolution_ms, s.history_ms)
+                        .with_coarse_before(self.full_from, u32::try_from(weight).unwrap_or(1)),
                     last: None,
                     baselines: Vec::new(),
                     forecast: None,
@@ -739,6 +792,65 @@ impl SignalState {
             ss.forecast = forecast::fit(pts, newest);
         }
         self.stats.series = self.series.len();
+    }
+}
+
+/// One range query of a history load: points `from..=to` every `step` ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Chunk {
+    from: i64,
+    to: i64,
+    step: i64,
+}
+
+/// How a signal's history up to `end` is asked for: before `full_from` one point per coarse
+/// step (at its middle, on the resolution grid: so it stands for the step around it and an
+/// hour of the week gets a point from inside that hour), from `full_from` on every `res`.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    end: i64,
+    full_from: i64,
+    coarse: i64,
+    res: i64,
+}
+
+impl Plan {
+    /// The range query for the points from `t0` on, or None past `end`. A chunk holds a
+    /// day's points a series (a day at `res`) while the signal's series count is unknown
+    /// (`series` 0), then about [`CHUNK_POINTS`] points (never fewer than a day's a series,
+    /// never more than a query may return), and never spans the full-resolution boundary.
+    fn chunk(&self, t0: i64, series: usize) -> Option<Chunk> {
+        let max_points = super::promql::MAX_POINTS_PER_QUERY;
+        let span = |step: i64| {
+            let day = DAY_MS / self.res;
+            let points = match i64::try_from(series).unwrap_or(i64::MAX) {
+                0 => day,
+                n => (CHUNK_POINTS / n).max(day),
+            };
+            points.clamp(1, max_points).saturating_mul(step)
+        };
+        let mut t0 = t0;
+        if t0 < self.full_from {
+            let c = self.coarse;
+            let mid = (c / 2).div_euclid(self.res) * self.res;
+            let first = t0 + (mid - t0).rem_euclid(c);
+            let last = self.full_from - c + mid;
+            if first <= last {
+                let to = (first + span(c) - c).min(last);
+                return Some(Chunk {
+                    from: first,
+                    to,
+                    step: c,
+                });
+            }
+            // No coarse point left: the last one stands for the steps up to the boundary.
+            t0 = self.full_from;
+        }
+        (t0 <= self.end).then(|| Chunk {
+            from: t0,
+            to: (t0 + span(self.res) - self.res).min(self.end),
+            step: self.res,
+        })
     }
 }
 
@@ -879,6 +991,110 @@ mod tests {
             "the same score as with the right points"
         );
         assert_eq!(got.severity, want.severity);
+    }
+
+    /// Every point a whole load asks for, and its number of queries.
+    fn load(plan: &Plan, start: i64, series: usize) -> (Vec<(i64, i64)>, usize) {
+        let (mut points, mut queries) = (Vec::new(), 0);
+        let mut next = plan.chunk(start, 0);
+        while let Some(c) = next {
+            // The first `AHEAD + 1` chunks are asked before the first answer is parsed.
+            let known = if queries < AHEAD { 0 } else { series };
+            queries += 1;
+            assert!(c.from <= c.to && c.to <= plan.end, "{c:?}");
+            let n = (c.to - c.from) / c.step + 1;
+            assert!(n <= super::super::promql::MAX_POINTS_PER_QUERY, "{c:?}");
+            assert!(
+                c.to < plan.full_from || c.from >= plan.full_from,
+                "a chunk does not span the boundary: {c:?}"
+            );
+            points.extend((0..n).map(|k| (c.from + k * c.step, c.step)));
+            next = plan.chunk(c.to + plan.res, known);
+        }
+        (points, queries)
+    }
+
+    #[test]
+    fn the_older_history_is_asked_once_an_hour_at_the_middle_of_each_hour() {
+        let s = Settings::from_config(&SidecarConfig::default());
+        let (res, hour) = (s.resolution_ms, 3_600_000);
+        assert_eq!(
+            (s.coarse_ms(), s.full_resolution_ms),
+            (Some(hour), 8 * DAY_MS)
+        );
+        let end = 1_704_067_200_000 + 30 * DAY_MS + 35 * 60_000;
+        let full_from = s.full_from(end);
+        assert_eq!(full_from % hour, 0);
+        assert!(full_from <= end - 8 * DAY_MS && full_from > end - 8 * DAY_MS - hour);
+        let plan = Plan {
+            end,
+            full_from,
+            coarse: hour,
+            res,
+        };
+        let start = end - s.history_ms;
+        let (points, queries) = load(&plan, start, 1000);
+        let (coarse, fine) = points
+            .iter()
+            .copied()
+            .partition::<Vec<_>, _>(|p| p.0 < full_from);
+        assert!(coarse.iter().all(|p| p.1 == hour && p.0 % hour == hour / 2));
+        assert!(
+            coarse.windows(2).all(|w| w[1].0 - w[0].0 == hour),
+            "no hour skipped"
+        );
+        assert!(coarse[0].0 >= start && coarse[0].0 - hour < start);
+        assert_eq!(coarse.last().map(|p| p.0), Some(full_from - hour / 2));
+        let want: Vec<i64> = (full_from..=end).step_by(res as usize).collect();
+        assert_eq!(fine.iter().map(|p| p.0).collect::<Vec<_>>(), want);
+        assert!(fine.iter().all(|p| p.1 == res));
+        // 22 days at 1 h (the first hour starts before `start`) and 8 days at 5 min: 2,839
+        // points a series instead of 8,641.
+        assert_eq!(points.len(), 22 * 24 - 1 + 8 * 288 + 7 + 1);
+        // A day's points a series three times (12 days at 1 h, the rest of the coarse part, a
+        // day at 5 minutes: asked before the series count is known), then about 600 points a
+        // series.
+        assert_eq!(queries, 2 + 1 + 4, "{points:?}");
+        assert_eq!(
+            load(&plan, start, 50).1,
+            2 + 2,
+            "50 series: the last 7 days in one query"
+        );
+
+        // A failed load resumes where it stopped: inside the coarse part, at the next hour.
+        let resumed = plan.chunk(start + 3 * hour + res, 1000).expect("chunk");
+        assert_eq!(resumed.from % hour, hour / 2);
+        assert_eq!(resumed.step, hour);
+        // Past the last coarse point, at the boundary.
+        let c = plan.chunk(full_from - hour / 2 + res, 1000).expect("chunk");
+        assert_eq!((c.from, c.step), (full_from, res));
+    }
+
+    #[test]
+    fn without_a_coarse_part_the_history_loads_at_resolution() {
+        for c in [
+            SidecarConfig {
+                history_coarse_step: crate::config::PromDuration(Duration::from_secs(300)),
+                ..SidecarConfig::default()
+            },
+            SidecarConfig {
+                history: crate::config::PromDuration(Duration::from_secs(7 * 86_400)),
+                ..SidecarConfig::default()
+            },
+        ] {
+            let s = Settings::from_config(&c);
+            assert_eq!((s.coarse_ms(), s.full_from(1_000_000)), (None, i64::MIN));
+            let end = 1_704_067_200_000;
+            let plan = Plan {
+                end,
+                full_from: s.full_from(end),
+                coarse: s.resolution_ms,
+                res: s.resolution_ms,
+            };
+            let (points, _) = load(&plan, end - s.history_ms, 1000);
+            let want: Vec<i64> = (end - s.history_ms..=end).step_by(300_000).collect();
+            assert_eq!(points.iter().map(|p| p.0).collect::<Vec<_>>(), want);
+        }
     }
 
     #[test]

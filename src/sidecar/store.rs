@@ -1,5 +1,11 @@
 //! Per-series history on the evaluation grid: one `f32` per resolution step, so 30 days at
 //! 5 minutes cost 35 KiB a series. Baselines and forecasts read it; missing steps are gaps.
+//!
+//! The oldest part may be *coarse*: loaded at a multiple of the step (see
+//! `sidecar.history_coarse_step`), so that only every Nth slot before the full-resolution
+//! boundary holds a point, standing for the N steps around it. The history records that
+//! boundary and gives each point its weight (N or 1); as new points arrive the coarse part
+//! ages out, and once it has, the history is full resolution throughout.
 
 use std::collections::VecDeque;
 
@@ -11,6 +17,10 @@ pub struct History {
     /// Grid index (timestamp / step) of `values[0]`.
     first: i64,
     values: VecDeque<f32>,
+    /// Points before this timestamp are coarse (`i64::MIN`: none).
+    full_from: i64,
+    /// Steps a coarse point stands for.
+    coarse_weight: u32,
 }
 
 impl History {
@@ -23,7 +33,46 @@ impl History {
             capacity,
             first: 0,
             values: VecDeque::new(),
+            full_from: i64::MIN,
+            coarse_weight: 1,
         }
+    }
+
+    /// Marks the points before `full_from_ms` as coarse, each standing for `weight` grid
+    /// steps. Call before storing points; `weight <= 1` means full resolution throughout.
+    pub fn with_coarse_before(mut self, full_from_ms: i64, weight: u32) -> History {
+        if weight > 1 {
+            self.full_from = full_from_ms;
+            self.coarse_weight = weight;
+        }
+        self
+    }
+
+    /// The timestamp from which the history is full resolution, while older (coarse)
+    /// points are still held; None once they have aged out (or there never were any).
+    pub fn full_from(&self) -> Option<i64> {
+        let oldest = self.first.saturating_mul(self.step_ms);
+        (self.full_from > oldest && !self.values.is_empty()).then_some(self.full_from)
+    }
+
+    /// Grid steps the point at `ts_ms` stands for: the coarse weight before the
+    /// full-resolution boundary, 1 from it on.
+    pub fn weight(&self, ts_ms: i64) -> u32 {
+        if ts_ms < self.full_from {
+            self.coarse_weight
+        } else {
+            1
+        }
+    }
+
+    /// [`History::range`] with each point's weight ([`History::weight`]).
+    pub fn weighted_range(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = (i64, f64, u32)> + Clone + '_ {
+        self.range(from_ms, to_ms)
+            .map(|(ts, v)| (ts, v, self.weight(ts)))
     }
 
     fn index(&self, ts_ms: i64) -> i64 {
@@ -163,6 +212,35 @@ mod tests {
             vec![(10, 1.0), (20, 2.0), (30, 3.5)]
         );
         assert_eq!(h.last_ts(), Some(30));
+    }
+
+    #[test]
+    fn tracks_the_full_resolution_boundary_until_the_coarse_part_ages_out() {
+        // Steps of 10, coarse points every 30 (weight 3) before 90, full resolution after.
+        let mut h = History::new(10, 200).with_coarse_before(90, 3);
+        for t in [10, 40, 70] {
+            assert!(h.set(t, 1.0));
+        }
+        for t in (90..=200).step_by(10) {
+            assert!(h.push(t, 2.0));
+        }
+        assert_eq!(h.full_from(), Some(90));
+        let w: Vec<_> = h.weighted_range(0, 100).map(|(t, _, w)| (t, w)).collect();
+        assert_eq!(w, vec![(10, 3), (40, 3), (70, 3), (90, 1), (100, 1)]);
+        // The span is 200: pushing up to 280 keeps slot 80 (a gap in the coarse part).
+        for t in (210..=280).step_by(10) {
+            h.push(t, 2.0);
+        }
+        assert_eq!(h.full_from(), Some(90), "slot 80 is still held");
+        assert_eq!(h.weighted_range(0, 1000).filter(|p| p.2 == 3).count(), 0);
+        h.push(290, 2.0);
+        assert_eq!(h.full_from(), None, "the coarse part has aged out");
+        assert!(h.weighted_range(0, 1000).all(|p| p.2 == 1));
+        // Without a coarse part there is no boundary, and weight 1 means none.
+        assert_eq!(History::new(10, 200).full_from(), None);
+        let mut one = History::new(10, 200).with_coarse_before(90, 1);
+        one.push(10, 1.0);
+        assert_eq!((one.full_from(), one.weight(10)), (None, 1));
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //! on top (scraped by Prometheus, imported into VictoriaMetrics), and `vitals sidecar`
 //! evaluating them: its /metrics must show baselines equal to the data's true statistics,
 //! forecasts equal to PromQL's deriv / predict_linear over the same points, and an injected
-//! anomaly raising anomaly_severity within two cycles of its first point.
+//! anomaly raising anomaly_severity within two cycles of its first point. The oldest hours
+//! are loaded at a coarse step, as `history_coarse_step` does with the older history.
+//!
+//! Then 30 days of 5-minute history, of which the sidecar loads the part older than 8 days
+//! once an hour (the defaults): its 7-day baselines must be the data's exact statistics, its
+//! 30-day ones the hourly-weighted statistics of the points it asked for, within the
+//! sampling error of that estimate of the full data's mean and standard deviation.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -142,6 +148,10 @@ fn sidecar_config(url: &str, threshold: f64) -> String {
   interval: {STEP}s
   resolution: {STEP}s
   history: {HISTORY_DAYS}d
+  # The oldest 22 hours are loaded once an hour: the 7-day baseline (ending an hour back)
+  # must still see every point, and the detector copes with the coarse warm-up.
+  history_full_resolution: 7d2h
+  history_coarse_step: 1h
   baseline_offset: 1h
   default_signals: false
   # Only this test's signals: the default SLOs and recommendations query months-long ranges
@@ -533,4 +543,265 @@ fn sidecar_against_victoriametrics_imported_history() {
     });
     stop.store(true, Ordering::SeqCst);
     let _ = pusher.join();
+}
+
+// ---------------------------------------------------------------------------------------
+// 30 days of 5-minute history, of which the sidecar loads the part older than
+// `history_full_resolution` (default 8d) once an hour (`history_coarse_step`, default 1h).
+
+/// Grid step of the 30-day history, seconds.
+const WAVE_STEP: i64 = 300;
+const HOUR_S: i64 = 3600;
+const DAY_S: i64 = 86_400;
+
+/// A daily wave plus noise, stored as the sidecar stores it (f32).
+fn wave(ts: i64) -> f64 {
+    let phase = std::f64::consts::TAU * ts.rem_euclid(DAY_S) as f64 / DAY_S as f64;
+    f64::from((100.0 + 20.0 * phase.sin() + 10.0 * noise(ts ^ 0x3333)) as f32)
+}
+
+/// The 30-day history (plus an hour) up to `end`, seconds and values.
+fn wave_history(end: i64) -> Vec<(i64, f64)> {
+    ((end - 30 * DAY_S - HOUR_S)..=end)
+        .step_by(WAVE_STEP as usize)
+        .map(|t| (t, wave(t)))
+        .collect()
+}
+
+fn wave_config(url: &str) -> String {
+    format!(
+        r#"sidecar:
+  prometheus:
+    url: {url}
+  interval: 5s
+  resolution: {WAVE_STEP}s
+  history: 30d
+  baseline_offset: 1h
+  default_signals: false
+  default_slos: false
+  default_recommendations: false
+  signals:
+    - name: wave
+      domain: app
+      expr: vitals_test_wave
+      direction: both
+"#
+    )
+}
+
+/// Population mean and standard deviation.
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (mean, sd)
+}
+
+/// Checks the sidecar's baselines over a 30-day history whose first load ended at one of
+/// the grid points from `newest` on (the test does not know which). The coarse points are
+/// those at the middle of each hour, which the sidecar asks for.
+fn check_coarse_baselines(vitals: &Vitals, h: &[(i64, f64)], diag: &dyn Fn() -> String) {
+    let phase = HOUR_S / 2;
+    let get = |t: &str, name: &str, window: &str| {
+        metric(t, name, &[("signal", "wave"), ("window", window)])
+    };
+    let text = poll_until(Duration::from_secs(120), || {
+        let t = vitals.metrics();
+        get(&t, "baseline_mean", "30d").map(|_| t)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no 30d baseline after 120 s\n{}\n--- logs ---\n{}\n{}",
+            vitals.metrics(),
+            vitals.logs(),
+            diag()
+        )
+    });
+    let value = |name: &str, window: &str| {
+        get(&text, name, window).unwrap_or_else(|| panic!("no {name}{{window={window}}}:\n{text}"))
+    };
+    let (mean30, sd30) = (
+        value("baseline_mean", "30d"),
+        value("baseline_stddev", "30d"),
+    );
+    let (mean7, sd7) = (value("baseline_mean", "7d"), value("baseline_stddev", "7d"));
+    let newest = h.last().expect("history").0;
+    let bend = newest - HOUR_S;
+    let full = |from: i64, to: i64| -> Vec<f64> {
+        h.iter()
+            .filter(|p| p.0 >= from && p.0 <= to)
+            .map(|p| p.1)
+            .collect()
+    };
+
+    // The 7-day window lies in the full-resolution part: the data's exact statistics.
+    let (m, s) = mean_sd(&full(bend - 7 * DAY_S, bend));
+    assert!(
+        close(mean7, m, 1e-6) && close(sd7, s, 1e-4),
+        "7d baseline {mean7} / {sd7}, data {m} / {s}"
+    );
+
+    // The 30-day window. Its first load ended at `end` (a grid point at or after the newest
+    // one), became full resolution at `end - 8d` rounded down to the hour, and before that
+    // got one point an hour (at `phase`), which stands for the hour's 12 points. The history
+    // keeps the last 30 days before its newest point.
+    let candidates: Vec<_> = (0..4)
+        .map(|k| {
+            let end = newest + k * WAVE_STEP;
+            let full_from = (end - 8 * DAY_S).div_euclid(HOUR_S) * HOUR_S;
+            let asked = end - 30 * DAY_S + (HOUR_S / 2 - (end - 30 * DAY_S)).rem_euclid(HOUR_S);
+            let first = (asked - HOUR_S / 2 + phase).max(newest - 30 * DAY_S);
+            let first = first + (phase - first).rem_euclid(HOUR_S);
+            (first, full_from)
+        })
+        .collect();
+    let matched = candidates.iter().find_map(|&(first, full_from)| {
+        let coarse: Vec<f64> = full(first, full_from - 1)
+            .into_iter()
+            .step_by((HOUR_S / WAVE_STEP) as usize)
+            .collect();
+        let weighted: Vec<f64> = coarse
+            .iter()
+            .flat_map(|&v| std::iter::repeat_n(v, (HOUR_S / WAVE_STEP) as usize))
+            .chain(full(full_from, bend))
+            .collect();
+        let (m, s) = mean_sd(&weighted);
+        (close(mean30, m, 1e-6) && close(sd30, s, 1e-4)).then_some((first, full_from, coarse))
+    });
+    let Some((first, full_from, coarse)) = matched else {
+        panic!(
+            "30d baseline {mean30} / {sd30} is not the hourly-weighted statistics of any first load {candidates:?}"
+        )
+    };
+
+    // Against the full-resolution data over the same span: each coarse point is one draw
+    // from the hour it stands for (stratified sampling, one unit per stratum), so the
+    // estimate of the mean of y errs with standard error f * sqrt(mean_h(var_h(y)) / n)
+    // (var_h: y's population variance within hour h; n: coarse hours; f: their share of the
+    // window's weight). Checked at 4 standard errors for y = x (mean) and
+    // y = (x - mean)^2 (variance, whose relative error the stddev halves).
+    let span = full(first - phase, bend);
+    let (true_mean, true_sd) = mean_sd(&span);
+    let hours: Vec<Vec<f64>> = (0..coarse.len() as i64)
+        .map(|k| {
+            let start = first - phase + k * HOUR_S;
+            full(start, start + HOUR_S - 1)
+        })
+        .collect();
+    let n = hours.len() as f64;
+    let f = n * 12.0 / span.len() as f64;
+    let se = |y: &dyn Fn(f64) -> f64| {
+        let within = hours
+            .iter()
+            .map(|xs| {
+                let m = xs.iter().map(|&x| y(x)).sum::<f64>() / xs.len() as f64;
+                xs.iter().map(|&x| (y(x) - m).powi(2)).sum::<f64>() / xs.len() as f64
+            })
+            .sum::<f64>()
+            / n;
+        f * (within / n).sqrt()
+    };
+    let se_mean = se(&|x| x);
+    let se_sd = se(&|x| (x - true_mean).powi(2)) / (2.0 * true_sd);
+    eprintln!(
+        "30d mean {mean30} (full data {true_mean}, se {se_mean}), stddev {sd30} (full data {true_sd}, se {se_sd})"
+    );
+    assert!(
+        (mean30 - true_mean).abs() <= 4.0 * se_mean,
+        "30d mean {mean30} vs the full data's {true_mean}: more than 4 standard errors ({se_mean})"
+    );
+    assert!(
+        (sd30 - true_sd).abs() <= 4.0 * se_sd,
+        "30d stddev {sd30} vs the full data's {true_sd}: more than 4 standard errors ({se_sd})"
+    );
+    assert!(
+        coarse.len() > 500 && full_from > first,
+        "the load was coarse before {full_from}: {} points",
+        coarse.len()
+    );
+    assert!(
+        metric(
+            &text,
+            "baseline_mean",
+            &[("signal", "wave"), ("window", "hour_of_week")]
+        )
+        .is_some(),
+        "four weeks of history give an hour-of-week baseline"
+    );
+    assert_eq!(
+        metric(&text, "anomaly_severity", &[("signal", "wave")]),
+        Some(0.0),
+        "no anomaly on normal data:\n{text}"
+    );
+}
+
+fn wave_end() -> i64 {
+    (now_s() - 60).div_euclid(WAVE_STEP) * WAVE_STEP
+}
+
+#[test]
+fn sidecar_30d_baselines_from_coarse_older_history_prometheus() {
+    let h = wave_history(wave_end());
+    let mut om = String::from("# TYPE vitals_test_wave gauge\n");
+    for (t, v) in &h {
+        om.push_str(&format!(
+            "vitals_test_wave{{instance=\"a\",job=\"hist\"}} {v} {t}\n"
+        ));
+    }
+    om.push_str("# EOF\n");
+    let prom = Prometheus::builder().backfill_openmetrics(&om).start();
+    let vitals = Vitals::builder()
+        .subcommand("sidecar")
+        .config(&wave_config(&prom.url()))
+        .start();
+    check_coarse_baselines(&vitals, &h, &|| {
+        crate::support::log_block("prometheus log", prom.log_path())
+    });
+}
+
+#[test]
+fn sidecar_30d_baselines_from_coarse_older_history_victoriametrics() {
+    let h = wave_history(wave_end());
+    let text: String = h
+        .iter()
+        .map(|(t, v)| {
+            format!(
+                "vitals_test_wave{{instance=\"a\",job=\"hist\"}} {v} {}\n",
+                t * 1000
+            )
+        })
+        .collect();
+    // Without its response cache: with it, VictoriaMetrics rounds the start of a range query
+    // of 50 or more points down to a multiple of the step, and answers the coarse points on
+    // the hour instead of at its middle (docs/sidecar.md).
+    let vm = VictoriaMetrics::start();
+    vm.import_prometheus(&text);
+    let client = crate::support::http_client();
+    let counted = poll_until(Duration::from_secs(60), || {
+        let r: serde_json::Value = client
+            .get(format!("{}/api/v1/query", vm.url()))
+            .query(&[("query", "count_over_time(vitals_test_wave[31d])")])
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let n = r["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()?;
+        (n as usize >= h.len()).then_some(n)
+    });
+    assert!(
+        counted.is_some(),
+        "VictoriaMetrics does not count the {} imported points within 60 s\n{}",
+        h.len(),
+        crate::support::log_block("victoria-metrics log", vm.log_path())
+    );
+    let vitals = Vitals::builder()
+        .subcommand("sidecar")
+        .config(&wave_config(&vm.url()))
+        .start();
+    check_coarse_baselines(&vitals, &h, &|| {
+        crate::support::log_block("victoria-metrics log", vm.log_path())
+    });
 }
