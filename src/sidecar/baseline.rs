@@ -137,6 +137,28 @@ pub fn hour_of_week_stats(
     stats(scratch)
 }
 
+/// The standard error of a window statistic (the mean of `y(x)`) whose coarse part keeps one
+/// sample of each hour: `share * sqrt(mean within-hour variance of y / hours)`, where `hours`
+/// holds the full-resolution values of each coarse hour and `share` is the coarse points'
+/// weight in the window. It bounds how far a 30-day baseline loaded with coarse older
+/// history may stand from the full-resolution one, for tests and for judging the setting.
+pub fn coarse_standard_error(hours: &[Vec<f64>], share: f64, y: impl Fn(f64) -> f64) -> f64 {
+    let full: Vec<&Vec<f64>> = hours.iter().filter(|xs| !xs.is_empty()).collect();
+    if full.is_empty() {
+        return 0.0;
+    }
+    let n = full.len() as f64;
+    let within = full
+        .iter()
+        .map(|xs| {
+            let m = xs.iter().map(|&x| y(x)).sum::<f64>() / xs.len() as f64;
+            xs.iter().map(|&x| (y(x) - m).powi(2)).sum::<f64>() / xs.len() as f64
+        })
+        .sum::<f64>()
+        / n;
+    share * (within / n).sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,26 +294,15 @@ mod tests {
             .step_by(HOUR as usize)
             .map(|h| full.range(h, h + HOUR - 1).map(|p| p.1).collect())
             .collect();
-        let n = hours.len() as f64;
-        let f = n * 12.0 / got.count as f64;
-        let se = |y: &dyn Fn(f64) -> f64| {
-            let within = hours
-                .iter()
-                .map(|xs| {
-                    let m = xs.iter().map(|&x| y(x)).sum::<f64>() / xs.len() as f64;
-                    xs.iter().map(|&x| (y(x) - m).powi(2)).sum::<f64>() / xs.len() as f64
-                })
-                .sum::<f64>()
-                / n;
-            f * (within / n).sqrt()
-        };
-        let se_mean = se(&|x| x);
+        let f = hours.len() as f64 * 12.0 / got.count as f64;
+        let se_mean = coarse_standard_error(&hours, f, |x| x);
         assert!(
             (got.mean - want.mean).abs() <= 4.0 * se_mean,
             "{got:?} {want:?} se {se_mean}"
         );
         let var = want.stddev.powi(2);
-        let se_sd = se(&|x| (x - want.mean).powi(2)) / (2.0 * want.stddev);
+        let se_sd =
+            coarse_standard_error(&hours, f, |x| (x - want.mean).powi(2)) / (2.0 * want.stddev);
         assert!(
             (got.stddev - want.stddev).abs() <= 4.0 * se_sd,
             "{got:?} {want:?} se {se_sd}"
@@ -304,7 +315,7 @@ mod tests {
         for (i, (q, est)) in QUANTILES.iter().zip(got.quantiles).enumerate() {
             let share = all.iter().filter(|&&x| x <= est).count() as f64 / all.len() as f64;
             let exact = want.quantiles[i];
-            let se_q = se(&|x| f64::from(u8::from(x <= exact)));
+            let se_q = coarse_standard_error(&hours, f, |x| f64::from(u8::from(x <= exact)));
             assert!(
                 (share - q).abs() <= 4.0 * se_q + 1.0 / all.len() as f64,
                 "q {q}: estimate {est} has {share} of the full series under it (se {se_q})"

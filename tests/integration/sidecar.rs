@@ -688,21 +688,12 @@ fn check_coarse_baselines(vitals: &Vitals, h: &[(i64, f64)], diag: &dyn Fn() -> 
             full(start, start + HOUR_S - 1)
         })
         .collect();
-    let n = hours.len() as f64;
-    let f = n * 12.0 / span.len() as f64;
-    let se = |y: &dyn Fn(f64) -> f64| {
-        let within = hours
-            .iter()
-            .map(|xs| {
-                let m = xs.iter().map(|&x| y(x)).sum::<f64>() / xs.len() as f64;
-                xs.iter().map(|&x| (y(x) - m).powi(2)).sum::<f64>() / xs.len() as f64
-            })
-            .sum::<f64>()
-            / n;
-        f * (within / n).sqrt()
+    let f = hours.len() as f64 * 12.0 / span.len() as f64;
+    let se = |y: fn(f64, f64) -> f64| {
+        vitals::sidecar::baseline::coarse_standard_error(&hours, f, |x| y(x, true_mean))
     };
-    let se_mean = se(&|x| x);
-    let se_sd = se(&|x| (x - true_mean).powi(2)) / (2.0 * true_sd);
+    let se_mean = se(|x, _| x);
+    let se_sd = se(|x, m| (x - m).powi(2)) / (2.0 * true_sd);
     eprintln!(
         "30d mean {mean30} (full data {true_mean}, se {se_mean}), stddev {sd30} (full data {true_sd}, se {se_sd})"
     );

@@ -381,7 +381,10 @@ impl Tailer {
         let mut previous_poll = self.last_poll.replace(std::time::SystemTime::now());
         let had_saved = self.saved.is_some();
         if initial && let Some(at) = self.saved.as_ref().and_then(|s| s.saved_at) {
-            previous_poll = std::time::UNIX_EPOCH.checked_add(Duration::from_secs_f64(at.max(0.0)));
+            // A damaged state file may hold any number: one no Duration can hold is no time.
+            previous_poll = Duration::try_from_secs_f64(at.max(0.0))
+                .ok()
+                .and_then(|d| std::time::UNIX_EPOCH.checked_add(d));
         }
         if initial {
             self.restore(&mut report, sink);
@@ -1109,5 +1112,28 @@ mod tests {
         assert!(lines(&mut t).0.is_empty());
         append(&p, "new\n");
         assert_eq!(lines(&mut t).0, vec!["new"]);
+    }
+
+    #[test]
+    fn a_saved_time_no_duration_can_hold_is_ignored() {
+        // Found by the log_checkpoint fuzz target: a damaged state file's `saved_at`.
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("app.log");
+        append(&p, "one\n");
+        for at in [1e300, f64::INFINITY, f64::NAN, -5.0] {
+            let saved = Saved {
+                positions: Vec::new(),
+                seen_heads: Vec::new(),
+                saved_at: Some(at),
+            };
+            let mut t = Tailer::new(
+                &p.display().to_string(),
+                Some(saved),
+                StartAt::Beginning,
+                100,
+                Duration::ZERO,
+            );
+            assert_eq!(lines(&mut t).0, vec!["one"], "saved_at {at}");
+        }
     }
 }
