@@ -455,25 +455,12 @@ fn sidecar_against_victoriametrics_imported_history() {
     vm.import_prometheus(&prometheus_text_ms(&h));
     // The import is visible at its newest point at once, but a busy VictoriaMetrics may take
     // a while before every older day answers: wait until the whole history counts.
-    let client = crate::support::http_client();
     let want = h.len();
-    let counted = poll_until(Duration::from_secs(60), || {
-        let r: serde_json::Value = client
-            .get(format!("{}/api/v1/query", vm.url()))
-            .query(&[(
-                "query",
-                format!("count_over_time(vitals_test_gauge[{}d])", HISTORY_DAYS + 1),
-            )])
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        let n = r["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse::<f64>()
-            .ok()?;
-        (n as usize >= want).then_some(n)
-    });
+    let counted = wait_for_count(
+        &vm,
+        &format!("count_over_time(vitals_test_gauge[{}d])", HISTORY_DAYS + 1),
+        want,
+    );
     assert!(
         counted.is_some(),
         "VictoriaMetrics does not count the {want} imported points of the history within 60 s\n{}",
@@ -767,21 +754,7 @@ fn sidecar_30d_baselines_from_coarse_older_history_victoriametrics() {
     // the hour instead of at its middle (docs/sidecar.md).
     let vm = VictoriaMetrics::start();
     vm.import_prometheus(&text);
-    let client = crate::support::http_client();
-    let counted = poll_until(Duration::from_secs(60), || {
-        let r: serde_json::Value = client
-            .get(format!("{}/api/v1/query", vm.url()))
-            .query(&[("query", "count_over_time(vitals_test_wave[31d])")])
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        let n = r["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse::<f64>()
-            .ok()?;
-        (n as usize >= h.len()).then_some(n)
-    });
+    let counted = wait_for_count(&vm, "count_over_time(vitals_test_wave[31d])", h.len());
     assert!(
         counted.is_some(),
         "VictoriaMetrics does not count the {} imported points within 60 s\n{}",
@@ -795,4 +768,25 @@ fn sidecar_30d_baselines_from_coarse_older_history_victoriametrics() {
     check_coarse_baselines(&vitals, &h, &|| {
         crate::support::log_block("victoria-metrics log", vm.log_path())
     });
+}
+
+/// Waits up to 60 s until `query` (a `count_over_time` of imported points) answers at least
+/// `want` from VictoriaMetrics: a busy server may take a while before every older day of an
+/// import answers. The count, or None when it never got there.
+fn wait_for_count(vm: &VictoriaMetrics, query: &str, want: usize) -> Option<f64> {
+    let client = crate::support::http_client();
+    poll_until(Duration::from_secs(60), || {
+        let r: serde_json::Value = client
+            .get(format!("{}/api/v1/query", vm.url()))
+            .query(&[("query", query)])
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let n = r["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()?;
+        (n as usize >= want).then_some(n)
+    })
 }
