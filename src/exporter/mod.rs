@@ -709,6 +709,15 @@ mod tests {
         takes: Duration,
     }
 
+    impl Slow {
+        fn taking(takes: Duration) -> Slow {
+            Slow {
+                runs: Default::default(),
+                takes,
+            }
+        }
+    }
+
     impl Collector for Slow {
         fn name(&self) -> &'static str {
             "slow"
@@ -739,11 +748,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_scrapes_share_one_collection() {
-        let slow = Arc::new(Slow {
-            runs: Default::default(),
-            // Long enough that all ten tasks start while it runs, even on a loaded machine.
-            takes: Duration::from_millis(1000),
-        });
+        // Long enough that all ten tasks start while it runs, even on a loaded machine.
+        let slow = Arc::new(Slow::taking(Duration::from_millis(1000)));
         let e = Arc::new(exporter_with(slow.clone()));
         let mut tasks = Vec::new();
         for _ in 0..10 {
@@ -799,10 +805,7 @@ mod tests {
     async fn a_scrape_after_a_finished_collection_runs_its_own() {
         // A collector that answers at once: the next scrape can arrive before the finished
         // flight's task has removed it from the table, and must not join it.
-        let quick = Arc::new(Slow {
-            runs: Default::default(),
-            takes: Duration::ZERO,
-        });
+        let quick = Arc::new(Slow::taking(Duration::ZERO));
         let e = Arc::new(exporter_with(quick.clone()));
         for i in 1..=300 {
             let page = e
@@ -819,10 +822,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiter_with_a_shorter_deadline_answers_on_time() {
-        let slow = Arc::new(Slow {
-            runs: Default::default(),
-            takes: Duration::from_millis(800),
-        });
+        let slow = Arc::new(Slow::taking(Duration::from_millis(800)));
         let e = Arc::new(exporter_with(slow.clone()));
         let leader = {
             let e = e.clone();
@@ -856,10 +856,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_collection_is_not_joined_by_a_long_scrape() {
-        let slow = Arc::new(Slow {
-            runs: Default::default(),
-            takes: Duration::from_millis(400),
-        });
+        let slow = Arc::new(Slow::taking(Duration::from_millis(400)));
         let e = Arc::new(exporter_with(slow.clone()));
         let short = {
             let e = e.clone();
@@ -887,10 +884,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_collection_finishes_for_waiters_when_its_starter_goes_away() {
-        let slow = Arc::new(Slow {
-            runs: Default::default(),
-            takes: Duration::from_millis(300),
-        });
+        let slow = Arc::new(Slow::taking(Duration::from_millis(300)));
         let e = Arc::new(exporter_with(slow.clone()));
         let starter = {
             let e = e.clone();
