@@ -12,7 +12,9 @@
 #
 # Environment: FUZZ_RSS_LIMIT_MB (default 1024), FUZZ_TIMEOUT (default 10), FUZZ_MAX_LEN
 # (default 32768), FUZZ_CMIN=1 to minimise corpora after the run, CARGO_TARGET_DIR to keep
-# the (release, instrumented) build somewhere else than fuzz/target.
+# the (release, instrumented) build somewhere else than fuzz/target, FUZZ_SEED=N for
+# libFuzzer's -seed (CI sets it: the same mutations every run, so a red CI reproduces and a
+# new crash is found by a developer's random-seed run, not by chance in someone's CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,14 @@ export RUSTC_BOOTSTRAP=1
 # Dev profile (fuzz/Cargo.toml: opt-level 1): fast to build, with debug assertions and
 # overflow checks, since integer overflow is a defect too.
 FUZZ_FLAGS=(--dev --sanitizer none)
+SEED_ARGS=()
+if [ -n "${FUZZ_SEED:-}" ]; then
+    if ! [[ "$FUZZ_SEED" =~ ^[0-9]+$ ]]; then
+        echo "FUZZ_SEED must be a number, not '$FUZZ_SEED'" >&2
+        exit 2
+    fi
+    SEED_ARGS=(-seed="$FUZZ_SEED")
+fi
 
 if [ "$#" -gt 0 ]; then
     targets=("$@")
@@ -62,7 +72,7 @@ for t in "${targets[@]}"; do
     if ! cargo fuzz run "${FUZZ_FLAGS[@]}" "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -rss_limit_mb="$RSS_LIMIT_MB" \
         -malloc_limit_mb="$RSS_LIMIT_MB" -timeout="$TIMEOUT" -max_len="$MAX_LEN" \
-        -print_final_stats=1 >"$logs/$t.log" 2>&1; then
+        -print_final_stats=1 "${SEED_ARGS[@]}" >"$logs/$t.log" 2>&1; then
         status=FAILED
         failed=1
         grep -E "panicked|ERROR: libFuzzer|SUMMARY|Test unit written|out-of-memory|timeout" \

@@ -504,10 +504,17 @@ fn without_dac_override() -> Vec<String> {
     ]
 }
 
+/// `vitals exporter` following `log` without the capabilities that bypass file permissions.
+/// inotify's safety-net rescan is set far above the poll interval, so that the waits below
+/// show an unreadable file being retried at the poll interval, not at the rescan.
 fn start_unprivileged(state: &Path, log: &Path) -> Vitals {
-    without_processes(&logs_config(state, log, ""))
-        .wrapper(without_dac_override())
-        .start()
+    without_processes(&logs_config(
+        state,
+        log,
+        "    inotify_rescan_interval: 10s\n",
+    ))
+    .wrapper(without_dac_override())
+    .start()
 }
 
 /// `vitals exporter` with `config` and the process collector off (nothing here is about it).
@@ -598,8 +605,12 @@ fn log_file_deleted_replaced_truncated_unreadable_and_overlong() {
     // wrong umask): read errors are counted, nothing else stops; once readable, every
     // line in it is counted.
     std::fs::rename(&log, dir.path().join("app.log.1")).expect("rotate");
-    append_lines(&log, "unreadable", 10);
-    crate::support::chmod(&log, 0o000);
+    // Written and made unreadable under another name, then renamed into place: created
+    // readable at the path, a poll between the write and the chmod would open it (seen in CI).
+    let staged = dir.path().join("app.log.staged");
+    append_lines(&staged, "unreadable", 10);
+    crate::support::chmod(&staged, 0o000);
+    std::fs::rename(&staged, &log).expect("unreadable file into place");
     let (s, _, _) = scrape_until(&v, "read errors", "log_", |s| {
         value(s, "log_read_errors_total", &[("source", "app")]) >= 10.0
     });
@@ -609,6 +620,10 @@ fn log_file_deleted_replaced_truncated_unreadable_and_overlong() {
     expected += 10;
     let s = expect_lines(&v, "app", expected, "readable again");
     let recovered = readable.elapsed();
+    assert!(
+        recovered < Duration::from_secs(5),
+        "lines of a file made readable counted after {recovered:?}: retried at the 10 s rescan, not the 50 ms poll"
+    );
     let errors = value(&s, "log_read_errors_total", &[("source", "app")]);
     std::thread::sleep(Duration::from_millis(300));
     let (s, _) = scrape(&v);

@@ -587,8 +587,14 @@ fn run_source(source: Arc<Source>, logs: LogsConfig, stop: Arc<AtomicBool>) {
         }
         // Woken by inotify, or at the rescan (safety net) or polling interval; at least
         // every checkpoint interval while unsaved lines wait for their checkpoint. Waits are
-        // cut in slices so that shutdown stays prompt.
-        let mut wait = if watcher.active() { rescan } else { poll };
+        // cut in slices so that shutdown stays prompt. An unreadable file is retried every
+        // poll even under inotify: a permission fixed by a group change or an ACL on a parent
+        // directory raises no event on the file.
+        let mut wait = if watcher.active() && !read_failing {
+            rescan
+        } else {
+            poll
+        };
         if dirty {
             wait = wait.min(checkpoint_every.max(Duration::from_millis(10)));
         }

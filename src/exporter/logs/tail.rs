@@ -766,6 +766,7 @@ impl Watcher {
             | WatchFlags::MOVED_TO
             | WatchFlags::DELETE
             | WatchFlags::CLOSE_WRITE
+            | WatchFlags::ATTRIB
             | WatchFlags::DELETE_SELF
             | WatchFlags::MOVE_SELF
             | WatchFlags::ONLYDIR;
