@@ -13,6 +13,9 @@ injected anomalies in the scored week), warmed up three ways:
                 every point (what the sidecar does by default)
   full only     the last 8 days 1 hour of points only (the alternative: warm up on the
                 full-resolution part alone)
+  coarse+1d     the point at the middle of each hour before the last day, then every point
+                (what the first cycle loads when the full-resolution days before it are
+                filled in over the following cycles)
 
 and prints, per variant, how far its scores of the scored week are from the 30d-full ones
 and how many points it raises (two consecutive scores at the warning / critical threshold).
@@ -99,6 +102,7 @@ def main():
                 variants = {
                     "coarse+full": [p for p in full if p[0] >= FULL_FROM or p[0] % 3600 == 1800],
                     "full only": [p for p in full if p[0] >= FULL_FROM],
+                    "coarse+1d": [p for p in full if p[0] >= SCORED - DAY or p[0] % 3600 == 1800],
                 }
                 for name, pts in variants.items():
                     got = score(pts, work)

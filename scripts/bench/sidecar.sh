@@ -11,6 +11,8 @@
 # compare with an older build); QUICK=1 skips the steady cycle (which waits for the next
 # 5-minute grid point); EXTRA_CONFIG='key: value' adds sidecar keys (one a line), e.g.
 # EXTRA_CONFIG='history_coarse_step: 5m' loads the whole history at full resolution.
+# PERF_DIR=dir records the first cycle of the sidecar and of VictoriaMetrics with `perf record`
+# (dir/sidecar-<signals>.perf, dir/vm-<signals>.perf; read with `perf report -i FILE`).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -125,7 +127,16 @@ run_case() {
   pids+=($pid)
   wait_http "http://127.0.0.1:$port/-/healthy"
   local m1 hwm1 series first_q first_s steady_s="-" steady_q="-" hwm rss
+  local perf_pids=()
+  if [ -n "${PERF_DIR:-}" ]; then
+    mkdir -p "$PERF_DIR"
+    perf record -q -F 1999 -g -p "$pid" -o "$PERF_DIR/sidecar-$signals.perf" 2>/dev/null &
+    perf_pids+=($!)
+    perf record -q -F 1999 -g -p "$vm_pid" -o "$PERF_DIR/vm-$signals.perf" 2>/dev/null &
+    perf_pids+=($!)
+  fi
   m1=$(wait_cycles "http://127.0.0.1:$port" 1)
+  for p in "${perf_pids[@]}"; do kill -INT "$p"; wait "$p" 2>/dev/null || true; done
   hwm1=$(awk '/^VmHWM:/{print $2}' "/proc/$pid/status")
   # Where the first cycle's time goes: CPU seconds of the sidecar and of VictoriaMetrics
   # from the sidecar's start to the end of its first cycle (both share the machine's cores).

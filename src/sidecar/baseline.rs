@@ -35,13 +35,11 @@ pub fn stats(values: &mut [f64]) -> Option<Stats> {
     if n == 0 {
         return None;
     }
-    // Welford: stable for large values with small spread (byte counters).
-    let (mut mean, mut m2) = (0.0, 0.0);
-    for (i, &v) in values.iter().enumerate() {
-        let d = v - mean;
-        mean += d / (i + 1) as f64;
-        m2 += d * (v - mean);
-    }
+    // Two passes (the mean, then squared deviations from it): as stable as Welford for
+    // large values with small spread (byte counters), without a division per value, which
+    // made this loop a tenth of the sidecar's start-up CPU (perf, 1,000 series x 30 days).
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let m2: f64 = values.iter().map(|&v| (v - mean) * (v - mean)).sum();
     // Selection instead of a full sort: each quantile needs two order statistics, found in
     // the part of the slice above the previous one (QUANTILES ascend).
     let mut quantiles = [0.0; 5];
@@ -174,6 +172,11 @@ mod tests {
         assert!((s.quantiles[0] - 1.2).abs() < 1e-12);
         assert_eq!(s.quantiles[2], 3.0);
         assert!(stats(&mut []).is_none());
+        // Large values with a small spread (a byte counter's level) keep their spread.
+        let mut big: Vec<f64> = (0..5).map(|i| 1e12 + f64::from(i)).collect();
+        let s = stats(&mut big).expect("stats");
+        assert_eq!(s.mean, 1e12 + 2.0);
+        assert!((s.stddev - 2f64.sqrt()).abs() < 1e-9, "{}", s.stddev);
     }
 
     #[test]

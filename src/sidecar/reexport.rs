@@ -238,6 +238,7 @@ fn encode_self(snap: &Snapshot, reg: &mut Registry) {
     let errors = C::default();
     let warnings = C::default();
     let sig_duration = G::default();
+    let backfill = G::default();
     for s in &snap.signals {
         let l: Labels = vec![
             ("signal".into(), s.name.clone()),
@@ -251,6 +252,7 @@ fn encode_self(snap: &Snapshot, reg: &mut Registry) {
         errors.get_or_create(&l).inc_by(s.errors_total);
         warnings.get_or_create(&l).inc_by(s.warnings_total);
         set(&sig_duration, &l, s.duration.as_secs_f64());
+        set(&backfill, &l, s.backfill_pending_ms as f64 / 1000.0);
     }
     sub.register("series", "Series tracked per signal", series);
     sub.register(
@@ -274,5 +276,11 @@ fn encode_self(snap: &Snapshot, reg: &mut Registry) {
         "Duration of the signal's last refresh",
         Unit::Seconds,
         sig_duration,
+    );
+    sub.register_with_unit(
+        "signal_backfill_pending",
+        "Stretch of the signal's full-resolution history still held at the coarse step, filled in by the next cycles",
+        Unit::Seconds,
+        backfill,
     );
 }

@@ -5,7 +5,11 @@
 //! immutable [`Snapshot`] that `/metrics` encodes. A signal's history is loaded when it starts,
 //! in chunks of a day's points and then of about `CHUNK_POINTS` points: the part older than
 //! `history_full_resolution` at `history_coarse_step` (one point an hour instead of twelve by
-//! default, so the first cycle moves about a third of the points), the rest at `resolution`.
+//! default), the rest at `resolution`. The first cycle asks only the newest day at
+//! `resolution` (everything before it coarse, about an eighth of the points of a full load);
+//! the following cycles fill in the rest of the full-resolution part, newest first, one query
+//! per signal per cycle, and once it is complete the detector is warmed up again on the whole
+//! history, so that it ends as if everything had been loaded at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +48,10 @@ const CONCURRENT_QUERIES: usize = 2;
 const AHEAD: usize = 2;
 /// Weeks of the same hour a seasonal baseline needs.
 const SEASONAL_MIN_WEEKS: usize = 2;
+/// The newest stretch the first load asks at `resolution` (at least the forecast window):
+/// the live points, the forecast and the detector's recent warm-up. The rest of the
+/// full-resolution part is filled in by the following cycles.
+const FIRST_FULL_MS: i64 = DAY_MS;
 
 /// The timing and size settings of a cycle, in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +117,19 @@ impl Settings {
     fn full_from(&self, end: i64) -> i64 {
         match self.coarse_ms() {
             Some(c) => (end - self.full_resolution_ms).div_euclid(c) * c,
+            None => i64::MIN,
+        }
+    }
+
+    /// Where the first load of a history up to `end` switches to full resolution: the newest
+    /// [`FIRST_FULL_MS`] (or forecast window, if longer) rounded down to a whole coarse step,
+    /// never before [`Settings::full_from`]. `i64::MIN` without a coarse part.
+    fn first_full_from(&self, end: i64) -> i64 {
+        match self.coarse_ms() {
+            Some(c) => {
+                let span = FIRST_FULL_MS.max(self.forecast_window_ms);
+                ((end - span).div_euclid(c) * c).max(self.full_from(end))
+            }
             None => i64::MIN,
         }
     }
@@ -263,14 +284,20 @@ pub struct SignalStats {
     pub last_error: Option<String>,
     /// How long the last refresh took.
     pub duration: Duration,
+    /// The stretch of the full-resolution history still held coarse, to be filled in by
+    /// the next cycles (ms).
+    pub backfill_pending_ms: i64,
 }
 
 struct SignalState {
     def: Signal,
     loaded_until: Option<i64>,
-    /// History before this is loaded at the coarse step (`i64::MIN`: none); set by the
+    /// History before this is kept at the coarse step (`i64::MIN`: none); set by the
     /// first load.
     full_from: i64,
+    /// History before this is held at the coarse step for now: from the first load's
+    /// [`Settings::first_full_from`] back to `full_from`, one backfill query per cycle.
+    coarse_until: i64,
     /// Points from here on are live: set by the first load to its newest few points.
     live_from: i64,
     series: HashMap<Labels, SeriesState>,
@@ -533,6 +560,7 @@ impl SignalState {
             def,
             loaded_until: None,
             full_from: i64::MIN,
+            coarse_until: i64::MIN,
             live_from: i64::MIN,
             series: HashMap::new(),
         }
@@ -550,6 +578,7 @@ impl SignalState {
     async fn refresh(&mut self, client: &PromClient, s: &Settings, end: i64) -> (u64, u64) {
         let res = s.resolution_ms;
         let overlap = s.overlap_ms();
+        let first_load = self.loaded_until.is_none();
         let start = match self.loaded_until {
             None => {
                 // On the first load only the newest points count as live, so that a
@@ -557,6 +586,7 @@ impl SignalState {
                 // old history raises nothing.
                 self.live_from = end - res * i64::from(RAISE_POINTS - 1);
                 self.full_from = s.full_from(end);
+                self.coarse_until = s.first_full_from(end);
                 end - s.history_ms
             }
             Some(t) => (t + res).min(end - overlap),
@@ -591,7 +621,7 @@ impl SignalState {
         let expr: Arc<str> = Arc::from(self.def.expr.as_str());
         let plan = Plan {
             end,
-            full_from: self.full_from,
+            full_from: self.coarse_until,
             coarse: s.coarse_ms().unwrap_or(res),
             res,
         };
@@ -658,6 +688,12 @@ impl SignalState {
                 }
             }
         }
+        if up && !first_load && self.coarse_until > self.full_from {
+            let (o, f) = self.backfill(client, s).await;
+            ok += o;
+            failed += f;
+        }
+        self.stats.backfill_pending_ms = self.coarse_until.saturating_sub(self.full_from).max(0);
         // Points already applied update the evaluation and the baselines even when a later
         // chunk failed; nothing is forgotten while the query fails.
         self.evaluate(traffic, s);
@@ -668,6 +704,89 @@ impl SignalState {
         }
         self.finish(s, end, up);
         (ok, failed)
+    }
+
+    /// Fills in the newest stretch of the full-resolution part still held coarse (about
+    /// [`CHUNK_POINTS`] points a cycle, in queries of whole coarse steps), moves the series'
+    /// coarse boundary back over it, and once nothing is left warms the detectors up again
+    /// on the whole history. The points are older than any the detector still takes, so
+    /// they only change baselines until then. Returns the successful and failed queries; a
+    /// failure is retried next cycle and leaves the signal up (its live points were
+    /// refreshed).
+    async fn backfill(&mut self, client: &PromClient, s: &Settings) -> (u64, u64) {
+        let res = s.resolution_ms;
+        let coarse = s.coarse_ms().unwrap_or(res);
+        let series = i64::try_from(self.series.len().max(1)).unwrap_or(i64::MAX);
+        let step = Duration::from_millis(u64::try_from(res).unwrap_or(1));
+        let (mut ok, mut budget) = (0, CHUNK_POINTS);
+        while self.coarse_until > self.full_from && budget > 0 {
+            // As `Plan::chunk`: at least a day's points, at most what a query may return.
+            let points = (budget / series)
+                .max(DAY_MS / res)
+                .clamp(1, super::promql::MAX_POINTS_PER_QUERY);
+            let span = (points * res).div_euclid(coarse).max(1) * coarse;
+            let to = self.coarse_until - res;
+            let from = (self.coarse_until - span).max(self.full_from);
+            match client.query_range(&self.def.expr, from, to, step).await {
+                Ok(r) => {
+                    if !r.warnings.is_empty() {
+                        tracing::warn!(signal = %self.def.name, warnings = ?r.warnings, "query API warnings");
+                    }
+                    self.stats.warnings_total += r.warnings.len() as u64;
+                    self.fill_in(r.series, from);
+                    tracing::debug!(signal = %self.def.name, from_ms = from, to_ms = to, "full-resolution history filled in");
+                    ok += 1;
+                    budget -= series.saturating_mul((to - from) / res + 1);
+                }
+                Err(e) => {
+                    tracing::warn!(signal = %self.def.name, error = %e, "filling in the full-resolution history failed; retried next cycle");
+                    self.stats.errors_total += 1;
+                    return (ok, 1);
+                }
+            }
+        }
+        (ok, 0)
+    }
+
+    /// Stores a backfill answer covering `from` up to the coarse boundary and moves the
+    /// boundary back to `from`; warms the detectors up again once it reaches `full_from`.
+    fn fill_in(&mut self, answer: Vec<RangeSeries>, from: i64) {
+        for rs in answer {
+            let mut labels = rs.labels;
+            labels.remove("__name__");
+            // A series seen only in this stretch (not in the coarse points nor since) is
+            // long gone: nothing to fill in.
+            if let Some(ss) = self.series.get_mut(&labels) {
+                for (ts, v) in rs.samples {
+                    if (from..self.coarse_until).contains(&ts) {
+                        ss.history.set(ts, v);
+                    }
+                }
+            }
+        }
+        for ss in self.series.values_mut() {
+            ss.history.full_back_to(from);
+            ss.dirty = true;
+        }
+        self.coarse_until = from;
+        if from <= self.full_from {
+            self.rewarm();
+        }
+    }
+
+    /// Replaces every series' settled detector by one that learnt the whole history up to
+    /// the same point: the same state a load of the whole full-resolution part at once
+    /// would have reached (the severity tracker is kept). Live points a traffic guard muted,
+    /// which the detector skipped, are learnt here: a guard mutes ratios of very few events.
+    fn rewarm(&mut self) {
+        for ss in self.series.values_mut() {
+            let mut fresh = Eval::new(self.def.direction);
+            for (ts, v) in ss.history.range(i64::MIN, ss.settled.until) {
+                fresh.detector.update(ts, v);
+            }
+            ss.settled.detector = fresh.detector;
+        }
+        tracing::debug!(signal = %self.def.name, series = self.series.len(), "detectors warmed up on the full history");
     }
 
     fn fail(&mut self, error: &str, started: Instant) {
@@ -693,7 +812,7 @@ impl SignalState {
                 let state = SeriesState {
                     settled: Eval::new(self.def.direction),
                     history: History::new(s.resolution_ms, s.history_ms)
-                        .with_coarse_before(self.full_from, u32::try_from(weight).unwrap_or(1)),
+                        .with_coarse_before(self.coarse_until, u32::try_from(weight).unwrap_or(1)),
                     last: None,
                     baselines: Vec::new(),
                     forecast: None,
@@ -1068,6 +1187,88 @@ mod tests {
         // Past the last coarse point, at the boundary.
         let c = plan.chunk(full_from - hour / 2 + res, 1000).expect("chunk");
         assert_eq!((c.from, c.step), (full_from, res));
+    }
+
+    #[test]
+    fn the_first_load_asks_the_newest_day_at_resolution_and_the_older_history_hourly() {
+        let s = Settings::from_config(&SidecarConfig::default());
+        let (res, hour) = (s.resolution_ms, 3_600_000);
+        let end = 1_704_067_200_000 + 30 * DAY_MS + 35 * 60_000;
+        let first = s.first_full_from(end);
+        assert_eq!(first % hour, 0);
+        assert!(first <= end - DAY_MS && first > end - DAY_MS - hour);
+        let plan = Plan {
+            end,
+            full_from: first,
+            coarse: hour,
+            res,
+        };
+        let (points, queries) = load(&plan, end - s.history_ms, 1000);
+        // 29 days at 1 h and the newest day at 5 min: 983 points a series instead of 2,839
+        // (everything from the 8-day boundary at 5 min) or 8,641; four queries (12, 12 and
+        // 5 days at 1 h, then the day at 5 min).
+        assert_eq!(points.len(), 29 * 24 - 1 + 288 + 7 + 1);
+        assert_eq!(queries, 4);
+        assert!(points.iter().filter(|p| p.0 >= first).all(|p| p.1 == res));
+    }
+
+    #[test]
+    fn a_history_filled_in_after_the_first_load_ends_as_if_loaded_at_once() {
+        let s = Settings::from_config(&SidecarConfig::default());
+        let (res, hour) = (s.resolution_ms, 3_600_000);
+        let end = 1_704_067_200_000 + 30 * DAY_MS + 35 * 60_000;
+        // Varies within each hour, so a coarse point is not its hour's mean.
+        let value =
+            |ts: i64| 100.0 + 10.0 * ((ts / res) as f64 * 0.37).sin() + (ts / res % 13) as f64;
+        let asked = |boundary: i64| -> Vec<(i64, f64)> {
+            let plan = Plan {
+                end,
+                full_from: boundary,
+                coarse: hour,
+                res,
+            };
+            load(&plan, end - s.history_ms, 1)
+                .0
+                .iter()
+                .map(|&(t, _)| (t, value(t)))
+                .collect()
+        };
+        let key = labels(&[("job", "a")]);
+        let started = |coarse_until: i64| {
+            let mut st = signal();
+            st.live_from = end - res;
+            st.full_from = s.full_from(end);
+            st.coarse_until = coarse_until;
+            cycle(&mut st, &s, end, &asked(coarse_until));
+            st
+        };
+        // Everything from the 8-day boundary at full resolution in the first load.
+        let mut whole = started(s.full_from(end));
+        // Only the newest day, the rest filled in two days at a time, newest first.
+        let mut filled = started(s.first_full_from(end));
+        assert_ne!(
+            whole.series[&key].baselines, filled.series[&key].baselines,
+            "before it is filled in, the 7-day baseline weighs hourly points"
+        );
+        let mut fills = 0;
+        while filled.coarse_until > filled.full_from {
+            let from = (filled.coarse_until - 2 * DAY_MS).max(filled.full_from);
+            let points: Vec<_> = (from..filled.coarse_until)
+                .step_by(res as usize)
+                .map(|t| (t, value(t)))
+                .collect();
+            filled.fill_in(answer(&points), from);
+            fills += 1;
+        }
+        assert_eq!(fills, 4);
+        let next = end + res;
+        let a = cycle(&mut whole, &s, next, &[(next, value(next))]);
+        let b = cycle(&mut filled, &s, next, &[(next, value(next))]);
+        assert_eq!(whole.series[&key].baselines, filled.series[&key].baselines);
+        assert_eq!(
+            a.score, b.score,
+            "the detector warmed up again on the whole history"
+        );
     }
 
     #[test]

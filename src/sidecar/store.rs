@@ -48,6 +48,13 @@ impl History {
         self
     }
 
+    /// Moves the coarse boundary back to `full_from_ms` once the points from there on are
+    /// stored at full resolution (filled in after the first load): the coarse points in
+    /// between then count once, as the grid points they are.
+    pub fn full_back_to(&mut self, full_from_ms: i64) {
+        self.full_from = self.full_from.min(full_from_ms);
+    }
+
     /// The timestamp from which the history is full resolution, while older (coarse)
     /// points are still held; None once they have aged out (or there never were any).
     pub fn full_from(&self) -> Option<i64> {

@@ -201,6 +201,39 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-9)
 }
 
+/// Waits up to 120 s for a cycle whose `signal` shows a `window` baseline and has its whole
+/// full-resolution history (the first cycle loads only the newest day at full resolution,
+/// the next ones fill in the rest). Returns that /metrics text and the longest
+/// `vitals_sidecar_signal_backfill_pending_seconds` seen on the way.
+fn wait_for_full_history(
+    vitals: &Vitals,
+    signal: &str,
+    window: &str,
+    diag: &dyn Fn() -> String,
+) -> (String, f64) {
+    let mut pending_seen = 0.0_f64;
+    let text = poll_until(Duration::from_secs(120), || {
+        let t = vitals.metrics();
+        let pending = metric(
+            &t,
+            "vitals_sidecar_signal_backfill_pending_seconds",
+            &[("signal", signal)],
+        )?;
+        pending_seen = pending_seen.max(pending);
+        let baseline = metric(&t, "baseline_mean", &[("signal", signal), ("window", window)]);
+        (pending == 0.0 && baseline.is_some()).then_some(t)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no {window} baseline of {signal} over its whole full-resolution history after 120 s\n{}\n--- logs ---\n{}\n{}",
+            vitals.metrics(),
+            vitals.logs(),
+            diag()
+        )
+    });
+    (text, pending_seen)
+}
+
 /// Waits for the first cycle that has baselines, checks them against the data, then
 /// injects the anomaly and times its detection. Returns the sidecar's last /metrics text.
 fn check_sidecar(
@@ -209,23 +242,7 @@ fn check_sidecar(
     h: &[(i64, f64, f64)],
     diag: &dyn Fn() -> String,
 ) -> String {
-    let text = poll_until(Duration::from_secs(120), || {
-        let t = vitals.metrics();
-        metric(
-            &t,
-            "baseline_mean",
-            &[("signal", "test_gauge"), ("window", "7d")],
-        )
-        .map(|_| t)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no 7d baseline after 120 s\n{}\n--- logs ---\n{}\n{}",
-            vitals.metrics(),
-            vitals.logs(),
-            diag()
-        )
-    });
+    let (text, _) = wait_for_full_history(vitals, "test_gauge", "7d", diag);
     let at = metric(&text, "vitals_sidecar_last_cycle_timestamp_seconds", &[])
         .expect("last cycle timestamp") as i64;
     let mean = metric(
@@ -592,18 +609,13 @@ fn check_coarse_baselines(vitals: &Vitals, h: &[(i64, f64)], diag: &dyn Fn() -> 
     let get = |t: &str, name: &str, window: &str| {
         metric(t, name, &[("signal", "wave"), ("window", window)])
     };
-    let text = poll_until(Duration::from_secs(120), || {
-        let t = vitals.metrics();
-        get(&t, "baseline_mean", "30d").map(|_| t)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no 30d baseline after 120 s\n{}\n--- logs ---\n{}\n{}",
-            vitals.metrics(),
-            vitals.logs(),
-            diag()
-        )
-    });
+    let (text, pending_seen) = wait_for_full_history(vitals, "wave", "30d", diag);
+    // The first cycle loaded the newest day at full resolution and hourly points before
+    // it; the next filled in the days up to the 8-day boundary.
+    assert!(
+        pending_seen >= 6.0 * DAY_S as f64,
+        "the first cycle left {pending_seen} s of the full-resolution part to fill in"
+    );
     let value = |name: &str, window: &str| {
         get(&text, name, window).unwrap_or_else(|| panic!("no {name}{{window={window}}}:\n{text}"))
     };
