@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sidecar cycle cost: SERIES series with DAYS days of 5-minute history in a real
 # VictoriaMetrics (Debian package victoria-metrics), evaluated by `vitals sidecar`.
-# Reports the first cycle (which loads the whole history), steady cycles (only new points),
+# Reports the first cycle (which loads the history: the newest day at 5 minutes, the rest
+# hourly), the cycles after it that fill in the rest of the full-resolution part (how many,
+# the longest, their queries: fill_cycles/max_s/queries), a steady cycle (only new points),
 # peak RSS, and queries per steady cycle, for two splits of the same series into signals, to
 # show that queries grow with signals, not with series.
 #
@@ -146,6 +148,19 @@ run_case() {
   series=$(grep -c '^anomaly_severity{' <<<"$m1" || true)
   first_q=$(val 'vitals_sidecar_queries_total{result="success"}' "$m1")
   first_s=$(val vitals_sidecar_cycle_duration_seconds "$m1")
+  # The cycles after the first fill in the full-resolution part it left coarse: how many,
+  # the longest of them, and their queries (cycles 30 s apart).
+  local fill_n=0 fill_max=0 fill_q=0 mc q0 q1 pending
+  q0=$(val 'vitals_sidecar_queries_total{result="success"}' "$m1")
+  pending=$(awk '/^vitals_sidecar_signal_backfill_pending_seconds/{s+=$2} END{print s+0}' <<<"$m1")
+  while awk -v p="$pending" 'BEGIN{exit !(p > 0)}' && [ "$fill_n" -lt 50 ]; do
+    fill_n=$((fill_n + 1))
+    mc=$(wait_cycles "http://127.0.0.1:$port" $((fill_n + 1)))
+    fill_max=$(awk -v a="$fill_max" -v b="$(val vitals_sidecar_cycle_duration_seconds "$mc")" 'BEGIN{print (b > a ? b : a)}')
+    pending=$(awk '/^vitals_sidecar_signal_backfill_pending_seconds/{s+=$2} END{print s+0}' <<<"$mc")
+    q1=$(val 'vitals_sidecar_queries_total{result="success"}' "$mc")
+  done
+  [ "$fill_n" = 0 ] || fill_q=$((q1 - q0))
   if [ "$steady" = 1 ]; then
     local next=$(( ($(date +%s) / 300 + 1) * 300 ))
     echo "bench: waiting $(( next - $(date +%s) )) s for the next grid point" >&2
@@ -161,13 +176,13 @@ run_case() {
   fi
   hwm=$(awk '/^VmHWM:/{print $2}' "/proc/$pid/status")
   rss=$(rss_kib "$pid")
-  printf '%-8s %-7s %-15s %-13s %-12s %-12s %-15s %-14s %-14s %s\n' "$signals" "$series" "$first_s" "$first_q" \
-    "$cpu_sc" "$cpu_vm" "$steady_s" "$steady_q" "$((hwm / 1024))" "$((rss / 1024))"
+  printf '%-8s %-7s %-15s %-13s %-12s %-12s %-22s %-15s %-14s %-14s %s\n' "$signals" "$series" "$first_s" "$first_q" \
+    "$cpu_sc" "$cpu_vm" "$fill_n/$(printf %.2f "$fill_max")/$fill_q" "$steady_s" "$steady_q" "$((hwm / 1024))" "$((rss / 1024))"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 echo
 echo "sidecar: $SERIES series, $DAYS days of 5-minute history each (VictoriaMetrics $("$VM" -version 2>&1 | head -1))"
-printf '%-8s %-7s %-15s %-13s %-12s %-12s %-15s %-14s %-14s %s\n' signals series first_cycle_s first_queries first_cpu_s vm_cpu_s steady_cycle_s steady_queries peak_rss_mib rss_mib
+printf '%-8s %-7s %-15s %-13s %-12s %-12s %-22s %-15s %-14s %-14s %s\n' signals series first_cycle_s first_queries first_cpu_s vm_cpu_s fill_cycles/max_s/queries steady_cycle_s steady_queries peak_rss_mib rss_mib
 run_case 1 0
 run_case 20 "$([ "${QUICK:-0}" = 1 ] && echo 0 || echo 1)"

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -430,9 +431,12 @@ impl Engine {
         let states = std::mem::take(&mut self.signals);
         let client = &self.client;
         let settings = &self.settings;
+        // Points the signals may fill in this cycle, together (see `SignalState::backfill`).
+        let backfill = AtomicI64::new(CHUNK_POINTS);
+        let backfill = &backfill;
         let done: Vec<(SignalState, u64, u64)> = futures_util::stream::iter(states)
             .map(|mut st| async move {
-                let (ok, failed) = st.refresh(client, settings, end).await;
+                let (ok, failed) = st.refresh(client, settings, end, backfill).await;
                 (st, ok, failed)
             })
             .buffered(CONCURRENT_QUERIES)
@@ -575,7 +579,13 @@ impl SignalState {
     /// never under 1 s) from range queries or repeats the previous value in their place, and
     /// remote-write senders deliver late. A point once answered (or absent) is therefore
     /// asked again until it is older than the overlap; only then is it settled.
-    async fn refresh(&mut self, client: &PromClient, s: &Settings, end: i64) -> (u64, u64) {
+    async fn refresh(
+        &mut self,
+        client: &PromClient,
+        s: &Settings,
+        end: i64,
+        backfill: &AtomicI64,
+    ) -> (u64, u64) {
         let res = s.resolution_ms;
         let overlap = s.overlap_ms();
         let first_load = self.loaded_until.is_none();
@@ -689,7 +699,7 @@ impl SignalState {
             }
         }
         if up && !first_load && self.coarse_until > self.full_from {
-            let (o, f) = self.backfill(client, s).await;
+            let (o, f) = self.backfill(client, s, backfill).await;
             ok += o;
             failed += f;
         }
@@ -706,27 +716,42 @@ impl SignalState {
         (ok, failed)
     }
 
-    /// Fills in the newest stretch of the full-resolution part still held coarse (about
-    /// [`CHUNK_POINTS`] points a cycle, in queries of whole coarse steps), moves the series'
-    /// coarse boundary back over it, and once nothing is left warms the detectors up again
-    /// on the whole history. The points are older than any the detector still takes, so
+    /// Fills in the newest stretch of the full-resolution part still held coarse, in queries
+    /// of whole coarse steps while the cycle's `budget` of points (series x steps, shared by
+    /// all signals: about [`CHUNK_POINTS`] a cycle, so that no cycle does much more than a
+    /// steady one plus a chunk) lasts; moves the series' coarse boundary back over it, and
+    /// once nothing is left warms the detectors up again on the whole history. The points are older than any the detector still takes, so
     /// they only change baselines until then. Returns the successful and failed queries; a
     /// failure is retried next cycle and leaves the signal up (its live points were
     /// refreshed).
-    async fn backfill(&mut self, client: &PromClient, s: &Settings) -> (u64, u64) {
+    async fn backfill(
+        &mut self,
+        client: &PromClient,
+        s: &Settings,
+        budget: &AtomicI64,
+    ) -> (u64, u64) {
         let res = s.resolution_ms;
         let coarse = s.coarse_ms().unwrap_or(res);
         let series = i64::try_from(self.series.len().max(1)).unwrap_or(i64::MAX);
         let step = Duration::from_millis(u64::try_from(res).unwrap_or(1));
-        let (mut ok, mut budget) = (0, CHUNK_POINTS);
-        while self.coarse_until > self.full_from && budget > 0 {
+        let mut ok = 0;
+        while self.coarse_until > self.full_from {
+            let left = budget.load(Ordering::Relaxed);
+            if left <= 0 {
+                break;
+            }
             // As `Plan::chunk`: at least a day's points, at most what a query may return.
-            let points = (budget / series)
+            let points = (left / series)
                 .max(DAY_MS / res)
                 .clamp(1, super::promql::MAX_POINTS_PER_QUERY);
             let span = (points * res).div_euclid(coarse).max(1) * coarse;
             let to = self.coarse_until - res;
             let from = (self.coarse_until - span).max(self.full_from);
+            // Taken before the query: the other signal refreshed at the same time sees it.
+            budget.fetch_sub(
+                series.saturating_mul((to - from) / res + 1),
+                Ordering::Relaxed,
+            );
             match client.query_range(&self.def.expr, from, to, step).await {
                 Ok(r) => {
                     if !r.warnings.is_empty() {
@@ -736,7 +761,6 @@ impl SignalState {
                     self.fill_in(r.series, from);
                     tracing::debug!(signal = %self.def.name, from_ms = from, to_ms = to, "full-resolution history filled in");
                     ok += 1;
-                    budget -= series.saturating_mul((to - from) / res + 1);
                 }
                 Err(e) => {
                     tracing::warn!(signal = %self.def.name, error = %e, "filling in the full-resolution history failed; retried next cycle");
