@@ -568,11 +568,12 @@ pub struct SidecarConfig {
     /// History loaded when a signal starts and kept per series; the longest baseline window.
     /// Default `30d`.
     pub history: PromDuration,
-    /// The newest part of `history` loaded at `resolution` when a signal starts; the older
-    /// part is loaded at `history_coarse_step` (one point standing for a whole coarse step in
-    /// the baselines), which cuts the first cycle's work about threefold. New points always
-    /// come at `resolution`, so the coarse part ages out. Must cover the 7-day baseline plus
-    /// `baseline_offset` and the forecast window. Default `8d`.
+    /// The newest part of `history` kept at `resolution`; the older part is loaded at
+    /// `history_coarse_step` when a signal starts (one point standing for a whole coarse step
+    /// in the baselines). The first cycle asks only the newest day of it at `resolution` and
+    /// the next cycles fill in the rest, so that a start costs about an eighth of a full
+    /// load. New points always come at `resolution`, so the coarse part ages out. Must cover
+    /// the 7-day baseline plus `baseline_offset` and the forecast window. Default `8d`.
     pub history_full_resolution: PromDuration,
     /// Step at which the history older than `history_full_resolution` is loaded: a multiple
     /// of `resolution`, at most `1h` (so every hour of the week keeps a point from every

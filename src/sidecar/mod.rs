@@ -171,7 +171,18 @@ impl Sidecar {
             .build()?;
         let thread = std::thread::Builder::new()
             .name("vitals-sidecar".into())
-            .spawn(move || runtime.block_on(run_loop(engine, config_rx, stop_rx, snap, deliver)))?;
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| {
+                    runtime.block_on(run_loop(engine, config_rx, stop_rx, snap, deliver));
+                });
+                if std::panic::catch_unwind(run).is_err() {
+                    // A defect. Serving the last snapshot forever would look healthy while
+                    // nothing is evaluated: exit, so that the target shows down and a
+                    // supervisor (systemd, Docker) restarts the sidecar.
+                    tracing::error!("the evaluation thread panicked; exiting with status 70");
+                    std::process::exit(70);
+                }
+            })?;
         Ok(Self {
             source,
             config: RwLock::new(config),
