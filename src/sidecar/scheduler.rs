@@ -7,9 +7,10 @@
 //! `history_full_resolution` at `history_coarse_step` (one point an hour instead of twelve by
 //! default), the rest at `resolution`. The first cycle asks only the newest day at
 //! `resolution` (everything before it coarse, about an eighth of the points of a full load);
-//! the following cycles fill in the rest of the full-resolution part, newest first, one query
-//! per signal per cycle, and once it is complete the detector is warmed up again on the whole
-//! history, so that it ends as if everything had been loaded at once.
+//! the following cycles fill in the rest of the full-resolution part, newest first, within a
+//! budget of points a cycle shared by all signals, and once a signal's part is complete its
+//! detectors are warmed up again on the whole history, so that they end as if everything had
+//! been loaded at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -297,7 +298,7 @@ struct SignalState {
     /// first load.
     full_from: i64,
     /// History before this is held at the coarse step for now: from the first load's
-    /// [`Settings::first_full_from`] back to `full_from`, one backfill query per cycle.
+    /// [`Settings::first_full_from`], moved back to `full_from` by [`SignalState::backfill`].
     coarse_until: i64,
     /// Points from here on are live: set by the first load to its newest few points.
     live_from: i64,
@@ -720,10 +721,10 @@ impl SignalState {
     /// of whole coarse steps while the cycle's `budget` of points (series x steps, shared by
     /// all signals: about [`CHUNK_POINTS`] a cycle, so that no cycle does much more than a
     /// steady one plus a chunk) lasts; moves the series' coarse boundary back over it, and
-    /// once nothing is left warms the detectors up again on the whole history. The points are older than any the detector still takes, so
-    /// they only change baselines until then. Returns the successful and failed queries; a
-    /// failure is retried next cycle and leaves the signal up (its live points were
-    /// refreshed).
+    /// once nothing is left warms the detectors up again on the whole history. The points
+    /// are older than any the detector still takes, so they only change baselines until
+    /// then. Returns the successful and failed queries; a failure is retried next cycle and
+    /// leaves the signal up (its live points were refreshed).
     async fn backfill(
         &mut self,
         client: &PromClient,
