@@ -638,7 +638,7 @@ impl SignalState {
         };
         let fetch = |c: Chunk| {
             let (client, expr) = (client.clone(), expr.clone());
-            let step = Duration::from_millis(u64::try_from(c.step).unwrap_or(1));
+            let step = step_duration(c.step);
             let task =
                 tokio::spawn(async move { client.query_range(&expr, c.from, c.to, step).await });
             (c, task)
@@ -671,9 +671,7 @@ impl SignalState {
             match result {
                 Ok(r) => {
                     ok += 1;
-                    if !r.warnings.is_empty() {
-                        tracing::warn!(signal = %self.def.name, warnings = ?r.warnings, "query API warnings");
-                    }
+                    self.note_warnings(&r.warnings);
                     tracing::debug!(
                         signal = %self.def.name,
                         start_ms = t0,
@@ -683,7 +681,6 @@ impl SignalState {
                         newest_ms = r.series.iter().filter_map(|s| s.samples.last()).map(|p| p.0).max(),
                         "range query answered"
                     );
-                    self.stats.warnings_total += r.warnings.len() as u64;
                     self.apply(r.series, s);
                     self.settle(t1.min(settled_to), traffic, s);
                     self.loaded_until = Some(t1);
@@ -733,32 +730,28 @@ impl SignalState {
     ) -> (u64, u64) {
         let res = s.resolution_ms;
         let coarse = s.coarse_ms().unwrap_or(res);
-        let series = i64::try_from(self.series.len().max(1)).unwrap_or(i64::MAX);
-        let step = Duration::from_millis(u64::try_from(res).unwrap_or(1));
+        // At least one: a signal without series yet asks its stretch in one query.
+        let series = self.series.len().max(1);
+        let step = step_duration(res);
         let mut ok = 0;
         while self.coarse_until > self.full_from {
             let left = budget.load(Ordering::Relaxed);
             if left <= 0 {
                 break;
             }
-            // As `Plan::chunk`: at least a day's points, at most what a query may return.
-            let points = (left / series)
-                .max(DAY_MS / res)
-                .clamp(1, super::promql::MAX_POINTS_PER_QUERY);
+            let points = steps_per_query(left, series, res);
             let span = (points * res).div_euclid(coarse).max(1) * coarse;
             let to = self.coarse_until - res;
             let from = (self.coarse_until - span).max(self.full_from);
             // Taken before the query: the other signal refreshed at the same time sees it.
+            let asked = i64::try_from(series).unwrap_or(i64::MAX);
             budget.fetch_sub(
-                series.saturating_mul((to - from) / res + 1),
+                asked.saturating_mul((to - from) / res + 1),
                 Ordering::Relaxed,
             );
             match client.query_range(&self.def.expr, from, to, step).await {
                 Ok(r) => {
-                    if !r.warnings.is_empty() {
-                        tracing::warn!(signal = %self.def.name, warnings = ?r.warnings, "query API warnings");
-                    }
-                    self.stats.warnings_total += r.warnings.len() as u64;
+                    self.note_warnings(&r.warnings);
                     self.fill_in(r.series, from);
                     tracing::debug!(signal = %self.def.name, from_ms = from, to_ms = to, "full-resolution history filled in");
                     ok += 1;
@@ -812,6 +805,14 @@ impl SignalState {
             ss.settled.detector = fresh.detector;
         }
         tracing::debug!(signal = %self.def.name, series = self.series.len(), "detectors warmed up on the full history");
+    }
+
+    /// Logs and counts the warnings of a range query's answer.
+    fn note_warnings(&mut self, warnings: &[String]) {
+        if !warnings.is_empty() {
+            tracing::warn!(signal = %self.def.name, ?warnings, "query API warnings");
+        }
+        self.stats.warnings_total += warnings.len() as u64;
     }
 
     fn fail(&mut self, error: &str, started: Instant) {
@@ -964,15 +965,7 @@ impl Plan {
     /// (`series` 0), then about [`CHUNK_POINTS`] points (never fewer than a day's a series,
     /// never more than a query may return), and never spans the full-resolution boundary.
     fn chunk(&self, t0: i64, series: usize) -> Option<Chunk> {
-        let max_points = super::promql::MAX_POINTS_PER_QUERY;
-        let span = |step: i64| {
-            let day = DAY_MS / self.res;
-            let points = match i64::try_from(series).unwrap_or(i64::MAX) {
-                0 => day,
-                n => (CHUNK_POINTS / n).max(day),
-            };
-            points.clamp(1, max_points).saturating_mul(step)
-        };
+        let span = |step: i64| steps_per_query(CHUNK_POINTS, series, self.res).saturating_mul(step);
         let mut t0 = t0;
         if t0 < self.full_from {
             let c = self.coarse;
@@ -996,6 +989,23 @@ impl Plan {
             step: self.res,
         })
     }
+}
+
+/// Grid steps a series that one range query asks for: about `budget` points (series x
+/// steps) over `series` series, a day's points while the count is unknown (0), never fewer
+/// than a day's at `res`, never more than a query may return.
+fn steps_per_query(budget: i64, series: usize, res: i64) -> i64 {
+    let day = DAY_MS / res;
+    let steps = match i64::try_from(series).unwrap_or(i64::MAX) {
+        0 => day,
+        n => (budget / n).max(day),
+    };
+    steps.clamp(1, super::promql::MAX_POINTS_PER_QUERY)
+}
+
+/// A step or duration in milliseconds as a [`Duration`] (at least 1 ms).
+fn step_duration(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(1).max(1))
 }
 
 /// The labelled values of an instant query result.
