@@ -625,7 +625,6 @@ fn check_coarse_baselines(vitals: &Vitals, h: &[(i64, f64)], diag: &dyn Fn() -> 
     );
     let (mean7, sd7) = (value("baseline_mean", "7d"), value("baseline_stddev", "7d"));
     let newest = h.last().expect("history").0;
-    let bend = newest - HOUR_S;
     let full = |from: i64, to: i64| -> Vec<f64> {
         h.iter()
             .filter(|p| p.0 >= from && p.0 <= to)
@@ -633,12 +632,23 @@ fn check_coarse_baselines(vitals: &Vitals, h: &[(i64, f64)], diag: &dyn Fn() -> 
             .collect()
     };
 
-    // The 7-day window lies in the full-resolution part: the data's exact statistics.
-    let (m, s) = mean_sd(&full(bend - 7 * DAY_S, bend));
-    assert!(
-        close(mean7, m, 1e-6) && close(sd7, s, 1e-4),
-        "7d baseline {mean7} / {sd7}, data {m} / {s}"
-    );
+    // The 7-day window lies in the full-resolution part: the data's exact statistics. It
+    // ends an hour before the sidecar's newest point: the data's newest or, once a cycle's
+    // grid end has passed it, the next grid point (Prometheus 2.x answers the last value
+    // again there, within its inclusive 5-minute lookback).
+    let windows: Vec<_> = [newest, newest + WAVE_STEP]
+        .iter()
+        .map(|n| {
+            let bend = n - HOUR_S;
+            (bend, mean_sd(&full(bend - 7 * DAY_S, bend)))
+        })
+        .collect();
+    let Some(&(bend, _)) = windows
+        .iter()
+        .find(|(_, (m, s))| close(mean7, *m, 1e-6) && close(sd7, *s, 1e-4))
+    else {
+        panic!("7d baseline {mean7} / {sd7}, data (window end, (mean, stddev)) {windows:?}")
+    };
 
     // The 30-day window. Its first load ended at `end` (a grid point at or after the newest
     // one), became full resolution at `end - 8d` rounded down to the hour, and before that
@@ -649,7 +659,7 @@ fn check_coarse_baselines(vitals: &Vitals, h: &[(i64, f64)], diag: &dyn Fn() -> 
             let end = newest + k * WAVE_STEP;
             let full_from = (end - 8 * DAY_S).div_euclid(HOUR_S) * HOUR_S;
             let asked = end - 30 * DAY_S + (HOUR_S / 2 - (end - 30 * DAY_S)).rem_euclid(HOUR_S);
-            let first = (asked - HOUR_S / 2 + phase).max(newest - 30 * DAY_S);
+            let first = (asked - HOUR_S / 2 + phase).max(bend + HOUR_S - 30 * DAY_S);
             let first = first + (phase - first).rem_euclid(HOUR_S);
             (first, full_from)
         })
